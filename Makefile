@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine:  make app   |   make test
+# Both create .venv when it is missing and install what is needed (torch first, CPU build).
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+# torch is installed first and on its own so that pip never resolves a multi-GB CUDA build.
+# On a machine without a local CPU wheel, add PyTorch's CPU-only index via TORCH_PIP_ARGS.
+TORCH_SPEC     ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+EXTRAS ?= dev
+STAMP   = $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: app test install bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -c "import torch, anysat_core; print('torch', torch.__version__, '| anysat_core', anysat_core.__version__)"
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+# Until the Panel app lands this runs a short command-line demo of the features on the embedded default.
+app: install
+	$(PY) -m anysat_core.demo
+
+bench: install
+	$(PY) tests/benchmarks/bench_inference.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,99 @@
+"""Model configuration: a frozen dataclass and the named size presets.
+
+This module imports only the errors and the modality registry (it is a leaf of the model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from anysat_core.errors import ConfigError
+from anysat_core.modalities import MODALITIES
+
+__all__ = ["ATTENTION_MODES", "SIZES", "AnySatConfig", "config_for_size"]
+
+#: Attention behaviours of the main transformer blocks (see the model docs).
+ATTENTION_MODES = ("standard", "flash-compat")
+
+#: Width, depth and heads of the released sizes (head width is 64 in all of them).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"embed_dim": 256, "depth": 2, "num_heads": 4},
+    "small": {"embed_dim": 512, "depth": 4, "num_heads": 8},
+    "base": {"embed_dim": 768, "depth": 6, "num_heads": 12},
+}
+
+
+@dataclass(frozen=True)
+class AnySatConfig:
+    """Everything needed to build an :class:`~anysat_core.AnySat` model.
+
+    Attributes:
+        size: preset name, or ``"custom"``.
+        embed_dim: token width D.
+        depth: number of blocks of the shared spatial encoder and of the main transformer.
+        num_heads: attention heads (D must be divisible by it).
+        mlp_ratio: hidden width of transformer MLPs, as a multiple of D.
+        modalities: modalities that get a projector (all 11 in the released checkpoint).
+        attention: ``"standard"`` (softmax over tokens, what the official demo/hub path uses) or
+            ``"flash-compat"`` (the head/token-transposed attention the official code computes when
+            ``flash_attn=True``, used in its pretraining; tokens do not mix in the main blocks).
+    """
+
+    size: str = "tiny"
+    embed_dim: int = 256
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    modalities: tuple[str, ...] = field(default_factory=lambda: tuple(MODALITIES))
+    attention: Literal["standard", "flash-compat"] = "standard"
+
+    def __post_init__(self) -> None:
+        if self.embed_dim <= 0 or self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"embed_dim={self.embed_dim} must be a positive multiple of num_heads={self.num_heads}"
+            )
+        if self.embed_dim % 64:
+            raise ConfigError(
+                f"embed_dim={self.embed_dim} must be a multiple of 64 (16 temporal heads with even widths "
+                "and 4 sin-cos blocks); use 256, 512 or 768 as the released sizes do"
+            )
+        if self.depth < 1:
+            raise ConfigError(f"depth={self.depth} must be at least 1")
+        if self.attention not in ATTENTION_MODES:
+            raise ConfigError(f"attention={self.attention!r}; expected one of {ATTENTION_MODES}")
+        for m in self.modalities:
+            MODALITIES[m]  # raises UnknownModalityError with the valid names
+        if not self.modalities:
+            raise ConfigError("modalities is empty; give at least one modality name")
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form, stored in checkpoints."""
+        d = dataclasses.asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnySatConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(d) - names)
+        if extra:
+            raise ConfigError(f"unknown config fields {extra}; expected a subset of {sorted(names)}")
+        d = dict(d)
+        if "modalities" in d:
+            d["modalities"] = tuple(d["modalities"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> AnySatConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def config_for_size(size: str, **overrides: Any) -> AnySatConfig:
+    """Config of a released size (``tiny``, ``small``, ``base``), with optional field overrides."""
+    if size not in SIZES:
+        raise ConfigError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+    return AnySatConfig(size=size, **{**SIZES[size], **overrides})

@@ -1,0 +1,1 @@
+"""Data helpers: samples, synthetic batches (datasets land with the data issue)."""

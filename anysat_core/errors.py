@@ -1,0 +1,115 @@
+"""Exceptions raised by :mod:`anysat_core`.
+
+Every error the package raises for bad *user input* derives from :class:`AnySatError`
+and from the closest builtin exception, so ``except ValueError`` style handlers keep
+working.  Messages say what came in, what was expected and how to fix it.
+
+This module imports nothing from the package (it is a leaf).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AnySatError",
+    "BatchSizeMismatchError",
+    "ChannelMismatchError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "ConfigError",
+    "DatesError",
+    "DTypeError",
+    "ExtentMismatchError",
+    "InputShapeError",
+    "NonFiniteInputError",
+    "NonSquareTileError",
+    "OutputError",
+    "PatchSizeError",
+    "PretrainedWeightsError",
+    "UnknownModalityError",
+]
+
+
+class AnySatError(Exception):
+    """Base class of every error raised by anysat_core for bad input."""
+
+
+class UnknownModalityError(AnySatError, LookupError):
+    """A modality key that is not in the registry (or not in this model)."""
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(AnySatError, ValueError):
+    """An invalid model configuration (unknown size, inconsistent widths...)."""
+
+
+class InputShapeError(AnySatError, ValueError):
+    """A tensor with the wrong number of dimensions or an inconsistent shape."""
+
+
+class ChannelMismatchError(InputShapeError):
+    """A modality tensor whose channel count differs from the registry."""
+
+
+class NonSquareTileError(InputShapeError):
+    """A tile whose height and width differ (AnySat needs square tiles)."""
+
+
+class BatchSizeMismatchError(InputShapeError):
+    """Modalities (or their dates/masks) with different batch sizes."""
+
+
+class ExtentMismatchError(AnySatError, ValueError):
+    """Modalities that do not cover the same ground extent."""
+
+
+class PatchSizeError(AnySatError, ValueError):
+    """A patch size that is not a positive multiple of the modality step or does not divide the tile."""
+
+
+class DatesError(AnySatError, ValueError):
+    """A time series without ``<modality>_dates`` or with dates that do not fit the series."""
+
+
+class DTypeError(AnySatError, TypeError):
+    """A tensor whose dtype is not the expected kind (e.g. integer images)."""
+
+
+class NonFiniteInputError(AnySatError, ValueError):
+    """NaN or infinite values in an input tensor."""
+
+
+class OutputError(AnySatError, ValueError):
+    """An unknown ``output`` mode or an invalid ``output_modality``."""
+
+
+class CheckpointError(AnySatError, ValueError):
+    """A checkpoint file that cannot be read or whose format is not recognised."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint whose keys or shapes do not match the model.
+
+    Attributes:
+        missing: keys the model needs but the checkpoint lacks.
+        unexpected: keys in the checkpoint the model does not have.
+        mismatched: ``(key, checkpoint_shape, model_shape)`` triples.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.missing = list(missing or [])
+        self.unexpected = list(unexpected or [])
+        self.mismatched = list(mismatched or [])
+
+
+class PretrainedWeightsError(AnySatError, OSError):
+    """Released weights that cannot be downloaded, found or verified."""

@@ -1,0 +1,268 @@
+"""AnySat: one model for any resolution, scale and modality (Astruc et al., CVPR 2025).
+
+Pipeline (shapes for B tiles, width D, patch side s x 10 m, h x h patches, P = h*h)::
+
+    for each modality m:      projector_m(raw)             -> (B*P, n_sub_m, D)
+    grouped by n_sub:         spatial_encoder([cls | tokens + PE_m])  -> (B*P, D) patch tokens
+    tokens = [cls] [modis] [tokens(m1) + PE] [tokens(m2) + PE] ...   -> (B, 1 [+1] + M*P, D)
+    main transformer:         depth pre-LN blocks
+    combiner:                 1 + P learned queries pool all tokens  -> (B, 1 + P, D)
+
+Outputs: ``tile`` (B, D), ``patch`` (B, h, h, D), ``all`` (B, 1+P, D), ``dense`` (B, h*r, h*r, 2D)
+(patch token concatenated with the sub-patch token of ``output_modality``; r = sqrt(n_sub)).
+
+The module tree and parameter names equal the released checkpoint's, so ``state_dict()`` is
+interchangeable with ``AnySat.pth``.  In eval mode the outputs equal the original code's
+``forward`` (``flash_attn=False``) to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from anysat_core.config import AnySatConfig, config_for_size
+from anysat_core.modalities import MODALITIES
+from anysat_core.model.attention import Block, CombinerBlock
+from anysat_core.model.encoder import SpatialEncoder
+from anysat_core.model.inputs import BatchPlan, check_batch
+from anysat_core.model.pos_embed import distance_buckets, sincos_2d
+from anysat_core.model.projectors import TemporalProjector, build_projector
+
+__all__ = ["AnySat"]
+
+
+class AnySat(nn.Module):
+    """The AnySat encoder.
+
+    Args:
+        size: ``"tiny"``, ``"small"`` or ``"base"`` (ignored when ``config`` is given).
+        config: a full :class:`~anysat_core.config.AnySatConfig`.
+        **overrides: config fields to change from the size preset (e.g. ``attention="flash-compat"``).
+
+    Example:
+        >>> model = AnySat(size="tiny").eval()
+        >>> feats = model(batch, patch_size=20, output="dense", output_modality="s2")
+    """
+
+    def __init__(self, size: str = "tiny", *, config: AnySatConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = config_for_size(size, **overrides)
+        elif overrides:
+            config = config.replace(**overrides)
+        self.config = config
+        D = config.embed_dim
+        self.embed_dim = D
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for name in sorted(config.modalities):
+            self.add_module(f"projector_{name}", build_projector(MODALITIES[name], D))
+        self.spatial_encoder = SpatialEncoder(D, config.depth, config.num_heads, config.mlp_ratio)
+        self.blocks = nn.ModuleList(
+            [Block(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)]
+            + [CombinerBlock(D, config.num_heads, config.mlp_ratio)]
+        )
+        self._init_weights()
+
+    # ------------------------------------------------------------------ construction helpers
+    def _init_weights(self) -> None:
+        """Initialisation of the released code (trunc-normal 0.02 in the spatial encoder, with depth rescale)."""
+        for m in self.spatial_encoder.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        for i, blk in enumerate(self.spatial_encoder.predictor_blocks):
+            blk.attn.proj.weight.data.div_(math.sqrt(2.0 * (i + 1)))
+            blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * (i + 1)))
+        for m in self.modules():
+            if hasattr(m, "lookup_table_weight"):
+                nn.init.trunc_normal_(m.lookup_table_weight, std=0.02)
+
+    @property
+    def size(self) -> str:
+        """Preset name of this model's configuration."""
+        return self.config.size
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities this model has a projector for."""
+        return self.config.modalities
+
+    @property
+    def attention_mode(self) -> str:
+        """Attention behaviour of the main blocks: ``"standard"`` or ``"flash-compat"``."""
+        return self.config.attention
+
+    @attention_mode.setter
+    def attention_mode(self, mode: str) -> None:
+        self.config = self.config.replace(attention=mode)
+
+    def projector(self, modality: str) -> nn.Module:
+        """The projector module of ``modality``."""
+        return getattr(self, f"projector_{modality}")
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], size: str | None = None, *, map_location: str | torch.device = "cpu"
+    ) -> AnySat:
+        """Load weights from the official format (``{'state_dict': ...}``) or this package's format.
+
+        Args:
+            path: checkpoint file (read with ``torch.load(weights_only=True)``).
+            size: expected size; required to be consistent with the file. For official files it may be
+                omitted and is then inferred from the tensor shapes.
+            map_location: where tensors are loaded.
+
+        Raises:
+            CheckpointError: unreadable file or unknown format.
+            CheckpointMismatchError: missing, unexpected or mis-shaped keys (all listed).
+        """
+        from anysat_core.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(cls, path, size=size, map_location=map_location)
+
+    @classmethod
+    def from_pretrained(cls, size: str = "base", **kwargs: Any) -> AnySat:
+        """The released GeoPlex-pretrained weights (only ``base`` exists), downloaded once and cached.
+
+        See :func:`anysat_core.model.checkpoint.pretrained_path` for the keyword arguments (``path``,
+        ``cache_dir``, ``revision``, ``local_files_only``) and the ``ANYSAT_WEIGHTS`` variable.
+        """
+        from anysat_core.model.checkpoint import pretrained_path
+
+        return cls.from_checkpoint(pretrained_path(size, **kwargs), size=size)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write weights plus config (atomically: temporary file then rename)."""
+        from anysat_core.model.checkpoint import save_checkpoint
+
+        save_checkpoint(self, path)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        batch: Mapping[str, Any],
+        patch_size: float,
+        output: str = "patch",
+        output_modality: str | None = None,
+    ) -> torch.Tensor:
+        """Encode a batch of tiles.
+
+        Args:
+            batch: ``{modality: tensor}`` plus ``"<modality>_dates"`` ``(B, T)`` day of year for every time
+                series and optionally ``"<modality>_mask"`` (broadcastable to the tensor, 1 = valid).
+                Images are ``(B, C, H, W)``, series ``(B, T, C, H, W)``, channels in
+                ``MODALITIES[m].bands`` order, normalised per channel.  All modalities but MODIS must
+                cover the same square ground extent.
+            patch_size: patch side in metres, a positive multiple of 10 (30 with l7/alos) dividing the
+                tile extent.
+            output: ``"tile"``, ``"patch"``, ``"dense"`` or ``"all"``.
+            output_modality: the modality whose sub-patches make the ``dense`` map (default: first key).
+
+        Returns:
+            ``tile`` (B, D); ``patch`` (B, h, h, D); ``all`` (B, 1 + h*h, D) with the tile token first;
+            ``dense`` (B, h*r, h*r, 2D) with channels ``[patch token | sub-patch token]``.
+
+        Raises:
+            AnySatError subclasses for every invalid input (see :mod:`anysat_core.errors`).
+        """
+        plan = check_batch(
+            batch,
+            patch_size,
+            output,
+            output_modality,
+            model_modalities=self.config.modalities,
+            device=self.cls_token.device,
+            dtype=self.cls_token.dtype,
+        )
+        return self.forward_plan(plan)
+
+    def forward_plan(self, plan: BatchPlan) -> torch.Tensor:
+        """Run the model on a validated :class:`~anysat_core.model.inputs.BatchPlan`."""
+        B, s, h, D = plan.batch_size, plan.scale, plan.grid, self.embed_dim
+        P = h * h
+        dev, dt = self.cls_token.device, self.cls_token.dtype
+
+        # 1. projectors: (B * P_m, n_sub, D) per modality
+        sub: dict[str, torch.Tensor] = {}
+        for m in plan.modalities:
+            proj = self.projector(m)
+            if isinstance(proj, TemporalProjector):
+                sub[m] = proj(plan.images[m], plan.dates[m], s, plan.masks.get(m))
+            else:
+                sub[m] = proj(plan.images[m], s)
+
+        # 2. shared spatial encoder, one call per sequence length
+        groups: dict[int, list[str]] = {}
+        for m in plan.modalities:
+            groups.setdefault(sub[m].shape[1], []).append(m)
+        patch_tokens: dict[str, torch.Tensor] = {}
+        dense_sub: torch.Tensor | None = None
+        cls = self.spatial_encoder.cls_token
+        for n_sub, mods in groups.items():
+            G = math.isqrt(n_sub)
+            seqs = []
+            for m in mods:
+                t = sub[m]
+                pe = sincos_2d(D, G, MODALITIES[m].token_m, device=dev, dtype=dt)
+                seqs.append(torch.cat([cls.expand(t.shape[0], 1, D), t + pe], dim=1))
+            keep = plan.output_modality in mods
+            out = self.spatial_encoder(torch.cat(seqs, 0) if len(seqs) > 1 else seqs[0], G, keep_subpatches=keep)
+            start = 0
+            for m, seq in zip(mods, seqs):
+                o = out[start : start + seq.shape[0]]
+                start += seq.shape[0]
+                if keep:
+                    if m == plan.output_modality:
+                        dense_sub = o[:, 1:]
+                    o = o[:, 0]
+                patch_tokens[m] = o
+
+        # 3. token sequence: cls, [modis], then P tokens of each modality with the patch PE
+        patch_pe = sincos_2d(D, h, s, device=dev, dtype=dt)  # (P, D), positions in units of 10 m
+        tokens = [self.cls_token.expand(B, 1, D)]
+        grid_mods = [m for m in plan.modalities if not MODALITIES[m].tile_token]
+        modis = [m for m in plan.modalities if MODALITIES[m].tile_token]
+        tokens += [patch_tokens[m].view(B, 1, D) for m in modis]
+        tokens += [patch_tokens[m].view(B, P, D) + patch_pe for m in grid_mods]
+        x = torch.cat(tokens, dim=1)
+
+        # 4. main transformer
+        for blk in self.blocks[:-1]:
+            x = blk(x, self.config.attention)
+
+        # 5. combiner: learned queries at cls, [modis], and every patch position
+        special = 1 + len(modis)
+        combiner = self.blocks[-1]
+        if plan.output == "tile":
+            query_pe = patch_pe.new_zeros(1, D)
+            buckets = distance_buckets(h, special=special, rows=0, key_repeats=len(grid_mods), device=dev)[:1]
+            return combiner(x, query_pe, buckets)[:, 0]
+        query_pe = torch.cat([patch_pe.new_zeros(special, D), patch_pe], dim=0)
+        buckets = distance_buckets(h, special=special, key_repeats=len(grid_mods), device=dev)
+        out = combiner(x, query_pe, buckets, drop_rows=slice(1, special) if modis else None)  # (B, 1+P, D)
+        if plan.output == "all":
+            return out
+        patches = out[:, 1:]
+        if plan.output == "patch":
+            return patches.reshape(B, h, h, D)
+
+        # dense: [patch token | sub-patch token] laid out on an (h*r) x (h*r) grid
+        assert dense_sub is not None
+        n_sub = dense_sub.shape[1]
+        r = math.isqrt(n_sub)
+        dense = torch.cat([patches.unsqueeze(2).expand(B, P, n_sub, D), dense_sub.view(B, P, n_sub, D)], dim=-1)
+        dense = dense.view(B, h, h, r, r, 2 * D).permute(0, 1, 3, 2, 4, 5)
+        return dense.reshape(B, h * r, h * r, 2 * D)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"size={c.size}, embed_dim={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, attention={c.attention}"
+

@@ -1,0 +1,258 @@
+"""Reading, checking and writing AnySat checkpoints; fetching the released weights.
+
+Formats read by :func:`load_checkpoint` (always with ``torch.load(weights_only=True)``):
+
+* **official**: ``{'state_dict': AnyModule.state_dict()}`` as released (``AnySat.pth`` on the Hugging Face
+  repo ``g-astruc/AnySat``) and as written by the original code; size inferred from shapes if not given.
+* **anysat_core**: ``{'format': 'anysat_core', 'format_version': 1, 'config': {...}, 'state_dict': ...}`` as
+  written by :func:`save_checkpoint`; the embedded config rebuilds the model.
+* a bare state dict, or a training checkpoint whose keys carry a prefix (``model.``, ``target_encoder.``...):
+  the prefix in front of the top-level ``cls_token`` is stripped.
+
+Parameter names are the official ones, so no key mapping is needed; every missing, unexpected or
+mis-shaped key is reported at once in a :class:`~anysat_core.errors.CheckpointMismatchError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from anysat_core.config import SIZES, AnySatConfig, config_for_size
+from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
+
+if TYPE_CHECKING:
+    from anysat_core.model.anysat import AnySat
+
+__all__ = [
+    "ENV_VAR",
+    "FORMAT",
+    "HF_FILENAME",
+    "HF_REPO",
+    "load_checkpoint",
+    "pretrained_path",
+    "read_state_dict",
+    "save_checkpoint",
+]
+
+FORMAT = "anysat_core"
+FORMAT_VERSION = 1
+HF_REPO = "g-astruc/AnySat"
+HF_FILENAME = "models/AnySat.pth"
+HF_URL = f"https://huggingface.co/{HF_REPO}/resolve/main/{HF_FILENAME}"
+#: Environment variable naming a local copy of ``AnySat.pth``; it takes precedence over downloading.
+ENV_VAR = "ANYSAT_WEIGHTS"
+_MAX_LISTED = 30
+
+
+def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist or is not a file; pass the path of a .pth file")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle with code objects, not a torch file...
+        raise CheckpointError(
+            f"cannot read checkpoint {str(p)!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "expected a file written by torch.save holding {'state_dict': ...}. If it is truncated, download it again."
+        ) from e
+
+
+def read_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], AnySatConfig | None]:
+    """Split a loaded checkpoint object into ``(state_dict, config or None)``; strips key prefixes."""
+    config = None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("format_version", 1) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source} has format_version {obj['format_version']}; this anysat_core reads up to "
+                f"{FORMAT_VERSION}. Upgrade anysat_core."
+            )
+        config = AnySatConfig.from_dict(obj["config"])
+        sd = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        sd = obj["state_dict"]
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd = obj
+    else:
+        kind = f"a dict with keys {sorted(map(str, obj))[:10]}" if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(
+            f"{source} holds {kind}; expected {{'state_dict': {{name: tensor}}}} (official AnySat format) or a "
+            "file written by AnySat.save()"
+        )
+    top = [k for k in sd if k.endswith("cls_token") and not k.endswith("spatial_encoder.cls_token")]
+    if len(top) == 1 and top[0] != "cls_token":
+        prefix = top[0][: -len("cls_token")]
+        sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    return dict(sd), config
+
+
+def _infer_config(sd: dict[str, torch.Tensor], size: str | None) -> AnySatConfig:
+    if size is not None:
+        return config_for_size(size)
+    if "cls_token" not in sd:
+        raise CheckpointMismatchError(
+            "checkpoint has no 'cls_token'; it is not an AnySat state dict (pass size= to see every missing key)",
+            missing=["cls_token"],
+        )
+    dim = int(sd["cls_token"].shape[-1])
+    depth = len({m.group(1) for k in sd if (m := re.match(r"spatial_encoder\.predictor_blocks\.(\d+)\.", k))})
+    for name, hp in SIZES.items():
+        if hp["embed_dim"] == dim and hp["depth"] == depth:
+            return config_for_size(name)
+    return AnySatConfig(size="custom", embed_dim=dim, depth=max(depth, 1), num_heads=max(1, dim // 64))
+
+
+def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointMismatchError` listing every missing, unexpected and mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    mismatched = [
+        (k, tuple(sd[k].shape), tuple(own[k].shape)) for k in sorted(set(own) & set(sd)) if sd[k].shape != own[k].shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+
+    def listing(title: str, items: list[str]) -> str:
+        more = f" ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+        return f"\n  {title} ({len(items)}): " + ", ".join(items[:_MAX_LISTED]) + more
+
+    cfg = getattr(model, "config", None)
+    what = f"an AnySat {cfg.size} model (embed_dim {cfg.embed_dim}, depth {cfg.depth})" if cfg else "the model"
+    msg = f"{source} does not match {what}:"
+    if missing:
+        msg += listing("missing keys", missing)
+    if unexpected:
+        msg += listing("unexpected keys", unexpected)
+    if mismatched:
+        msg += listing("mis-shaped keys", [f"{k} checkpoint {s} vs model {m}" for k, s, m in mismatched])
+    msg += "\nPass the size the checkpoint was trained with (size='tiny'|'small'|'base'), or check the file."
+    raise CheckpointMismatchError(msg, missing=missing, unexpected=unexpected, mismatched=mismatched)
+
+
+def load_checkpoint(
+    cls: type[AnySat], path: str | os.PathLike[str], *, size: str | None = None, map_location: str | torch.device = "cpu"
+) -> AnySat:
+    """Build a model from ``path`` (see the module doc for formats); returned in eval mode."""
+    source = f"checkpoint {str(path)!r}"
+    sd, config = read_state_dict(_read(path, map_location), source)
+    if config is not None and size is not None and config.size != size:
+        raise CheckpointMismatchError(
+            f"{source} holds an AnySat {config.size!r} model but size={size!r} was requested; "
+            f"pass size={config.size!r} or omit size"
+        )
+    model = cls(config=config or _infer_config(sd, size))
+    check_state_dict(model, sd, source)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` in the anysat_core format, atomically (temporary file in the same folder, then rename)."""
+    from anysat_core import __version__
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CheckpointError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "anysat_core_version": __version__,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _help(extra: str = "") -> str:
+    return (
+        f"{extra}Fetch {HF_FILENAME} from the Hugging Face repo {HF_REPO} ({HF_URL}) on a machine with internet, "
+        f"then pass it with AnySat.from_pretrained('base', path='/path/to/AnySat.pth') or "
+        f"AnySat.from_checkpoint('/path/to/AnySat.pth'), or set {ENV_VAR}=/path/to/AnySat.pth."
+    )
+
+
+def verify_download(path: str | os.PathLike[str]) -> None:
+    """Check a file from the Hugging Face cache against its content hash.
+
+    Large (LFS) files live in the cache as ``blobs/<sha256>``: the file's SHA-256 must equal its blob name.
+    """
+    blob = Path(os.path.realpath(path))
+    if re.fullmatch(r"[0-9a-f]{64}", blob.name) and sha256_file(blob) != blob.name:
+        raise PretrainedWeightsError(
+            f"{str(path)!r} is corrupt (its SHA-256 differs from the published hash {blob.name}); delete "
+            f"{str(blob)!r} and call from_pretrained again to download it anew. " + _help()
+        )
+
+
+def pretrained_path(
+    size: str = "base",
+    *,
+    path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
+    local_files_only: bool = False,
+    verify: bool = True,
+) -> str:
+    """Local path of the released weights, downloading them once through ``huggingface_hub``.
+
+    Order: ``path`` argument, then the ``ANYSAT_WEIGHTS`` environment variable, then the Hugging Face
+    cache (``cache_dir`` or the default ``HF_HOME``), downloading if missing unless ``local_files_only``
+    or ``HF_HUB_OFFLINE=1``.  Downloads are checked against their published SHA-256.
+
+    Raises:
+        PretrainedWeightsError: no released weights of that size, file missing, offline without a cached
+            copy, or a corrupt download; the message says which file to fetch and how to pass it.
+    """
+    if size != "base":
+        raise PretrainedWeightsError(
+            f"no released weights for size {size!r}: only 'base' was published. Use AnySat(size={size!r}) for a "
+            "randomly initialised model or AnySat.from_checkpoint(path) for your own weights."
+        )
+    for given, origin in ((path, "path argument"), (os.environ.get(ENV_VAR) or None, f"{ENV_VAR} variable")):
+        if given:
+            if not Path(given).is_file():
+                raise PretrainedWeightsError(f"{origin} points to {str(given)!r}, which is not a file. " + _help())
+            return str(given)
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
+        raise PretrainedWeightsError("huggingface_hub is not installed (pip install huggingface_hub). " + _help()) from e
+    try:
+        local = hf_hub_download(
+            repo_id=HF_REPO,
+            filename=HF_FILENAME,
+            revision=revision,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            local_files_only=local_files_only,
+        )
+    except Exception as e:  # offline, DNS failure, HTTP error, missing cache entry...
+        raise PretrainedWeightsError(
+            f"could not get the AnySat weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            + _help()
+        ) from e
+    if verify:
+        verify_download(local)
+    return local

@@ -1,0 +1,125 @@
+"""Positional encodings and relative-position buckets, cached per shape.
+
+All tables are pure functions of a few integers, so they are built once per
+(width, grid, step, device, dtype) and reused; the original code rebuilt them on every call.
+Maths follows the released AnySat model exactly (float32 construction):
+
+* ``sincos_2d(D, G, step)``: token at raster index (i, j) gets ``[E(j*step) | E(i*step)]`` with
+  ``E(p) = [sin(p w_k) | cos(p w_k)]``, ``w_k = 10000^(-k/(D/4))``; the *first* half encodes the column.
+* ``date_encoding``: per date d, ``PE[k] = sin(d / T0^(2*floor(i/2)/dh))`` (even i) / ``cos`` (odd i)
+  with ``i = k mod dh``, ``dh = D / heads``; the dh-vector is tiled ``heads`` times.
+* ``distance_buckets``: iRPE "euclidean" buckets with ratio 1.9 on a G x G grid, special tokens in
+  bucket 7.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+__all__ = ["date_encoding", "distance_buckets", "sincos_2d"]
+
+_NUM_RPE_BUCKETS = 8  # 7 distance buckets (3 of them never used here) + 1 for special tokens
+_SPECIAL_BUCKET = 7
+
+
+def _sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
+    """(M,) float32 positions -> (M, dim) ``[sin | cos]`` table."""
+    omega = torch.arange(dim // 2, dtype=torch.float32) / (dim / 2.0)
+    omega = 1.0 / 10000**omega
+    out = pos.reshape(-1)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+@lru_cache(maxsize=256)
+def _sincos_2d_cpu(dim: int, grid: int, step: float) -> torch.Tensor:
+    idx = torch.arange(grid, dtype=torch.float32)
+    cols = (idx[None, :].expand(grid, grid) * torch.tensor(step, dtype=torch.float32)).reshape(-1)
+    rows = (idx[:, None].expand(grid, grid) * torch.tensor(step, dtype=torch.float32)).reshape(-1)
+    return torch.cat([_sincos_1d(dim // 2, cols), _sincos_1d(dim // 2, rows)], dim=1)
+
+
+@lru_cache(maxsize=256)
+def _sincos_2d_dev(dim: int, grid: int, step: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return _sincos_2d_cpu(dim, grid, step).to(device=device, dtype=dtype)
+
+
+def sincos_2d(
+    dim: int, grid: int, step: float, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """2-D sin-cos table ``(grid*grid, dim)`` for a raster-ordered square grid, positions ``index * step``.
+
+    The returned tensor is shared (cached): do not modify it in place.
+    """
+    return _sincos_2d_dev(dim, grid, float(step), torch.device(device or "cpu"), dtype)
+
+
+@lru_cache(maxsize=64)
+def _date_denominators(dh: int, period: int, device: torch.device) -> torch.Tensor:
+    k = torch.arange(dh, dtype=torch.float32)
+    return torch.pow(period, 2 * torch.div(k, 2, rounding_mode="floor") / dh).to(device)
+
+
+def date_encoding(dates: torch.Tensor, dim: int, heads: int, period: int) -> torch.Tensor:
+    """Sinusoidal encoding of raw dates (day of year), ``(B, T) -> (B, T, dim)`` float32."""
+    dh = dim // heads
+    table = dates.to(torch.float32)[..., None] / _date_denominators(dh, period, dates.device)
+    table = torch.stack([torch.sin(table[..., 0::2]), torch.cos(table[..., 1::2])], dim=-1).flatten(-2)
+    return table.repeat(*([1] * (table.dim() - 1)), heads)
+
+
+def _piecewise_bucket(dist: torch.Tensor, alpha: float = 1.9, beta: float = 3.8, gamma: float = 15.2) -> torch.Tensor:
+    """iRPE piecewise index of non-negative rounded distances (long)."""
+    far = dist > alpha
+    out = dist.clone()
+    scaled = alpha + torch.log(dist.clamp(min=alpha) / alpha) / math.log(gamma / alpha) * (beta - alpha)
+    out[far] = scaled[far].round().clip(max=beta)
+    return out.to(torch.long)
+
+
+@lru_cache(maxsize=256)
+def _grid_buckets_cpu(grid: int) -> torch.Tensor:
+    """(G*G, G*G) bucket ids in 3..6 for the tokens of a raster grid."""
+    r = torch.arange(grid).repeat_interleave(grid)
+    c = torch.arange(grid).repeat(grid)
+    d2 = (r[:, None] - r[None, :]) ** 2 + (c[:, None] - c[None, :]) ** 2
+    dist = d2.to(torch.float32).sqrt().round()
+    return _piecewise_bucket(dist) + int(3.8)  # shift [-beta, beta] to [0, 2*beta]
+
+
+@lru_cache(maxsize=256)
+def _distance_buckets_dev(
+    grid: int, special: int, rows: int, key_repeats: int, device: torch.device
+) -> torch.Tensor:
+    base = _grid_buckets_cpu(grid)
+    n = grid * grid
+    out = torch.full((special + rows, special + key_repeats * n), _SPECIAL_BUCKET, dtype=torch.long)
+    if rows:
+        out[special:, special:] = base[:rows].repeat(1, key_repeats)
+    return out.to(device)
+
+
+def distance_buckets(
+    grid: int,
+    *,
+    special: int = 1,
+    rows: int | None = None,
+    key_repeats: int = 1,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Relative-position bucket ids ``(special + rows, special + key_repeats * G*G)``.
+
+    Args:
+        grid: side G of the raster grid.
+        special: number of leading special tokens (class token, MODIS token) on both axes.
+        rows: number of grid query rows to keep (default all ``G*G``; 0 keeps only special rows).
+        key_repeats: the grid is tiled this many times along the key axis (one copy per modality).
+        device: where the (cached) tensor lives.
+    """
+    rows = grid * grid if rows is None else rows
+    return _distance_buckets_dev(grid, special, rows, key_repeats, torch.device(device or "cpu"))
+
+
+NUM_RPE_BUCKETS = _NUM_RPE_BUCKETS

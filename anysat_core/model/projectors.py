@@ -1,0 +1,185 @@
+"""Modality projectors: raw tile -> one token per sub-patch, grouped by patch.
+
+* :class:`VHRProjector` (aerial, aerial-flair, spot, naip): strided convolution + token-wise MLP.
+* :class:`TemporalProjector` (s2, s1, s1-asc, l7, l8, alos, modis): a modified L-TAE applied to every
+  pixel's time series, then cut into patches.
+
+Both return ``(B * P, n_sub, D)``: patches in raster order over the tile; sub-patches inside a patch
+in the order the released model used (see :class:`VHRProjector`).  Hyper-parameters come from the
+modality registry.  Parameter names equal the released checkpoint's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anysat_core.modalities import Modality
+from anysat_core.model.pos_embed import date_encoding
+
+__all__ = ["TemporalProjector", "VHRProjector", "build_projector"]
+
+#: Upper bound on the floats held by one intermediate of the temporal input MLP; the pixels are
+#: processed in chunks that respect it, so memory does not grow with the tile size.
+LTAE_CHUNK_FLOATS = 2**24  # 64 MiB in float32
+
+
+class VHRProjector(nn.Module):
+    """Single-date very-high-resolution projector.
+
+    ``Conv2d(C, D, k, stride=k, bias=False)`` makes one token per ``k`` pixels (2 m for aerial, 10 m
+    for spot/naip); an MLP ``Linear(D,2D) LN ReLU Linear(2D,D) LN ReLU`` refines each token.  Tokens are
+    grouped by patch of ``s x s`` 10 m blocks; inside a patch the order is block-major (row-major over
+    the 10 m blocks) and then row-major over the ``g x g`` cells of a block, as in the released model.
+    """
+
+    def __init__(self, modality: Modality, embed_dim: int) -> None:
+        super().__init__()
+        hp = modality.projector_hparams(embed_dim)
+        self.modality = modality.name
+        self.cells = modality.pixels_per_token  # g: conv cells per 10 m block side
+        self.patch_embed = nn.Conv2d(hp["in_chans"], embed_dim, hp["conv_px"], stride=hp["conv_px"], bias=False)
+        widths = hp["mlp"]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.LayerNorm(b, eps=1e-5), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """x ``(B, C, H, W)`` and ``scale`` s (patch side in 10 m) -> ``(B*P, s*s*g*g, D)``."""
+        y = self.patch_embed(x)  # (B, D, Hc, Wc)
+        B, D, Hc, _ = y.shape
+        g, s = self.cells, scale
+        h = Hc // (g * s)
+        y = y.view(B, D, h, s, g, h, s, g)  # (B, D, pi, bi, ci, pj, bj, cj)
+        y = y.permute(0, 2, 5, 3, 6, 4, 7, 1).reshape(B * h * h, s * s * g * g, D)
+        return self.mlp(y)
+
+
+class _TemporalAttention(nn.Module):
+    """Holds the L-TAE master query ``Q (heads, d_k)`` and key projection ``fc1_k``."""
+
+    def __init__(self, n_head: int, d_k: int, d_in: int) -> None:
+        super().__init__()
+        self.n_head, self.d_k = n_head, d_k
+        self.Q = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))
+        self.fc1_k = nn.Linear(d_in, n_head * d_k)
+        nn.init.normal_(self.fc1_k.weight, mean=0.0, std=math.sqrt(2.0 / d_k))
+
+    def folded_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)`` with ``logits = e @ W.T + b`` equal to ``Q_h . fc1_k(e)_h / sqrt(d_k)`` per head."""
+        w = self.fc1_k.weight.view(self.n_head, self.d_k, -1)  # (h, dk, D)
+        b = self.fc1_k.bias.view(self.n_head, self.d_k)
+        scale = self.d_k**-0.5
+        return torch.einsum("hk,hkd->hd", self.Q, w) * scale, (self.Q * b).sum(-1) * scale
+
+
+class _LTAE(nn.Module):
+    """Modified Lightweight Temporal Attention Encoder applied per pixel (module name ``patch_embed``)."""
+
+    def __init__(self, modality: Modality, embed_dim: int) -> None:
+        super().__init__()
+        hp = modality.projector_hparams(embed_dim)
+        self.n_head = hp["n_head"]
+        self.pe_period = hp["pe_period"]
+        self.p = hp["dropout"]
+        widths = (hp["in_chans"], *hp["mlp_in"])
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.GroupNorm(4, b), nn.ReLU(), nn.Dropout(self.p)]
+        self.inconv = nn.Sequential(*layers)
+        d = widths[-1]
+        self.in_norm = nn.GroupNorm(self.n_head, d) if hp["in_norm"] else None
+        self.attention_heads = _TemporalAttention(self.n_head, hp["d_k"], d)
+        self.mlp = nn.Sequential(nn.Linear(d, hp["mlp"][-1]), nn.GroupNorm(4, hp["mlp"][-1]), nn.ReLU())
+        self.out_norm = nn.GroupNorm(self.n_head, hp["mlp"][-1])
+        self.dropout = nn.Dropout(self.p)
+
+    def _input_mlp(self, rows: torch.Tensor) -> torch.Tensor:
+        """Linear -> GroupNorm(4) over each row's channels -> ReLU -> Dropout, five times. ``(R, C) -> (R, D)``."""
+        for i in range(0, len(self.inconv), 4):
+            lin, gn = self.inconv[i], self.inconv[i + 1]
+            rows = F.group_norm(lin(rows), 4, gn.weight, gn.bias, gn.eps)
+            rows = self.inconv[i + 3](F.relu(rows, inplace=True))
+        return rows
+
+    def encode(self, x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+        """x ``(n, T, C)`` per-pixel series, pe ``(n or 1, T, D)`` date encodings -> ``(n, D)``."""
+        n, T, C = x.shape
+        e = self._input_mlp(x.reshape(n * T, C)).view(n, T, -1)  # (n, T, D)
+        D = e.shape[-1]
+        if self.in_norm is not None:  # GroupNorm(16) over (channels of a group) x (all dates)
+            e = F.group_norm(e.transpose(1, 2), self.n_head, self.in_norm.weight, self.in_norm.bias,
+                             self.in_norm.eps).transpose(1, 2)
+        e = e + pe
+        w, b = self.attention_heads.folded_scores()
+        logits = torch.addmm(b, e.reshape(n * T, D), w.t()).view(n, T, self.n_head)
+        attn = logits.softmax(dim=1)  # over dates
+        if self.training:
+            attn = F.dropout(attn, 0.1)
+        # head h pools channel block h of the (date-encoded) features with its own weights
+        o = torch.einsum("nth,nthc->nhc", attn, e.view(n, T, self.n_head, D // self.n_head)).reshape(n, D)
+        lin, gn = self.mlp[0], self.mlp[1]
+        o = F.relu(F.group_norm(lin(o), 4, gn.weight, gn.bias, gn.eps))
+        o = self.dropout(o)
+        return self.out_norm(o)
+
+    def forward(self, x: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:
+        """x ``(B, T, C, H, W)``, dates ``(B, T)`` -> ``(B, H, W, D)``; pixels processed in bounded chunks."""
+        B, T, C, H, W = x.shape
+        D = self.out_norm.num_channels
+        pe = date_encoding(dates, self.inconv[-4].out_features, self.n_head, self.pe_period).to(x.dtype)  # (B, T, D)
+        pix = x.permute(0, 3, 4, 1, 2).reshape(B, H * W, T, C)
+        widest = max(m.out_features for m in self.inconv if isinstance(m, nn.Linear))
+        chunk = max(1, LTAE_CHUNK_FLOATS // (T * widest))
+        out = x.new_empty(B, H * W, D)
+        if chunk >= H * W:  # whole samples per chunk
+            per = max(1, chunk // (H * W))
+            for b0 in range(0, B, per):
+                b1 = min(B, b0 + per)
+                enc = self.encode(pix[b0:b1].reshape(-1, T, C), pe[b0:b1].repeat_interleave(H * W, 0))
+                out[b0:b1] = enc.view(b1 - b0, H * W, D)
+        else:
+            for b in range(B):
+                for p0 in range(0, H * W, chunk):
+                    p1 = min(H * W, p0 + chunk)
+                    out[b, p0:p1] = self.encode(pix[b, p0:p1], pe[b : b + 1])
+        return out.view(B, H, W, D)
+
+
+class TemporalProjector(nn.Module):
+    """Time-series projector: optional masking with ``pad_parameter``, per-pixel L-TAE, patch cutting."""
+
+    def __init__(self, modality: Modality, embed_dim: int) -> None:
+        super().__init__()
+        self.modality = modality.name
+        self.reduce_scale = modality.reduce_scale
+        self.patch_embed = _LTAE(modality, embed_dim)
+        self.pad_parameter = nn.Parameter(torch.tensor(0.0), requires_grad=False)
+
+    def patch_side(self, scale: int) -> int:
+        """Pixels per patch side for a patch of ``scale`` x 10 m."""
+        return max(1, scale // self.reduce_scale)
+
+    def forward(
+        self, x: torch.Tensor, dates: torch.Tensor, scale: int, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x ``(B, T, C, H, W)``, dates ``(B, T)``, mask broadcastable to x (1 = valid) -> ``(B*P, s'*s', D)``."""
+        if mask is not None:
+            x = torch.where(mask.to(torch.bool), x, self.pad_parameter.to(x.dtype))
+        y = self.patch_embed(x, dates)  # (B, H, W, D)
+        B, H, _, D = y.shape
+        s = self.patch_side(scale)
+        h = H // s
+        y = y[:, : h * s, : h * s].reshape(B, h, s, h, s, D).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(B * h * h, s * s, D)
+
+
+def build_projector(modality: Modality, embed_dim: int) -> nn.Module:
+    """The projector the registry names for ``modality``."""
+    if modality.projector == "vhr":
+        return VHRProjector(modality, embed_dim)
+    return TemporalProjector(modality, embed_dim)

@@ -1,0 +1,1 @@
+"""AnySat Explorer Panel app (``panel serve app``); lands with the app issue."""

@@ -1,0 +1,67 @@
+"""Parity with the original AnySat code on its recorded outputs (../shared/reference/parity_public.pt)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anysat_core import set_fused_attention
+from tests.conftest import PARITY, shared_file
+
+
+def _case_names() -> list[str]:
+    if not PARITY.exists():
+        return ["<shared folder absent>"]
+    return [c["name"] for c in torch.load(PARITY, weights_only=True)["cases"]]
+
+
+def _case(parity: dict, name: str) -> dict:
+    shared_file(PARITY)
+    return next(c for c in parity["cases"] if c["name"] == name)
+
+
+def _check(out: torch.Tensor, expected: torch.Tensor) -> None:
+    assert out.shape == expected.shape
+    err = (out - expected).abs().max().item()
+    tol = 1e-4 * max(1.0, expected.abs().max().item())
+    assert err <= tol, f"max abs error {err:.3e} > {tol:.3e}"
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_matches_original(parity, parity_model, name):
+    case = _case(parity, name)
+    with torch.no_grad():
+        out = parity_model(case["inputs"], patch_size=case["patch_size"], output=case["output"],
+                           output_modality=case["output_modality"])
+    _check(out, case["expected"])
+
+
+@pytest.mark.parametrize("name", ["treesat/ps20/dense/aerial", "synth_spot_s2_s1asc/ps40/patch"])
+def test_explicit_attention_path_matches_too(parity, parity_model, name):
+    case = _case(parity, name)
+    set_fused_attention(False)
+    try:
+        with torch.no_grad():
+            out = parity_model(case["inputs"], patch_size=case["patch_size"], output=case["output"],
+                               output_modality=case["output_modality"])
+    finally:
+        set_fused_attention(True)
+    _check(out, case["expected"])
+
+
+def test_inference_mode_and_batching_agree(parity, parity_model):
+    """A batch of two gives, per sample, what each sample gives alone."""
+    case = _case(parity, "synth_spot_s2_s1asc/ps20/tile")
+    with torch.inference_mode():
+        both = parity_model(case["inputs"], patch_size=20, output="tile")
+        first = parity_model({k: v[:1] for k, v in case["inputs"].items()}, patch_size=20, output="tile")
+    torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-5)
+    _check(both, case["expected"])
+
+
+def test_modality_order_does_not_matter(parity, parity_model):
+    case = _case(parity, "treesat/ps20/patch")
+    reordered = dict(reversed(list(case["inputs"].items())))
+    with torch.no_grad():
+        out = parity_model(reordered, patch_size=20, output="patch")
+    _check(out, case["expected"])
