@@ -1,0 +1,75 @@
+"""Project-level contracts: import hygiene, set-up commands, environment.yml in sync with pyproject."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from tests.conftest import ROOT
+
+CONDA_NAMES = {"torch": "pytorch"}
+
+
+def test_core_import_pulls_no_ui_or_training_stack():
+    code = (
+        "import sys, anysat_core, anysat_core.model.checkpoint, anysat_core.data.synthetic;"
+        "bad = [m for m in ('panel', 'holoviews', 'bokeh', 'lightning', 'pytorch_lightning', 'leafmap', 'app',"
+        " 'training', 'datashader') if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def _pyproject_requirements() -> dict[str, Requirement]:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(meta["dependencies"])
+    for extra, items in meta["optional-dependencies"].items():
+        reqs += [r for r in items if not r.startswith("anysat-explorer")]
+    return {Requirement(r).name.lower(): Requirement(r) for r in reqs}
+
+
+def test_environment_yml_matches_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    conda = {}
+    pip = None
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip = dep["pip"]
+            continue
+        name, _, spec = re.match(r"([A-Za-z0-9_.\-]+)(.*)", dep).group(1, 0, 2)
+        conda[name.lower()] = spec
+    for name, req in _pyproject_requirements().items():
+        conda_name = CONDA_NAMES.get(name, name)
+        assert conda_name in conda, f"{name} from pyproject.toml is missing in environment.yml"
+        assert SpecifierSet(conda[conda_name]) == req.specifier, f"{name}: {conda[conda_name]} vs {req.specifier}"
+    assert env["dependencies"][-1] == {"pip": pip} and pip[-1].startswith("-e ")
+
+
+def test_readme_shows_exactly_the_two_setup_commands():
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", setup, flags=re.S)
+    commands = [line.split("#")[0].strip() for b in blocks for line in b.splitlines() if line.strip()]
+    assert commands == ["make app", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^app:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "-m venv" in makefile and "torch==2.13.0" in makefile
+
+
+def test_ci_runs_make_test():
+    run = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in run
+
+
+def test_make_app_demo_runs():
+    out = subprocess.run([sys.executable, "-m", "anysat_core.demo"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "dense[s2]      -> (1, 6, 6, 512)" in out.stdout
