@@ -199,30 +199,28 @@ class AnySat(nn.Module):
             else:
                 sub[m] = proj(plan.images[m], s)
 
-        # 2. shared spatial encoder, one call per sequence length
-        groups: dict[int, list[str]] = {}
+        # 2. shared spatial encoder, one call per sequence length for all modalities that share it
+        # (the dense output modality runs apart: only it needs every token of the last block)
+        groups: dict[tuple[int, bool], list[str]] = {}
         for m in plan.modalities:
-            groups.setdefault(sub[m].shape[1], []).append(m)
+            groups.setdefault((sub[m].shape[1], m == plan.output_modality), []).append(m)
         patch_tokens: dict[str, torch.Tensor] = {}
         dense_sub: torch.Tensor | None = None
         cls = self.spatial_encoder.cls_token
-        for n_sub, mods in groups.items():
+        for (n_sub, keep), mods in groups.items():
             G = math.isqrt(n_sub)
             seqs = []
             for m in mods:
                 t = sub[m]
                 pe = sincos_2d(D, G, MODALITIES[m].token_m, device=dev, dtype=dt)
                 seqs.append(torch.cat([cls.expand(t.shape[0], 1, D), t + pe], dim=1))
-            keep = plan.output_modality in mods
             out = self.spatial_encoder(torch.cat(seqs, 0) if len(seqs) > 1 else seqs[0], G, keep_subpatches=keep)
             start = 0
             for m, seq in zip(mods, seqs):
                 o = out[start : start + seq.shape[0]]
                 start += seq.shape[0]
-                if keep:
-                    if m == plan.output_modality:
-                        dense_sub = o[:, 1:]
-                    o = o[:, 0]
+                if keep:  # the dense output modality alone
+                    dense_sub, o = o[:, 1:], o[:, 0]
                 patch_tokens[m] = o
 
         # 3. token sequence: cls, [modis], then P tokens of each modality with the patch PE

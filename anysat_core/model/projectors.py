@@ -107,46 +107,49 @@ class _LTAE(nn.Module):
         return rows
 
     def encode(self, x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
-        """x ``(n, T, C)`` per-pixel series, pe ``(n or 1, T, D)`` date encodings -> ``(n, D)``."""
-        n, T, C = x.shape
-        e = self._input_mlp(x.reshape(n * T, C)).view(n, T, -1)  # (n, T, D)
+        """x ``(b, n, T, C)`` per-pixel series of b samples, pe ``(b, 1, T, D)`` date encodings -> ``(b, n, D)``."""
+        b, n, T, C = x.shape
+        e = self._input_mlp(x.reshape(b * n * T, C))
         D = e.shape[-1]
+        e = e.view(b * n, T, D)
         if self.in_norm is not None:  # GroupNorm(16) over (channels of a group) x (all dates)
             e = F.group_norm(e.transpose(1, 2), self.n_head, self.in_norm.weight, self.in_norm.bias,
                              self.in_norm.eps).transpose(1, 2)
-        e = e + pe
-        w, b = self.attention_heads.folded_scores()
-        logits = torch.addmm(b, e.reshape(n * T, D), w.t()).view(n, T, self.n_head)
+            e = e.reshape(b, n, T, D) + pe
+        else:
+            e = e.view(b, n, T, D).add_(pe)
+        w, bias = self.attention_heads.folded_scores()
+        logits = torch.addmm(bias, e.reshape(-1, D), w.t()).view(b * n, T, self.n_head)
         attn = logits.softmax(dim=1)  # over dates
         if self.training:
             attn = F.dropout(attn, 0.1)
         # head h pools channel block h of the (date-encoded) features with its own weights
-        o = torch.einsum("nth,nthc->nhc", attn, e.view(n, T, self.n_head, D // self.n_head)).reshape(n, D)
+        o = torch.einsum("nth,nthc->nhc", attn, e.view(b * n, T, self.n_head, D // self.n_head)).reshape(b * n, D)
         lin, gn = self.mlp[0], self.mlp[1]
         o = F.relu(F.group_norm(lin(o), 4, gn.weight, gn.bias, gn.eps))
         o = self.dropout(o)
-        return self.out_norm(o)
+        return self.out_norm(o).view(b, n, D)
 
     def forward(self, x: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:
         """x ``(B, T, C, H, W)``, dates ``(B, T)`` -> ``(B, H, W, D)``; pixels processed in bounded chunks."""
         B, T, C, H, W = x.shape
         D = self.out_norm.num_channels
-        pe = date_encoding(dates, self.inconv[-4].out_features, self.n_head, self.pe_period).to(x.dtype)  # (B, T, D)
+        pe = date_encoding(dates, self.inconv[-4].out_features, self.n_head, self.pe_period).to(x.dtype)
+        pe = pe.unsqueeze(1)  # (B, 1, T, D)
         pix = x.permute(0, 3, 4, 1, 2).reshape(B, H * W, T, C)
         widest = max(m.out_features for m in self.inconv if isinstance(m, nn.Linear))
-        chunk = max(1, LTAE_CHUNK_FLOATS // (T * widest))
+        chunk = max(1, LTAE_CHUNK_FLOATS // (T * widest))  # pixels per chunk
+        if chunk >= B * H * W:
+            return self.encode(pix, pe).view(B, H, W, D)
         out = x.new_empty(B, H * W, D)
         if chunk >= H * W:  # whole samples per chunk
-            per = max(1, chunk // (H * W))
+            per = chunk // (H * W)
             for b0 in range(0, B, per):
-                b1 = min(B, b0 + per)
-                enc = self.encode(pix[b0:b1].reshape(-1, T, C), pe[b0:b1].repeat_interleave(H * W, 0))
-                out[b0:b1] = enc.view(b1 - b0, H * W, D)
+                out[b0 : b0 + per] = self.encode(pix[b0 : b0 + per], pe[b0 : b0 + per])
         else:
             for b in range(B):
                 for p0 in range(0, H * W, chunk):
-                    p1 = min(H * W, p0 + chunk)
-                    out[b, p0:p1] = self.encode(pix[b, p0:p1], pe[b : b + 1])
+                    out[b : b + 1, p0 : p0 + chunk] = self.encode(pix[b : b + 1, p0 : p0 + chunk], pe[b : b + 1])
         return out.view(B, H, W, D)
 
 

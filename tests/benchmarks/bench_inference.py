@@ -1,0 +1,109 @@
+"""Inference speed and peak memory of anysat_core's AnySat (a benchmark script, not a test).
+
+Cases (the protocol of ../shared/reference/perf-official.md, so figures compare with the original's):
+
+* ``treesat``: the real TreeSatAI-TS tile of ``parity_public.pt`` (aerial 4x300x300 at 0.2 m, s2 T=146,
+  s1 T=60), patch 20 m; batch 1 and 8 (tile repeated); ``tile`` and ``dense`` (on aerial).
+* ``pastis``: spot 3x1280x1280 at 1 m + s2 T=38 x 10 x 128 x 128, patch 40 m, batch 1; dense on s2.
+
+Every configuration runs in its own process (so peak RSS is its own) with 2 threads, fp32, eval,
+``inference_mode``, random weights; one warm-up, then the median and min of ``--repeats`` forwards.
+
+    python tests/benchmarks/bench_inference.py                      # all sizes, treesat + pastis
+    python tests/benchmarks/bench_inference.py --sizes tiny --cases treesat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PARITY = ROOT.parent / "shared" / "reference" / "parity_public.pt"
+
+
+def make_inputs(case: str, batch: int):
+    import torch
+
+    if case == "treesat":
+        inputs = torch.load(PARITY, weights_only=True)["cases"][0]["inputs"]
+        return {k: v.repeat(batch, *([1] * (v.dim() - 1))) for k, v in inputs.items()}, 20, "aerial"
+    g = torch.Generator().manual_seed(0)
+    dates = torch.randperm(365, generator=g)[:38].sort().values
+    return {
+        "spot": torch.randn(batch, 3, 1280, 1280, generator=g),
+        "s2": torch.randn(batch, 38, 10, 128, 128, generator=g),
+        "s2_dates": dates.repeat(batch, 1),
+    }, 40, "s2"
+
+
+def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads: int) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from anysat_core import AnySat
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = AnySat(size=size).eval()
+    inputs, patch, dense_mod = make_inputs(case, batch)
+    kw = {"output": output, "output_modality": dense_mod if output == "dense" else None}
+    times = []
+    with torch.inference_mode():
+        out = model(inputs, patch_size=patch, **kw)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(inputs, patch_size=patch, **kw)
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {
+        "impl": "anysat_core", "size": size, "case": case, "batch": batch, "output": output,
+        "out_shape": list(out.shape), "median_s": med, "min_s": min(times), "tiles_per_s": batch / med,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": threads,
+        "torch": torch.__version__,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["tiny", "small", "base"])
+    ap.add_argument("--cases", nargs="+", default=["treesat", "pastis"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--one", nargs=4, metavar=("SIZE", "CASE", "BATCH", "OUTPUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        size, case, batch, output = args.one
+        print(json.dumps(run_one(size, case, int(batch), output, args.repeats, args.threads)))
+        return 0
+    if not PARITY.exists():
+        print(f"needs {PARITY} (the shared folder beside the checkout)", file=sys.stderr)
+        return 2
+    configs = []
+    for size in args.sizes:
+        for case in args.cases:
+            batches = (1, 8) if case == "treesat" else (1,)
+            for batch in batches:
+                for output in ("tile", "dense"):
+                    configs.append((size, case, batch, output))
+    print(f"{'size':6s} {'case':8s} {'B':>2s} {'output':6s} {'median s':>9s} {'min s':>8s} {'tiles/s':>8s} {'peak RSS MB':>11s}")
+    for size, case, batch, output in configs:
+        res = subprocess.run(
+            [sys.executable, __file__, "--one", size, case, str(batch), output,
+             "--repeats", str(args.repeats), "--threads", str(args.threads)],
+            capture_output=True, text=True, check=True,
+        )
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{size:6s} {case:8s} {batch:2d} {output:6s} {r['median_s']:9.3f} {r['min_s']:8.3f} "
+              f"{r['tiles_per_s']:8.2f} {r['peak_rss_mb']:11.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
