@@ -10,6 +10,10 @@ from anysat_core.model.pos_embed import distance_buckets
 
 __all__ = ["SpatialEncoder"]
 
+#: Upper bound on the floats of the widest intermediate (the MLP hidden layer) of one spatial-encoder
+#: call; more sequences are processed in chunks, so memory stays flat whatever the tile size.
+SPATIAL_CHUNK_FLOATS = 2**24  # 64 MiB in float32
+
 
 class SpatialEncoder(nn.Module):
     """Summarises each patch's sub-patch tokens into one patch token.
@@ -33,6 +37,14 @@ class SpatialEncoder(nn.Module):
             ``(N, 1 + G*G, D)`` every token if ``keep_subpatches``, else ``(N, D)`` the class tokens only
             (the last block then computes only the class-token query: the other rows are not needed).
         """
+        N, L, D = x.shape
+        hidden = self.predictor_blocks[0].mlp.fc1.out_features
+        chunk = max(1, SPATIAL_CHUNK_FLOATS // (L * hidden))
+        if N <= chunk:
+            return self._encode(x, grid, keep_subpatches)
+        return torch.cat([self._encode(x[i : i + chunk], grid, keep_subpatches) for i in range(0, N, chunk)])
+
+    def _encode(self, x: torch.Tensor, grid: int, keep_subpatches: bool) -> torch.Tensor:
         buckets = distance_buckets(grid, special=1, device=x.device)
         last = len(self.predictor_blocks) - 1
         for i, blk in enumerate(self.predictor_blocks):

@@ -19,9 +19,9 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["date_encoding", "distance_buckets", "sincos_2d"]
+__all__ = ["NUM_RPE_BUCKETS", "date_encoding", "distance_buckets", "sincos_2d"]
 
-_NUM_RPE_BUCKETS = 8  # 7 distance buckets (3 of them never used here) + 1 for special tokens
+NUM_RPE_BUCKETS = 8  # 7 distance buckets (3 of them never used here) + 1 for special tokens
 _SPECIAL_BUCKET = 7
 
 
@@ -121,5 +121,3 @@ def distance_buckets(
     rows = grid * grid if rows is None else rows
     return _distance_buckets_dev(grid, special, rows, key_repeats, torch.device(device or "cpu"))
 
-
-NUM_RPE_BUCKETS = _NUM_RPE_BUCKETS

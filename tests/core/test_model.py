@@ -180,3 +180,15 @@ def test_train_mode_uses_dropout_eval_is_deterministic():
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(b, patch_size=20, output="tile"), model(b, patch_size=20, output="tile"))
+
+
+def test_spatial_chunking_is_exact(tiny, monkeypatch):
+    from anysat_core.model import encoder
+
+    b = random_batch(["aerial", "s2"], extent_m=80, dates=3, batch_size=2)
+    with torch.no_grad():
+        outs = [tiny(b, patch_size=20, output="dense", output_modality="aerial"), tiny(b, patch_size=20, output="tile")]
+        monkeypatch.setattr(encoder, "SPATIAL_CHUNK_FLOATS", 3 * 101 * 1024)  # 3 sequences a chunk
+        chunked = [tiny(b, patch_size=20, output="dense", output_modality="aerial"), tiny(b, patch_size=20, output="tile")]
+    for a, c in zip(outs, chunked):
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
