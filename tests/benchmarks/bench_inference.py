@@ -11,6 +11,7 @@ Every configuration runs in its own process (so peak RSS is its own) with 2 thre
 
     python tests/benchmarks/bench_inference.py                      # all sizes, treesat + pastis
     python tests/benchmarks/bench_inference.py --sizes tiny --cases treesat
+    python tests/benchmarks/bench_inference.py --bf16                # opt-in bf16 autocast (not bit-parity)
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def make_inputs(case: str, batch: int):
     }, 40, "s2"
 
 
-def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads: int) -> dict:
+def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads: int, bf16: bool = False) -> dict:
+    import contextlib
+
     import torch
 
     sys.path.insert(0, str(ROOT))
@@ -55,7 +58,8 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
     inputs, patch, dense_mod = make_inputs(case, batch)
     kw = {"output": output, "output_modality": dense_mod if output == "dense" else None}
     times = []
-    with torch.inference_mode():
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), amp:
         out = model(inputs, patch_size=patch, **kw)  # warm-up
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -63,7 +67,7 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {
-        "impl": "anysat_core", "size": size, "case": case, "batch": batch, "output": output,
+        "impl": "anysat_core" + (" bf16-autocast" if bf16 else ""), "size": size, "case": case, "batch": batch, "output": output,
         "out_shape": list(out.shape), "median_s": med, "min_s": min(times), "tiles_per_s": batch / med,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": threads,
         "torch": torch.__version__,
@@ -76,11 +80,12 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", default=["treesat", "pastis"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="run under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--one", nargs=4, metavar=("SIZE", "CASE", "BATCH", "OUTPUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         size, case, batch, output = args.one
-        print(json.dumps(run_one(size, case, int(batch), output, args.repeats, args.threads)))
+        print(json.dumps(run_one(size, case, int(batch), output, args.repeats, args.threads, args.bf16)))
         return 0
     if not PARITY.exists():
         print(f"needs {PARITY} (the shared folder beside the checkout)", file=sys.stderr)
@@ -96,7 +101,7 @@ def main() -> int:
     for size, case, batch, output in configs:
         res = subprocess.run(
             [sys.executable, __file__, "--one", size, case, str(batch), output,
-             "--repeats", str(args.repeats), "--threads", str(args.threads)],
+             "--repeats", str(args.repeats), "--threads", str(args.threads), *(["--bf16"] if args.bf16 else [])],
             capture_output=True, text=True, check=True,
         )
         r = json.loads(res.stdout.strip().splitlines()[-1])

@@ -65,3 +65,16 @@ def test_modality_order_does_not_matter(parity, parity_model):
     with torch.no_grad():
         out = parity_model(reordered, patch_size=20, output="patch")
     _check(out, case["expected"])
+
+
+@pytest.mark.parametrize("name", ["treesat/ps20/tile", "treesat/ps20/dense/s2"])
+def test_bf16_autocast_stays_close(parity, parity_model, name):
+    """The opt-in fast path (torch.autocast bf16) keeps features within bf16 rounding of the original's."""
+    case = _case(parity, name)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = parity_model(case["inputs"], patch_size=case["patch_size"], output=case["output"],
+                           output_modality=case["output_modality"]).float()
+    expected = case["expected"]
+    cos = torch.nn.functional.cosine_similarity(out.reshape(-1, out.shape[-1]), expected.reshape(-1, expected.shape[-1]))
+    assert cos.min() > 0.999
+    assert (out - expected).norm() / expected.norm() < 0.03
