@@ -16,6 +16,10 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "ConfigError",
+    "CorruptFileError",
+    "DatasetNotFoundError",
+    "EmptyTileError",
+    "MissingCRSError",
     "DatesError",
     "DTypeError",
     "ExtentMismatchError",
@@ -113,3 +117,28 @@ class CheckpointMismatchError(CheckpointError):
 
 class PretrainedWeightsError(AnySatError, OSError):
     """Released weights that cannot be downloaded, found or verified."""
+
+
+class DatasetNotFoundError(AnySatError, FileNotFoundError):
+    """A dataset root (or a file the layout requires) that is missing.
+
+    The message names the root given, the layout expected under it and where to download the data.
+    """
+
+    def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
+class CorruptFileError(AnySatError, OSError):
+    """A data file that exists but cannot be read (truncated, wrong format, wrong content)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingCRSError(AnySatError, ValueError):
+    """A raster or feature map without a coordinate reference system where one is needed."""
+
+
+class EmptyTileError(AnySatError, ValueError):
+    """A tile with no valid pixel (everything nodata or masked)."""

@@ -303,6 +303,12 @@ class _Registry(Mapping[str, Modality]):
                 "masks in '<modality>_mask')."
             ) from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def get(self, name: str, default: Modality | None = None) -> Modality | None:  # type: ignore[override]
+        return self._items.get(name, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 

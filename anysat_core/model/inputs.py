@@ -31,11 +31,13 @@ from anysat_core.errors import (
 )
 from anysat_core.modalities import MODALITIES, Modality
 
-__all__ = ["OUTPUTS", "BatchPlan", "check_batch"]
+__all__ = ["META_KEYS", "OUTPUTS", "BatchPlan", "check_batch"]
 
 #: Output modes of :meth:`AnySat.forward`.
 OUTPUTS = ("tile", "patch", "dense", "all")
-_SUFFIXES = ("_dates", "_mask")
+_SUFFIXES = ("_dates", "_date_mask", "_mask")
+#: Keys of a sample/batch that carry no model input (labels, ids, georeferencing); the model ignores them.
+META_KEYS = frozenset({"label", "name", "meta", "dataset", "tile_id"})
 _TOL = 1e-6
 
 
@@ -198,6 +200,8 @@ def check_batch(
     for key in batch:
         if not isinstance(key, str):
             raise UnknownModalityError(f"batch key {key!r} is not a string; expected modality names")
+        if key in META_KEYS or key.startswith("label"):
+            continue
         base = next((key[: -len(s)] for s in _SUFFIXES if key.endswith(s)), None)
         if base is not None:
             if base not in batch:

@@ -1,0 +1,183 @@
+"""Base class of the dataset loaders and the dataset registry.
+
+Each dataset is one class in one module of this package that reads the dataset's published layout and
+returns samples in the format of :mod:`anysat_core.data.sample`.  A subclass sets the class attributes
+(facts of the dataset) and implements ``_load_index`` (list the samples of a split, checking the layout)
+and ``_load_sample`` (read one sample, raw values).  The base class handles missing roots, corrupt
+files, splits, modality selection, normalisation and transforms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from anysat_core.data.normalize import Normalize, load_or_compute_stats, stats_path
+from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError, UnknownModalityError
+from anysat_core.modalities import MODALITIES, NormStats
+
+__all__ = ["DATASETS", "AnySatDataset", "get_dataset", "list_datasets", "register_dataset"]
+
+log = logging.getLogger(__name__)
+
+#: name -> dataset class, filled by :func:`register_dataset`.
+DATASETS: dict[str, type[AnySatDataset]] = {}
+
+
+def register_dataset(cls: type[AnySatDataset]) -> type[AnySatDataset]:
+    """Class decorator adding a dataset to :data:`DATASETS` under ``cls.name``."""
+    if cls.name in DATASETS and DATASETS[cls.name] is not cls:
+        raise ConfigError(f"dataset name {cls.name!r} registered twice ({DATASETS[cls.name].__name__}, {cls.__name__})")
+    DATASETS[cls.name] = cls
+    return cls
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names."""
+    return sorted(DATASETS)
+
+
+def get_dataset(name: str) -> type[AnySatDataset]:
+    """The dataset class registered as ``name``."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UnknownModalityError(f"unknown dataset {name!r}; expected one of {', '.join(list_datasets())}") from None
+
+
+class AnySatDataset(torch.utils.data.Dataset):
+    """A dataset in its published on-disk layout.
+
+    Args:
+        root: dataset root folder (the layout under it is in the class docstring and ``layout``).
+        split: one of ``splits``.
+        modalities: subset of ``modalities_available`` (default: the ones AnySat uses for this dataset).
+        normalize: ``True`` (default) applies per-channel statistics: the cached ``NORM_<mod>_patch.json`` under
+            ``root``, else the registry's statistics named ``name``; ``"compute"`` also computes and caches missing
+            statistics from the train split; ``False`` returns raw values; a :class:`Normalize` is used as given.
+        transform: optional callable applied to every sample after normalisation.
+
+    Raises:
+        DatasetNotFoundError: ``root`` or a required file of the layout is missing.
+        CorruptFileError: (when reading samples) a file exists but cannot be read.
+    """
+
+    #: registry name (lower case, e.g. ``"treesatai-ts"``).
+    name: ClassVar[str] = ""
+    #: where to download the data.
+    url: ClassVar[str] = ""
+    #: expected files under ``root``, in words (shown in DatasetNotFoundError).
+    layout: ClassVar[str] = ""
+    #: every modality the dataset provides; ``default_modalities`` those AnySat uses.
+    modalities_available: ClassVar[tuple[str, ...]] = ()
+    default_modalities: ClassVar[tuple[str, ...]] = ()
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    #: ``"multilabel"``, ``"classification"``, ``"segmentation"``, ``"change-detection"``, ``"pixel-classification"``.
+    task: ClassVar[str] = ""
+    classes: ClassVar[tuple[str, ...]] = ()
+    #: label value ignored by losses and metrics (None if every value counts).
+    ignore_index: ClassVar[int | None] = None
+    #: patch size (m) of the AnySat protocol for this dataset.
+    patch_size_m: ClassVar[int] = 10
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "train",
+        modalities: Sequence[str] | None = None,
+        normalize: bool | str | Normalize = True,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if split not in self.splits:
+            raise ConfigError(f"{self.name}: split={split!r}; expected one of {', '.join(self.splits)}")
+        self.split = split
+        mods = tuple(modalities) if modalities is not None else self.default_modalities
+        bad = [m for m in mods if m not in self.modalities_available]
+        if bad:
+            raise UnknownModalityError(
+                f"{self.name} has no modality {', '.join(map(repr, bad))}; it provides "
+                f"{', '.join(self.modalities_available)}"
+            )
+        self.modalities = mods
+        self.transform = transform
+        if not self.root.is_dir():
+            raise self.not_found(self.root)
+        self._load_index()
+        self.normalizer = self._make_normalizer(normalize)
+
+    # ---------------------------------------------------------------- for subclasses
+    def _load_index(self) -> None:
+        """List the samples of ``self.split``; raise :meth:`not_found` for missing layout files."""
+        raise NotImplementedError
+
+    def _load_sample(self, index: int) -> dict[str, Any]:
+        """Read sample ``index`` with raw values (modalities, dates, masks, label, meta)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- errors
+    def not_found(self, missing: str | os.PathLike[str]) -> DatasetNotFoundError:
+        """The error for a missing root or layout file, naming what to download and the layout."""
+        return DatasetNotFoundError(
+            f"{self.name}: {str(missing)!r} is missing (root={str(self.root)!r}). Download the dataset from "
+            f"{self.url} and pass its folder as root=. Expected layout under root:\n{self.layout}"
+        )
+
+    def corrupt(self, path: str | os.PathLike[str], exc: BaseException | str) -> CorruptFileError:
+        """The error for a file that exists but cannot be read."""
+        why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return CorruptFileError(
+            f"{self.name}: cannot read {str(path)!r} ({why}); the file is truncated or not in the published "
+            "format. Download it again."
+        )
+
+    # ---------------------------------------------------------------- normalisation
+    def _make_normalizer(self, normalize: bool | str | Normalize) -> Normalize | None:
+        if isinstance(normalize, Normalize):
+            return normalize
+        if normalize is False:
+            return None
+        if normalize not in (True, "compute"):
+            raise ConfigError(f"normalize={normalize!r}; expected True, False, 'compute' or a Normalize")
+        stats: dict[str, NormStats] = {}
+        for mod in self.modalities:
+            path = stats_path(self.root, mod)
+            if path.exists() or normalize == "compute":
+                stats[mod] = load_or_compute_stats(self.root, mod, self._train_samples_raw() if not path.exists() else None)
+            elif self.name in MODALITIES[mod].stats:
+                stats[mod] = MODALITIES[mod].stats[self.name]
+            else:
+                raise DatasetNotFoundError(
+                    f"{self.name}: no normalisation statistics for {mod}: {str(path)!r} is missing. Compute them once "
+                    f"with `python -m anysat_core.data.normalize {self.name} {self.root}`, or pass normalize='compute' "
+                    "(or normalize=False for raw values)."
+                )
+        return Normalize(stats)
+
+    def _train_samples_raw(self):  # noqa: ANN202 - generator of raw samples
+        ds = self if self.split == "train" else type(self)(self.root, "train", self.modalities, normalize=False)
+        log.info("computing %s normalisation statistics over %d %s samples", self.name, len(ds), ds.split)
+        for i in range(len(ds)):
+            yield ds._load_sample(i)
+
+    # ---------------------------------------------------------------- access
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.name} {self.split} has {len(self)} samples; index {index} is out of range")
+        sample = self._load_sample(index % len(self))
+        if self.normalizer is not None:
+            sample = self.normalizer(sample)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, modalities={self.modalities})"

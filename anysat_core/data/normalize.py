@@ -1,0 +1,173 @@
+"""Per-channel normalisation: statistics from the registry or from per-dataset files, computed when missing.
+
+How statistics are computed (the original AnySat loaders' method, so its checkpoints see the inputs they
+were trained on): for every sample of the split, the mean and the standard deviation of each channel over
+all its values (dates x pixels) are computed; the dataset's mean and std are the **averages of these
+per-sample values** (so "std" is the mean per-sample std, not a global std).  Masked values (``<mod>_mask``
+False) are left out.  The result is cached as ``NORM_<modality>_patch.json`` (``{"mean": [...], "std": [...]}``)
+in the dataset root, written atomically.
+
+    python -m anysat_core.data.normalize <dataset> <root> [--split train]   # compute and cache
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anysat_core.errors import ChannelMismatchError, CorruptFileError
+from anysat_core.modalities import MODALITIES, NormStats
+
+__all__ = ["Normalize", "compute_stats", "load_or_compute_stats", "read_stats", "stats_path", "write_stats"]
+
+
+def stats_path(root: str | os.PathLike[str], modality: str) -> Path:
+    """Where the statistics of ``modality`` are cached for the dataset at ``root``."""
+    return Path(root) / f"NORM_{modality}_patch.json"
+
+
+def read_stats(path: str | os.PathLike[str], modality: str) -> NormStats:
+    """Read a ``{"mean": [...], "std": [...]}`` file (PASTIS' ``{"Fold_k": {...}}`` form is averaged)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise CorruptFileError(f"cannot read statistics file {str(path)!r}: {e}; delete it to recompute it") from e
+    if "mean" not in raw:  # PASTIS: one entry per fold
+        folds = [v for v in raw.values() if isinstance(v, dict) and "mean" in v]
+        if not folds:
+            raise CorruptFileError(f"{str(path)!r} has no 'mean'/'std'; expected {{'mean': [...], 'std': [...]}}")
+        n = len(folds)
+        raw = {k: [sum(f[k][i] for f in folds) / n for i in range(len(folds[0][k]))] for k in ("mean", "std")}
+    stats = NormStats(mean=tuple(map(float, raw["mean"])), std=tuple(map(float, raw["std"])), source=str(path))
+    _check_len(stats, modality, str(path))
+    return stats
+
+
+def _check_len(stats: NormStats, modality: str, where: str) -> None:
+    n = MODALITIES[modality].num_bands
+    if len(stats.mean) != n or len(stats.std) != n:
+        raise ChannelMismatchError(
+            f"{where} has {len(stats.mean)} means and {len(stats.std)} stds for {modality}; expected {n} "
+            f"({', '.join(MODALITIES[modality].bands)})"
+        )
+
+
+def write_stats(path: str | os.PathLike[str], stats: NormStats) -> None:
+    """Write statistics atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormStats:
+    """Mean over samples of per-sample per-channel mean and std (see the module docstring)."""
+    means, stds = [], []
+    for s in samples:
+        x = s[modality].to(torch.float64)
+        if x.dim() == 3:
+            x = x.unsqueeze(0)  # (1, C, H, W)
+        c = x.shape[1]
+        v = x.transpose(0, 1).reshape(c, -1)  # (C, T*H*W)
+        mask = s.get(f"{modality}_mask")
+        if mask is not None:
+            m = torch.broadcast_to(mask.to(torch.bool), s[modality].shape)
+            m = (m.unsqueeze(0) if m.dim() == 3 else m).transpose(0, 1).reshape(c, -1)
+            cnt = m.sum(1).clamp(min=1)
+            mu = (v * m).sum(1) / cnt
+            sd = (((v - mu[:, None]) ** 2 * m).sum(1) / cnt).sqrt()
+        else:
+            mu, sd = v.mean(1), v.std(1, correction=0)
+        means.append(mu)
+        stds.append(sd)
+    if not means:
+        raise ValueError(f"no samples to compute {modality} statistics from")
+    mean = torch.stack(means).mean(0)
+    std = torch.stack(stds).mean(0).clamp(min=1e-6)
+    return NormStats(mean=tuple(mean.tolist()), std=tuple(std.tolist()), source="computed: mean of per-sample stats")
+
+
+def load_or_compute_stats(
+    root: str | os.PathLike[str], modality: str, samples: Iterable[Mapping[str, Any]] | None = None
+) -> NormStats:
+    """Cached statistics of ``modality`` under ``root``; computed from ``samples`` and cached when missing."""
+    path = stats_path(root, modality)
+    if path.exists():
+        return read_stats(path, modality)
+    if samples is None:
+        raise FileNotFoundError(f"{str(path)!r} is missing and no samples were given to compute it")
+    stats = compute_stats(samples, modality)
+    _check_len(stats, modality, "computed statistics")
+    write_stats(path, stats)
+    return stats
+
+
+class Normalize:
+    """Apply ``(x - mean) / std`` per channel to the modalities of a sample (a new dict is returned).
+
+    Args:
+        stats: ``{modality: NormStats}``; modalities not listed are left unchanged.
+    """
+
+    def __init__(self, stats: Mapping[str, NormStats]) -> None:
+        for mod, st in stats.items():
+            _check_len(st, mod, f"statistics for {mod}")
+        self.stats = dict(stats)
+        self._tensors = {
+            m: (torch.tensor(s.mean, dtype=torch.float32), torch.tensor(s.std, dtype=torch.float32))
+            for m, s in self.stats.items()
+        }
+
+    @classmethod
+    def from_registry(cls, source: str, modalities: Iterable[str]) -> Normalize:
+        """Statistics named ``source`` in the registry (e.g. ``"treesatai-ts"``) for each modality that has them."""
+        return cls({m: MODALITIES[m].stats[source] for m in modalities if source in MODALITIES[m].stats})
+
+    def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(sample)
+        for mod, (mean, std) in self._tensors.items():
+            if mod in out:
+                x = out[mod].to(torch.float32)
+                shape = (-1, 1, 1)
+                out[mod] = (x - mean.view(shape)) / std.view(shape)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m anysat_core.data.normalize DATASET ROOT``: compute and cache the statistics of a dataset."""
+    import argparse
+
+    from anysat_core.data.datasets import get_dataset
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", help="registered dataset name (anysat_core.data.datasets.list_datasets())")
+    ap.add_argument("root", help="dataset root folder")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--modalities", nargs="*", default=None)
+    ap.add_argument("--force", action="store_true", help="recompute even if the file exists")
+    args = ap.parse_args(argv)
+    ds = get_dataset(args.dataset)(args.root, args.split, args.modalities, normalize=False)
+    for mod in ds.modalities:
+        path = stats_path(ds.root, mod)
+        if path.exists() and not args.force:
+            print(f"{mod}: {path} exists (use --force to recompute)")
+            continue
+        stats = compute_stats((ds._load_sample(i) for i in range(len(ds))), mod)
+        write_stats(path, stats)
+        print(f"{mod}: wrote {path}: mean {[round(v, 4) for v in stats.mean]} std {[round(v, 4) for v in stats.std]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
