@@ -72,29 +72,36 @@ def write_stats(path: str | os.PathLike[str], stats: NormStats) -> None:
 
 
 def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormStats:
-    """Mean over samples of per-sample per-channel mean and std (see the module docstring)."""
-    means, stds = [], []
+    """Mean over samples of per-sample per-channel mean and std (see the module docstring).
+
+    A channel with no valid value in a sample does not count for that sample; a channel never valid
+    (a masked placeholder band) gets mean 0 and std 1.
+    """
+    sums = counts = stds = None
     for s in samples:
         x = s[modality].to(torch.float64)
-        if x.dim() == 3:
-            x = x.unsqueeze(0)  # (1, C, H, W)
-        c = x.shape[1]
-        v = x.transpose(0, 1).reshape(c, -1)  # (C, T*H*W)
+        x4 = x.unsqueeze(0) if x.dim() == 3 else x  # (T, C, H, W)
+        c = x4.shape[1]
+        v = x4.transpose(0, 1).reshape(c, -1)  # (C, T*H*W)
         mask = s.get(f"{modality}_mask")
-        if mask is not None:
-            m = torch.broadcast_to(mask.to(torch.bool), s[modality].shape)
-            m = (m.unsqueeze(0) if m.dim() == 3 else m).transpose(0, 1).reshape(c, -1)
-            cnt = m.sum(1).clamp(min=1)
-            mu = (v * m).sum(1) / cnt
-            sd = (((v - mu[:, None]) ** 2 * m).sum(1) / cnt).sqrt()
+        if mask is None:
+            m = torch.ones_like(v, dtype=torch.bool)
         else:
-            mu, sd = v.mean(1), v.std(1, correction=0)
-        means.append(mu)
-        stds.append(sd)
-    if not means:
+            mb = torch.broadcast_to(mask.to(torch.bool), x.shape)
+            m = (mb.unsqueeze(0) if mb.dim() == 3 else mb).transpose(0, 1).reshape(c, -1)
+        cnt = m.sum(1)
+        mu = (v * m).sum(1) / cnt.clamp(min=1)
+        sd = (((v - mu[:, None]) ** 2 * m).sum(1) / cnt.clamp(min=1)).sqrt()
+        ok = (cnt > 0).to(torch.float64)
+        if sums is None:
+            sums, stds, counts = mu * ok, sd * ok, ok
+        else:
+            sums, stds, counts = sums + mu * ok, stds + sd * ok, counts + ok
+    if sums is None:
         raise ValueError(f"no samples to compute {modality} statistics from")
-    mean = torch.stack(means).mean(0)
-    std = torch.stack(stds).mean(0).clamp(min=1e-6)
+    valid = counts > 0
+    mean = torch.where(valid, sums / counts.clamp(min=1), torch.zeros_like(sums))
+    std = torch.where(valid, (stds / counts.clamp(min=1)).clamp(min=1e-6), torch.ones_like(stds))
     return NormStats(mean=tuple(mean.tolist()), std=tuple(std.tolist()), source="computed: mean of per-sample stats")
 
 

@@ -107,3 +107,11 @@ def test_normalize_from_registry():
                                                                              MODALITIES["s2"].stats["treesatai-ts"].std)])
     with pytest.raises(ChannelMismatchError):
         Normalize({"s2": NormStats((0.0,), (1.0,), "x")})
+
+
+def test_never_valid_channel_gets_unit_stats():
+    x = torch.randn(3, 2, 2, 2) + 5
+    mask = torch.ones(3, 2, 2, 2, dtype=torch.bool)
+    mask[:, 1] = False  # a placeholder band, always masked
+    st = compute_stats([{"s1-asc": x, "s1-asc_mask": mask}], "s1-asc")
+    assert st.mean[1] == 0.0 and st.std[1] == 1.0 and 4 < st.mean[0] < 6

@@ -162,8 +162,14 @@ class AnySatDataset(torch.utils.data.Dataset):
                 )
         return Normalize(stats)
 
+    def _options(self) -> dict[str, Any]:
+        """Constructor keyword arguments of the subclass (crop, task...) to rebuild it on another split."""
+        return {}
+
     def _train_samples_raw(self):  # noqa: ANN202 - generator of raw samples
-        ds = self if self.split == "train" else type(self)(self.root, "train", self.modalities, normalize=False)
+        ds = self
+        if self.split != "train":
+            ds = type(self)(self.root, "train", self.modalities, normalize=False, **self._options())
         log.info("computing %s normalisation statistics over %d %s samples", self.name, len(ds), ds.split)
         for i in range(len(ds)):
             yield ds._load_sample(i)

@@ -270,10 +270,5 @@ class FLAIR(AnySatDataset):
         sample["meta"] = replace(geo, tile_id=img.stem, extra={**geo.extra, **extra})
         return sample
 
-    def _train_samples_raw(self):  # noqa: ANN202 - generator of raw samples (keeps this loader's options)
-        ds = self if self.split == "train" else type(self)(
-            self.root, "train", self.modalities, normalize=False, task=self.task, crop=self.crop,
-            s2_window_px=self.s2_window_px,
-        )
-        for i in range(len(ds)):
-            yield ds._load_sample(i)
+    def _options(self) -> dict[str, Any]:
+        return {"task": self.task, "crop": self.crop, "s2_window_px": self.s2_window_px}

@@ -271,12 +271,8 @@ class PASTISHD(AnySatDataset):
             raise self.corrupt(path, f"has {mean.shape} means; expected {keep} for {mod}")
         return NormStats(tuple(mean.tolist()), tuple(std.tolist()), source=f"{path} (folds {self.folds})")
 
-    def _train_samples_raw(self):  # noqa: ANN202 - generator of raw samples (keeps this loader's options)
-        ds = self if self.split == "train" else type(self)(
-            self.root, "train", self.modalities, normalize=False, task=self.task
-        )
-        for i in range(len(ds)):
-            yield ds._load_sample(i)
+    def _options(self) -> dict[str, Any]:
+        return {"task": self.task}
 
 
 def _crs_of(fc: Mapping[str, Any]) -> str | None:

@@ -383,10 +383,6 @@ class TreeSatAITS(AnySatDataset):
         if x.shape[0] != dates.shape[0]:
             raise self.corrupt(path, f"{mod} has {x.shape[0]} dates of data but {dates.shape[0]} product names")
 
-    def _train_samples_raw(self):  # noqa: ANN202 - generator of raw samples (keeps this loader's options)
-        ds = self if self.split == "train" else type(self)(
-            self.root, "train", self.modalities, normalize=False, crop=self.crop, min_fraction=self.min_fraction
-        )
-        for i in range(len(ds)):
-            yield ds._load_sample(i)
+    def _options(self) -> dict[str, Any]:
+        return {"crop": self.crop, "min_fraction": self.min_fraction}
 
