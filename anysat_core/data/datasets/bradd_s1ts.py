@@ -97,6 +97,9 @@ class BraDDS1TS(AnySatDataset):
         if not (self.root / "Samples").is_dir():
             raise self.not_found(self.root / "Samples")
 
+    def _options(self) -> dict[str, Any]:
+        return {"trust_pickle": self.trust_pickle}
+
     def __len__(self) -> int:
         return len(self.files)
 

@@ -164,6 +164,9 @@ class S2NaipUrban(AnySatDataset):
         self.osm_label = osm_label
         super().__init__(root, split, modalities, normalize, transform)
 
+    def _options(self) -> dict[str, Any]:
+        return {"osm_label": self.osm_label}
+
     def _load_index(self) -> None:
         path = self.root / f"{self.split}_dict.json"
         if not path.is_file():

@@ -129,6 +129,9 @@ class Sickle(AnySatDataset):
         self.upstream_band_order = upstream_band_order
         super().__init__(root, split, modalities, normalize, transform)
 
+    def _options(self) -> dict[str, Any]:
+        return {"img_size": self.img_size, "upstream_band_order": self.upstream_band_order}
+
     def _load_index(self) -> None:
         path = self.root / "sickle_dataset_tabular.csv"
         if not path.is_file():
