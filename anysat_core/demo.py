@@ -1,8 +1,9 @@
 """Command-line demo: ``python -m anysat_core.demo``.
 
-Runs AnySat on a small multi-modal tile (aerial 0.2 m + Sentinel-2 + Sentinel-1, 60 m) and prints the
-shape and time of every output.  Uses the released weights when they are available locally
-(``ANYSAT_WEIGHTS`` or the Hugging Face cache), otherwise a randomly initialised tiny model.
+Runs AnySat on two tiles of GeoPlex-mini, the embedded default world (aerial 0.2 m + Sentinel-2 + Sentinel-1
+ascending over 60 m tiles in UTM 31N), and prints the shape and time of every output and where the tiles lie.
+Uses the released weights when they are available locally (``ANYSAT_WEIGHTS`` or the Hugging Face cache),
+otherwise a randomly initialised model of ``--size``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 import torch
 
 from anysat_core import AnySat, AnySatError
-from anysat_core.data.synthetic import random_batch
+from anysat_core.data.collate import collate
+from anysat_core.data.geoplex_mini import GeoPlexMini
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         model = AnySat(size=args.size).eval()
         print(f"model: AnySat {args.size} with random weights ({sum(p.numel() for p in model.parameters()):,} parameters)")
 
-    batch = random_batch(["aerial", "s2", "s1-asc"], extent_m=60, dates={"s2": 24, "s1-asc": 12}, seed=0)
-    print("input:", {k: tuple(v.shape) for k, v in batch.items()})
+    world = GeoPlexMini(seed=0, modalities=("aerial", "s2", "s1-asc"), split="test")
+    samples = [world[0], world[1]]
+    batch = collate(samples)
+    for s in samples:
+        labels = [world.classes[i] for i in s["label"].nonzero().flatten().tolist()]
+        print(f"tile {s['meta'].tile_id}: {s['meta'].crs} bounds {tuple(round(v) for v in s['meta'].bounds)}, classes {labels}")
+    print("input:", {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")})
     with torch.inference_mode():
         for output, om in (("tile", None), ("patch", None), ("dense", "aerial"), ("dense", "s2")):
             t0 = time.perf_counter()

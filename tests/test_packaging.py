@@ -72,4 +72,4 @@ def test_make_app_demo_runs():
     out = subprocess.run([sys.executable, "-m", "anysat_core.demo"], capture_output=True, text=True, cwd=ROOT,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "dense[s2]      -> (1, 6, 6, 512)" in out.stdout
+    assert "dense[s2]      -> (2, 6, 6, 512)" in out.stdout and "EPSG:32631" in out.stdout
