@@ -355,6 +355,7 @@ def test_wrong_band_count(tmp_path: Path) -> None:
         open_rasters(RasterSource(f, "s2", bands=list(range(1, 11))), tile_m=120)
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the file is meant to lack one
 def test_missing_crs(tmp_path: Path) -> None:
     f = write_tif(tmp_path / "s2_20200102.tif", np.ones((C_S2, 12, 12), np.float32), None, None)
     with pytest.raises(MissingCRSError, match="crs="):
