@@ -27,6 +27,7 @@ __all__ = [
     "NonFiniteInputError",
     "NonSquareTileError",
     "OutputError",
+    "OutputExistsError",
     "PatchSizeError",
     "PretrainedWeightsError",
     "UnknownModalityError",
@@ -142,3 +143,10 @@ class MissingCRSError(AnySatError, ValueError):
 
 class EmptyTileError(AnySatError, ValueError):
     """A tile with no valid pixel (everything nodata or masked)."""
+
+
+class OutputExistsError(AnySatError, FileExistsError):
+    """An output file exists already and overwriting was not asked for."""
+
+    def __str__(self) -> str:  # FileExistsError would otherwise format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
