@@ -24,6 +24,7 @@ __all__ = [
     "DTypeError",
     "ExtentMismatchError",
     "InputShapeError",
+    "MetricInputError",
     "NonFiniteInputError",
     "NonSquareTileError",
     "OutputError",
@@ -150,3 +151,7 @@ class OutputExistsError(AnySatError, FileExistsError):
 
     def __str__(self) -> str:  # FileExistsError would otherwise format (errno, strerror)
         return str(self.args[0]) if self.args else ""
+
+
+class MetricInputError(AnySatError, ValueError):
+    """Metric inputs with invalid values (labels out of range, probabilities outside [0, 1], no samples)."""

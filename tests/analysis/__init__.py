@@ -1,0 +1,1 @@
+"""Tests of anysat_core.analysis."""
