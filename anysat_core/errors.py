@@ -31,6 +31,7 @@ __all__ = [
     "OutputExistsError",
     "PatchSizeError",
     "PretrainedWeightsError",
+    "ProbeError",
     "UnknownModalityError",
 ]
 
@@ -155,3 +156,7 @@ class OutputExistsError(AnySatError, FileExistsError):
 
 class MetricInputError(AnySatError, ValueError):
     """Metric inputs with invalid values (labels out of range, probabilities outside [0, 1], no samples)."""
+
+
+class ProbeError(AnySatError, ValueError):
+    """A probe that cannot be fitted: one class only, too few labels for the folds asked, unfitted probe."""
