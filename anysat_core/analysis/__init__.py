@@ -1,7 +1,16 @@
-"""Evaluation of AnySat outputs: the metrics the paper reports (numpy only, no torch needed).
+"""Evaluation and exploration of AnySat outputs (numpy/xarray/scikit-learn only, no torch needed).
 
-See :mod:`anysat_core.analysis.metrics` for the definitions and which call gives which reported number.
+* :mod:`anysat_core.analysis.metrics`: the metrics the paper reports (definitions, which call gives which number).
+* :mod:`anysat_core.analysis.pca`: false-colour RGB of feature maps (:class:`PCARGB`) and PNG export.
+* :mod:`anysat_core.analysis.similarity`: cosine-similarity maps, top-k, thresholds, refinement, map agreement.
+* :mod:`anysat_core.analysis.clustering`: k-means segmentation with cluster ids shared across tiles.
+* :mod:`anysat_core.analysis.probes`: linear probes (tile, pixel, few labels) and label-efficiency curves.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from anysat_core.analysis.metrics import (
     MetricInputError,
@@ -17,10 +26,61 @@ from anysat_core.analysis.metrics import (
     zero_out_class,
 )
 
+if TYPE_CHECKING:
+    from anysat_core.analysis.clustering import kmeans_map, predict_map
+    from anysat_core.analysis.pca import PCARGB, to_png
+    from anysat_core.analysis.probes import PixelProbe, TileProbe, fit_from_points, label_efficiency
+    from anysat_core.analysis.similarity import (
+        cosine_similarity_map,
+        difference_map,
+        refine,
+        similarity_to_query,
+        threshold,
+        top_k,
+        vector_at,
+    )
+
+# Map tools need xarray/pandas/rioxarray (the "data" extra); they load on first use so that the metrics stay
+# importable with numpy alone.
+_LAZY = {
+    "PCARGB": "pca",
+    "to_png": "pca",
+    "cosine_similarity_map": "similarity",
+    "difference_map": "similarity",
+    "refine": "similarity",
+    "similarity_to_query": "similarity",
+    "threshold": "similarity",
+    "top_k": "similarity",
+    "vector_at": "similarity",
+    "kmeans_map": "clustering",
+    "predict_map": "clustering",
+    "TileProbe": "probes",
+    "PixelProbe": "probes",
+    "fit_from_points": "probes",
+    "label_efficiency": "probes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"anysat_core.analysis.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'anysat_core.analysis' has no attribute {name!r}")
+
+
 __all__ = [
+    "PCARGB",
+    "PixelProbe",
+    "TileProbe",
+    "fit_from_points",
+    "label_efficiency",
     "MetricInputError",
     "confusion_matrix",
+    "cosine_similarity_map",
+    "difference_map",
     "iou_of_class",
+    "kmeans_map",
     "miou",
     "multiclass_f1",
     "multilabel_f1",
@@ -28,5 +88,16 @@ __all__ = [
     "pangaea_miou",
     "pangaea_per_class_iou",
     "per_class_iou",
+    "predict_map",
+    "refine",
+    "similarity_to_query",
+    "threshold",
+    "to_png",
+    "top_k",
+    "vector_at",
     "zero_out_class",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,351 @@
+"""False-colour RGB of feature maps by PCA, with a colour scale that stays fixed once fitted.
+
+::
+
+    pca = PCARGB(seed=0).fit([da_tile1, da_tile2])   # one basis + stretch for all tiles (pooled features)
+    rgb1 = pca.transform(da_tile1)                    # DataArray (band=["r", "g", "b"], y, x), float32 in [0, 1]
+    rgb2 = pca.transform(da_tile2)                    # same feature vector -> same colour in both tiles
+    to_png(rgb1, "tile1.png")                         # 8-bit RGBA, transparent where the features are NaN
+
+Inputs are feature maps as :func:`anysat_core.features.extract_features` returns them: DataArrays with dims
+``("feature", "y", "x")`` (any order; they are transposed), ``x``/``y`` cell-centre coordinates and, when known, a
+CRS in a ``spatial_ref`` coordinate.  Masked cells are cells whose feature vector holds a NaN: they are left out of the
+fit and come out as NaN (transparent in the PNG).
+
+The fit (see :class:`PCARGB`) pools the valid feature vectors of every map given, subsampled deterministically with
+``seed`` down to ``max_samples`` vectors, takes the first three principal axes of their covariance (each axis signed so
+that its largest loading is positive, so refits on the same data give the same colours) and stores per-component
+``percentiles`` (default 2 and 98) of the projections.  ``transform`` projects any map on that basis and maps
+``[low, high]`` of each component linearly to ``[0, 1]``, clipping outside values.
+
+This module imports numpy, xarray and Pillow only (no torch).  Its private helpers ``_feature_map``,
+``_cell_matrix`` and ``_pooled_sample`` are shared with :mod:`~anysat_core.analysis.similarity` and
+:mod:`~anysat_core.analysis.clustering`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from anysat_core.errors import EmptyTileError, InputShapeError, NonFiniteInputError, OutputExistsError
+
+__all__ = ["PCARGB", "to_png"]
+
+_FEATURE_DIMS = ("feature", "y", "x")
+
+
+# ----------------------------------------------------------------------------------------------- shared helpers
+def _feature_map(da: Any, name: str = "feature map") -> xr.DataArray:
+    """Check that ``da`` is one spatial feature map and return it transposed to ``(feature, y, x)``.
+
+    Raises:
+        InputShapeError: not a DataArray, dims other than ``feature``, ``y``, ``x``, or an empty grid.
+    """
+    if not isinstance(da, xr.DataArray):
+        raise InputShapeError(
+            f"the {name} is a {type(da).__name__}; expected an xarray.DataArray with dims ('feature', 'y', 'x') "
+            "such as extract_features(model, sample, patch_size_m=..., output='patch') returns"
+        )
+    if set(da.dims) != set(_FEATURE_DIMS) or da.ndim != 3:
+        hint = (
+            " (tile embeddings (sample, feature) have no map grid: use output='patch' or 'dense')"
+            if "sample" in da.dims
+            else ""
+        )
+        raise InputShapeError(f"the {name} has dims {da.dims}; expected ('feature', 'y', 'x'){hint}")
+    da = da.transpose(*_FEATURE_DIMS)
+    if 0 in da.shape:
+        raise InputShapeError(f"the {name} has shape {dict(da.sizes)}; expected at least one feature and one cell")
+    return da
+
+
+def _cell_matrix(da: xr.DataArray, name: str = "feature map") -> tuple[np.ndarray, np.ndarray]:
+    """Cells of a ``(feature, y, x)`` map as rows: ``(h*w, D)`` float64 (row-major over y, x) and a valid mask.
+
+    A cell is valid when none of its features is NaN.
+
+    Raises:
+        NonFiniteInputError: an infinite feature value (NaN marks masked cells; +-inf is a bug upstream).
+    """
+    arr = np.asarray(da.values, dtype=np.float64)
+    D = arr.shape[0]
+    X = arr.reshape(D, -1).T
+    if np.isinf(X).any():
+        raise NonFiniteInputError(
+            f"the {name} holds {int(np.isinf(X).sum())} infinite value(s); expected finite features, with NaN "
+            "marking masked cells (replace inf with NaN to mask those cells)"
+        )
+    valid = ~np.isnan(X).any(axis=1)
+    return X, valid
+
+
+def _as_map_list(data: Any, what: str) -> list[xr.DataArray]:
+    """One feature map or a sequence of them, as a list of ``(feature, y, x)`` maps with one feature size."""
+    maps = [data] if isinstance(data, xr.DataArray) else list(data) if isinstance(data, Sequence) else [data]
+    if not maps:
+        raise InputShapeError(f"{what} got an empty list; expected one feature map (feature, y, x) or several")
+    out = [_feature_map(m, f"feature map #{i}" if len(maps) > 1 else "feature map") for i, m in enumerate(maps)]
+    sizes = sorted({m.sizes["feature"] for m in out})
+    if len(sizes) > 1:
+        raise InputShapeError(
+            f"{what} got feature maps with different feature sizes {sizes}; all maps must come from the same model "
+            "(same width D)"
+        )
+    return out
+
+
+def _pooled_sample(maps: list[xr.DataArray], max_samples: int, seed: int, what: str) -> np.ndarray:
+    """Valid feature vectors of all ``maps`` pooled, at most ``max_samples`` of them: ``(n, D)`` float64.
+
+    When there are more valid cells than ``max_samples``, each map contributes a share proportional to its number
+    of valid cells, chosen without replacement by a generator seeded with ``seed`` (same inputs, same sample).
+
+    Raises:
+        EmptyTileError: no valid cell in any map.
+    """
+    if not (isinstance(max_samples, (int, np.integer)) and max_samples > 0):
+        raise InputShapeError(f"max_samples={max_samples!r}; expected a positive integer (e.g. 100_000)")
+    mats = [_cell_matrix(m, f"feature map #{i}") for i, m in enumerate(maps)]
+    counts = np.array([int(v.sum()) for _, v in mats])
+    total = int(counts.sum())
+    if total == 0:
+        raise EmptyTileError(
+            f"{what}: every cell of the {len(maps)} feature map(s) is masked (NaN features); nothing to fit on"
+        )
+    rng = np.random.default_rng(seed)
+    parts = []
+    if total <= max_samples:
+        quotas = counts
+    else:  # proportional shares, largest remainders get the leftover so that the quotas sum to max_samples
+        raw = counts * (max_samples / total)
+        quotas = np.floor(raw).astype(int)
+        rest = max_samples - int(quotas.sum())
+        quotas[np.argsort(-(raw - quotas), kind="stable")[:rest]] += 1
+    for (X, valid), n, q in zip(mats, counts, quotas, strict=True):
+        rows = X[valid]
+        if q < n:
+            rows = rows[np.sort(rng.choice(n, size=int(q), replace=False))]
+        parts.append(rows)
+    return np.concatenate(parts, axis=0)
+
+
+def _spatial_coords(da: xr.DataArray) -> dict[str, xr.DataArray]:
+    """Coordinates of ``da`` that do not depend on ``feature`` (``x``, ``y``, ``spatial_ref``...)."""
+    return {k: v for k, v in da.coords.items() if "feature" not in v.dims}
+
+
+def _grid_like(values: np.ndarray, da: xr.DataArray, name: str, attrs: dict[str, str]) -> xr.DataArray:
+    """A ``(y, x)`` DataArray on the grid of the ``(feature, y, x)`` map ``da`` (coords, CRS, attrs kept)."""
+    out = xr.DataArray(values, dims=("y", "x"), coords=_spatial_coords(da), name=name, attrs={**da.attrs, **attrs})
+    if "grid_mapping" in da.encoding:
+        out.encoding["grid_mapping"] = da.encoding["grid_mapping"]
+    return out
+
+
+def _fmt(values: Any) -> str:
+    return ",".join(f"{float(v):.6g}" for v in np.atleast_1d(values))
+
+
+# ----------------------------------------------------------------------------------------------- PCA
+class PCARGB:
+    """PCA of feature vectors to three colour channels, with a robust stretch fixed at fit time.
+
+    Args:
+        percentiles: ``(low, high)`` percentiles (0-100) of each component's projections on the fit sample that
+            map to 0 and 1 (values outside are clipped).  ``(0, 100)`` is a plain min-max stretch.
+        max_samples: at most this many pooled feature vectors are used to fit (bounds memory and time).
+        seed: seed of the subsampling (same data and seed, same basis and colours).
+
+    Attributes (after :meth:`fit`):
+        n_features_: D, the feature width fitted on.
+        mean_: ``(D,)`` mean feature vector.
+        components_: ``(3, D)`` principal axes (rows); rows beyond D (when D < 3) are zero.
+        explained_variance_ratio_: ``(3,)`` share of the total variance along each axis.
+        low_, high_: ``(3,)`` projection values mapped to 0 and 1.
+        n_samples_: number of feature vectors fitted on.
+
+    Raises:
+        InputShapeError: bad ``percentiles`` or ``max_samples``.
+    """
+
+    def __init__(
+        self, *, percentiles: tuple[float, float] = (2.0, 98.0), max_samples: int = 100_000, seed: int = 0
+    ) -> None:
+        lo, hi = (float(p) for p in percentiles)
+        if not 0.0 <= lo < hi <= 100.0:
+            raise InputShapeError(f"percentiles={percentiles!r}; expected (low, high) with 0 <= low < high <= 100")
+        if not (isinstance(max_samples, (int, np.integer)) and max_samples > 1):
+            raise InputShapeError(f"max_samples={max_samples!r}; expected an integer > 1 (e.g. 100_000)")
+        self.percentiles = (lo, hi)
+        self.max_samples = int(max_samples)
+        self.seed = int(seed)
+        self.n_features_: int | None = None
+
+    def __repr__(self) -> str:
+        state = f"n_features={self.n_features_}" if self.n_features_ is not None else "not fitted"
+        return f"PCARGB(percentiles={self.percentiles}, max_samples={self.max_samples}, seed={self.seed}; {state})"
+
+    def fit(self, data: xr.DataArray | Sequence[xr.DataArray]) -> PCARGB:
+        """Fit the basis and the stretch on one feature map or on the pooled cells of several.
+
+        Args:
+            data: a DataArray ``(feature, y, x)`` or a list of them (tiles, scales) with the same D.
+
+        Returns:
+            self.
+
+        Raises:
+            InputShapeError: wrong dims, or maps with different feature sizes.
+            EmptyTileError: every cell is masked.
+            NonFiniteInputError: infinite feature values.
+        """
+        maps = _as_map_list(data, "PCARGB.fit")
+        X = _pooled_sample(maps, self.max_samples, self.seed, "PCARGB.fit")
+        n, D = X.shape
+        mean = X.mean(axis=0)
+        Xc = X - mean
+        cov = (Xc.T @ Xc) / max(n - 1, 1)
+        evals, evecs = np.linalg.eigh(cov)  # ascending
+        order = np.argsort(evals, kind="stable")[::-1][:3]
+        comps = np.zeros((3, D))
+        var = np.zeros(3)
+        for r, i in enumerate(order):
+            v = evecs[:, i]
+            v = v if v[np.argmax(np.abs(v))] >= 0 else -v  # deterministic sign
+            comps[r], var[r] = v, max(evals[i], 0.0)
+        total = float(np.clip(evals, 0.0, None).sum())
+        proj = Xc @ comps.T  # (n, 3)
+        low, high = np.percentile(proj, self.percentiles, axis=0)
+        self.n_features_ = D
+        self.mean_ = mean
+        self.components_ = comps
+        self.explained_variance_ratio_ = var / total if total > 0 else np.zeros(3)
+        self.low_, self.high_ = low, high
+        self.n_samples_ = n
+        return self
+
+    def _check_fitted(self) -> None:
+        if self.n_features_ is None:
+            raise InputShapeError("this PCARGB is not fitted yet; call fit(feature_maps) or fit_transform(da) first")
+
+    def transform(self, da: xr.DataArray) -> xr.DataArray:
+        """Colours of a feature map on the fitted basis.
+
+        Args:
+            da: DataArray ``(feature, y, x)`` with the D fitted on.
+
+        Returns:
+            float32 DataArray ``(band, y, x)``, ``band = ["r", "g", "b"]``, values in ``[0, 1]`` (NaN on masked
+            cells), same ``x``/``y``/``spatial_ref`` coordinates and attributes as ``da`` plus ``analysis``,
+            ``pca_explained_variance_ratio``, ``pca_percentiles``, ``pca_low``, ``pca_high``, ``pca_n_samples``.
+            A component with ``high == low`` (no spread) is 0.5 everywhere.
+
+        Raises:
+            InputShapeError: not fitted, wrong dims, or a feature size other than the fitted one.
+            NonFiniteInputError: infinite feature values.
+        """
+        self._check_fitted()
+        da = _feature_map(da)
+        D = da.sizes["feature"]
+        if D != self.n_features_:
+            raise InputShapeError(
+                f"the feature map has {D} features but this PCARGB was fitted on {self.n_features_}; fit it on maps "
+                "of the same model (same width D) or fit a new one"
+            )
+        X, valid = _cell_matrix(da)
+        proj = (X - self.mean_) @ self.components_.T  # (h*w, 3); NaN rows stay NaN
+        span = self.high_ - self.low_
+        flat = span <= 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rgb = np.clip((proj - self.low_) / np.where(flat, 1.0, span), 0.0, 1.0)
+        rgb[:, flat] = 0.5
+        rgb[~valid] = np.nan
+        h, w = da.sizes["y"], da.sizes["x"]
+        cube = rgb.T.reshape(3, h, w).astype(np.float32)
+        attrs = {
+            "analysis": "pca_rgb",
+            "pca_explained_variance_ratio": _fmt(self.explained_variance_ratio_),
+            "pca_percentiles": _fmt(self.percentiles),
+            "pca_low": _fmt(self.low_),
+            "pca_high": _fmt(self.high_),
+            "pca_n_samples": str(self.n_samples_),
+        }
+        out = xr.DataArray(
+            cube,
+            dims=("band", "y", "x"),
+            coords={"band": ["r", "g", "b"], **_spatial_coords(da)},
+            name="pca_rgb",
+            attrs={**da.attrs, **attrs},
+        )
+        if "grid_mapping" in da.encoding:
+            out.encoding["grid_mapping"] = da.encoding["grid_mapping"]
+        return out
+
+    def fit_transform(self, da: xr.DataArray) -> xr.DataArray:
+        """``fit(da)`` then ``transform(da)``; see both."""
+        return self.fit(da).transform(da)
+
+
+# ----------------------------------------------------------------------------------------------- PNG
+def to_png(rgb: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write an RGB map in ``[0, 1]`` as an 8-bit RGBA PNG, north up.
+
+    Each band is scaled by 255 and rounded (values clipped to ``[0, 1]``); alpha is 0 where any band is NaN and
+    255 elsewhere.  Rows are ordered by decreasing ``y`` and columns by increasing ``x`` (north up, west left, for a
+    projected CRS), whatever the order of the DataArray.  The PNG has no georeferencing.  It is written under a
+    temporary name in the destination folder and renamed into place, so ``path`` never holds a partial file.
+
+    Args:
+        rgb: DataArray ``(band, y, x)`` with 3 bands, e.g. from :meth:`PCARGB.transform`.
+        path: output ``.png``; its folder is created when missing.
+        overwrite: replace an existing file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputShapeError: not a 3-band ``(band, y, x)`` DataArray.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not isinstance(rgb, xr.DataArray) or set(rgb.dims) != {"band", "y", "x"} or rgb.sizes.get("band") != 3:
+        got = f"dims {dict(rgb.sizes)}" if isinstance(rgb, xr.DataArray) else f"a {type(rgb).__name__}"
+        raise InputShapeError(
+            f"to_png got {got}; expected a DataArray (band=3, y, x) in [0, 1], e.g. PCARGB().fit_transform(features)"
+        )
+    if path.is_dir():
+        raise OutputExistsError(f"{str(path)!r} is a folder; pass the path of a .png file")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{str(path)!r} exists already; pass overwrite=True to replace it, or choose another path"
+        )
+    rgb = rgb.transpose("band", "y", "x")
+    arr = np.asarray(rgb.values, dtype=np.float64)
+    ys, xs = np.asarray(rgb["y"].values), np.asarray(rgb["x"].values)
+    if ys.size > 1 and ys[0] < ys[-1]:
+        arr = arr[:, ::-1, :]
+    if xs.size > 1 and xs[0] > xs[-1]:
+        arr = arr[:, :, ::-1]
+    nan = np.isnan(arr).any(axis=0)
+    rgba = np.empty((*arr.shape[1:], 4), dtype=np.uint8)
+    rgba[..., :3] = np.rint(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+    rgba[..., 3] = np.where(nan, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(rgba).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
