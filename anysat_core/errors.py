@@ -9,6 +9,8 @@ This module imports nothing from the package (it is a leaf).
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "AnySatError",
     "BatchSizeMismatchError",
@@ -29,6 +31,7 @@ __all__ = [
     "NonSquareTileError",
     "OutputError",
     "OutputExistsError",
+    "OutputWriteError",
     "PatchSizeError",
     "PretrainedWeightsError",
     "ProbeError",
@@ -160,3 +163,18 @@ class MetricInputError(AnySatError, ValueError):
 
 class ProbeError(AnySatError, ValueError):
     """A probe that cannot be fitted: one class only, too few labels for the folds asked, unfitted probe."""
+
+
+class OutputWriteError(AnySatError, OSError):
+    """An output that cannot be written (read-only or missing folder, full disk, invalid path).
+
+    Attributes:
+        path: the output path asked for.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
+        super().__init__(message)
+        self.path = str(path)
+
+    def __str__(self) -> str:  # OSError would otherwise format (errno, strerror)
+        return str(self.args[0]) if self.args else ""

@@ -14,12 +14,29 @@ Maths follows the released AnySat model exactly (float32 construction):
 
 from __future__ import annotations
 
+import functools
 import math
-from functools import lru_cache
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 __all__ = ["NUM_RPE_BUCKETS", "date_encoding", "distance_buckets", "sincos_2d"]
+
+_F = TypeVar("_F", bound=Callable[..., torch.Tensor])
+
+
+def _cached(fn: _F) -> _F:
+    """LRU-cache a table builder; tables are built outside inference mode so that they can also be used
+    later in autograd (a tensor created under ``torch.inference_mode`` cannot be saved for backward)."""
+
+    @functools.lru_cache(maxsize=256)
+    def cached(*args):  # noqa: ANN002, ANN202
+        with torch.inference_mode(False):
+            return fn(*args)
+
+    return functools.wraps(fn)(cached)  # type: ignore[return-value]
+
 
 NUM_RPE_BUCKETS = 8  # 7 distance buckets (3 of them never used here) + 1 for special tokens
 _SPECIAL_BUCKET = 7
@@ -33,7 +50,7 @@ def _sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
 
-@lru_cache(maxsize=256)
+@_cached
 def _sincos_2d_cpu(dim: int, grid: int, step: float) -> torch.Tensor:
     idx = torch.arange(grid, dtype=torch.float32)
     cols = (idx[None, :].expand(grid, grid) * torch.tensor(step, dtype=torch.float32)).reshape(-1)
@@ -41,7 +58,7 @@ def _sincos_2d_cpu(dim: int, grid: int, step: float) -> torch.Tensor:
     return torch.cat([_sincos_1d(dim // 2, cols), _sincos_1d(dim // 2, rows)], dim=1)
 
 
-@lru_cache(maxsize=256)
+@_cached
 def _sincos_2d_dev(dim: int, grid: int, step: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return _sincos_2d_cpu(dim, grid, step).to(device=device, dtype=dtype)
 
@@ -56,7 +73,7 @@ def sincos_2d(
     return _sincos_2d_dev(dim, grid, float(step), torch.device(device or "cpu"), dtype)
 
 
-@lru_cache(maxsize=64)
+@_cached
 def _date_denominators(dh: int, period: int, device: torch.device) -> torch.Tensor:
     k = torch.arange(dh, dtype=torch.float32)
     return torch.pow(period, 2 * torch.div(k, 2, rounding_mode="floor") / dh).to(device)
@@ -79,7 +96,7 @@ def _piecewise_bucket(dist: torch.Tensor, alpha: float = 1.9, beta: float = 3.8,
     return out.to(torch.long)
 
 
-@lru_cache(maxsize=256)
+@_cached
 def _grid_buckets_cpu(grid: int) -> torch.Tensor:
     """(G*G, G*G) bucket ids in 3..6 for the tokens of a raster grid."""
     r = torch.arange(grid).repeat_interleave(grid)
@@ -89,7 +106,7 @@ def _grid_buckets_cpu(grid: int) -> torch.Tensor:
     return _piecewise_bucket(dist) + int(3.8)  # shift [-beta, beta] to [0, 2*beta]
 
 
-@lru_cache(maxsize=256)
+@_cached
 def _distance_buckets_dev(
     grid: int, special: int, rows: int, key_repeats: int, device: torch.device
 ) -> torch.Tensor:

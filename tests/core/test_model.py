@@ -192,3 +192,13 @@ def test_spatial_chunking_is_exact(tiny, monkeypatch):
         chunked = [tiny(b, patch_size=20, output="dense", output_modality="aerial"), tiny(b, patch_size=20, output="tile")]
     for a, c in zip(outs, chunked):
         torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+
+
+def test_tables_cached_under_inference_mode_still_allow_training():
+    """Positional/bucket tables built during inference are reused by a later training step."""
+    model = AnySat(size="tiny")
+    b = random_batch(["aerial", "s2"], extent_m=40, dates=3)
+    with torch.inference_mode():
+        model.eval()(b, patch_size=20, output="all")
+    model.train()(b, patch_size=20, output="all").sum().backward()
+    assert model.cls_token.grad is not None

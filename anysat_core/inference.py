@@ -1,0 +1,902 @@
+"""Scene-scale inference: sliding windows over an aligned raster stack, blended, streamed to disk.
+
+:func:`infer_scene` runs a model over a scene of any size with bounded memory::
+
+    scene = open_rasters([RasterSource(s2_files, modality="s2")], tile_m=240)
+    path = infer_scene(model, scene, patch_size_m=20, window_m=240, overlap_m=40, output="dense",
+                       normalize=Normalize(stats), out="features.tif")        # Cloud-Optimized GeoTIFF
+    feats = rioxarray.open_rasterio(path)                                    # (feature, y, x)
+
+**Windows.**  Square windows of ``window_m`` are laid from the top-left corner of the scene's common extent
+with a stride of ``window_m - overlap_m``; windows on the right/bottom edges extend beyond the data (padded
+pixels are masked, as in :mod:`anysat_core.data.raster`).  Windows without a single valid pixel are skipped (their
+cells stay NaN when no other window covers them).  Each window is read lazily (only its pixels are read from the
+files) with the scene's own reader, so it is exactly the tile :func:`~anysat_core.data.raster.open_rasters`
+would cut at that place.
+
+**Feature grid.**  Cells of ``patch_size_m`` (``output="patch"``) or of the output modality's sub-patch token
+(``output="dense"``, e.g. 10 m for s2) laid from the scene's top-left corner; the grid covers the data extent
+rounded up to whole cells.  ``x``/``y`` are cell centres in the scene CRS: cell ``(i, j)`` is centred at
+``(left + cell * (j + 0.5), top - cell * (i + 0.5))``.
+
+**Blending.**  Each window's feature map is multiplied by a separable weight ``w(i) * w(j)`` that is 1 in its
+interior and follows a raised-cosine ramp over the ``overlap`` cells at each border
+(``w_k = 0.5 - 0.5 cos(pi (k + 0.5) / n_overlap)``); weighted sums and weights are accumulated and divided.
+Two overlapping ramps sum to 1, so the result moves smoothly from one window to the next; a cell covered by a
+single window keeps that window's value exactly.  ``overlap_m`` may be at most ``window_m / 2`` (each cell is then
+covered by at most two windows per axis).
+
+**Bounded memory.**  Windows are processed one row of windows (a *strip*) at a time.  The accumulator holds
+``window`` cell rows x the scene width (its size does not depend on the scene height); after each strip the
+finished ``stride`` rows are divided, written to the output, and only the ``overlap`` band is carried to the next
+strip.  The full-scene array is never held in memory when ``out`` is given (with ``out=None`` the result is
+returned in memory, for small scenes).
+
+**Output files.**  ``out`` ending in ``.zarr`` gives a Zarr store (xarray layout: ``anysat_features``
+``(feature, y, x)`` float32, ``x``/``y``/``feature`` coordinates, a CF ``spatial_ref`` with the CRS and
+transform; open with ``xr.open_zarr``); ``.tif``/``.tiff`` gives a Cloud-Optimized GeoTIFF (one float32 band per
+feature, band descriptions = feature indices, provenance in the dataset tags).  With ``probe=`` the per-cell class
+``prediction`` (int16, -1 = no data) and ``confidence`` (max probability, float32) are added: as Zarr variables,
+or as the two last bands of the GeoTIFF (descriptions ``prediction``/``confidence``).
+
+**Atomic and resumable.**  Work goes to a partial Zarr store ``.<name>.partial.zarr`` beside ``out``; after every
+strip its attributes record the number of finished strips and the carried overlap band (two alternating slots,
+so a crash in the middle of a write never corrupts the last committed state).  A run interrupted for any reason
+continues from the last finished strip when called again with the same arguments (``resume=True``) and produces
+the same file as an uninterrupted run (strips are batched independently, so every window sees the same batch).
+Only the finished result is renamed to ``out``; an existing ``out`` is refused unless ``overwrite=True``
+(:class:`~anysat_core.errors.OutputExistsError`), and OS errors (read-only folder, full disk, a file where a
+folder should be) become :class:`OutputWriteError` naming the path.
+
+**Distributed.**  With ``client=`` (a :class:`distributed.Client` or a scheduler address) the model weights and
+config are scattered once to the workers, the windows of a strip are submitted as batches and gathered in order;
+reading, blending and writing stay in the calling process.
+
+Attributes of the result (strings): those of :func:`~anysat_core.features.extract_features` (``model``,
+``checkpoint`` = SHA-256 of the weights, ``patch_size_m``, ``output``, ``output_modality``, ``modalities``,
+``anysat_core_version``) plus ``window_m``, ``overlap_m``, ``blending`` and ``crs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from affine import Affine
+from torch import nn
+
+from anysat_core.data.collate import collate
+from anysat_core.data.raster import RasterScene, RasterSource, SceneGrid, open_rasters
+from anysat_core.data.sample import Sample
+from anysat_core.errors import (
+    AnySatError,
+    EmptyTileError,
+    InputShapeError,
+    OutputError,
+    OutputExistsError,
+    OutputWriteError,
+    PatchSizeError,
+)
+from anysat_core.features import FEATURES_NAME, _fmt, _run, _version, weights_sha256
+from anysat_core.modalities import MODALITIES
+
+__all__ = ["OutputWriteError", "ScenePlan", "infer_scene", "plan_scene", "write_zarr"]
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-6
+_PROGRESS_KEY = "anysat_progress"
+_CARRY = "_anysat_carry{slot}_{kind}"
+
+
+def _write_error(path: Path, e: OSError, what: str) -> OutputWriteError:
+    reason = e.strerror or str(e) or type(e).__name__
+    return OutputWriteError(
+        f"cannot {what} {str(path)!r}: {reason} ({type(e).__name__}"
+        + (f" on {e.filename!r}" if getattr(e, "filename", None) else "")
+        + "); check that the folder exists, is writable and has free space, or choose another out= path",
+        path,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- window grid
+@dataclass(frozen=True)
+class _WindowGrid(SceneGrid):
+    """A :class:`SceneGrid` whose "tiles" are overlapping windows: tile ``(r, c)`` starts ``stride_m * (r, c)``
+    from the origin and is ``tile_m`` wide, so :class:`RasterScene` reads windows with its own reader."""
+
+    stride_m: float = 0.0
+
+    def tile_bounds(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of window ``(row, col)``."""
+        x0, y0 = self.origin
+        left, top = x0 + col * self.stride_m, y0 - row * self.stride_m
+        return (left, top - self.tile_m, left + self.tile_m, top)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of all windows, padding included."""
+        x0, y0 = self.origin
+        w = (self.n_cols - 1) * self.stride_m + self.tile_m
+        h = (self.n_rows - 1) * self.stride_m + self.tile_m
+        return (x0, y0 - h, x0 + w, y0)
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """How a scene is cut into windows and where the features go (all sizes in cells unless ``_m``).
+
+    Attributes:
+        n_rows, n_cols: windows along y (strips) and x.
+        window_cells: window side in feature cells.
+        stride_cells: window step in cells (``window - overlap``).
+        overlap_cells: overlap in cells.
+        cell_m: feature cell side in metres.
+        grid_shape: ``(ny, nx)`` cells of the scene's feature grid.
+        transform: affine transform of the feature grid (scene CRS).
+        crs: the scene CRS string.
+        n_features: channels of the feature map (``D`` for patch, ``2D`` for dense).
+        buffer_shape: ``(n_features, window_cells, padded_width)`` of the strip accumulator: the largest array
+            held while streaming; it does not depend on the scene height.
+    """
+
+    n_rows: int
+    n_cols: int
+    window_cells: int
+    stride_cells: int
+    overlap_cells: int
+    cell_m: float
+    grid_shape: tuple[int, int]
+    transform: tuple[float, float, float, float, float, float]
+    crs: str
+    n_features: int
+    buffer_shape: tuple[int, int, int]
+
+    @property
+    def n_windows(self) -> int:
+        """Number of windows (empty ones included)."""
+        return self.n_rows * self.n_cols
+
+
+def _is_multiple(x: float, unit: float) -> bool:
+    q = x / unit
+    return q >= 1 - _EPS and abs(q - round(q)) < _EPS
+
+
+def _as_scene(scene_or_sources: Any, window_m: float, patch_size_m: float) -> RasterScene:
+    if isinstance(scene_or_sources, RasterScene):
+        return scene_or_sources
+    if isinstance(scene_or_sources, RasterSource) or (
+        isinstance(scene_or_sources, Sequence)
+        and not isinstance(scene_or_sources, (str, bytes))
+        and all(isinstance(s, RasterSource) for s in scene_or_sources)
+    ):
+        return open_rasters(scene_or_sources, tile_m=window_m, patch_m=patch_size_m)
+    raise InputShapeError(
+        f"infer_scene got a {type(scene_or_sources).__name__}; expected a RasterScene (from open_rasters) or "
+        "RasterSource(s)"
+    )
+
+
+def _check_geometry(scene: RasterScene, patch_size_m: float, window_m: float, overlap_m: float) -> None:
+    grid = scene.grid
+    gridded = [m for m in scene.modalities if not MODALITIES[m].tile_token]
+    step = math.lcm(*(MODALITIES[m].patch_step_m for m in gridded))
+    for name, v in (("patch_size_m", patch_size_m), ("window_m", window_m), ("overlap_m", overlap_m)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+            raise PatchSizeError(f"{name}={v!r}; expected a number of metres")
+    if not (patch_size_m > 0 and _is_multiple(patch_size_m, step) and _is_multiple(patch_size_m, grid.unit)):
+        raise PatchSizeError(
+            f"patch_size_m={patch_size_m!r}; expected a positive multiple of {max(step, grid.unit):g} m for "
+            f"{', '.join(gridded)}"
+        )
+    if not _is_multiple(window_m, patch_size_m):
+        raise PatchSizeError(
+            f"window_m={window_m!r} is not a multiple of patch_size_m={patch_size_m:g}; use e.g. "
+            f"{', '.join(f'{patch_size_m * k:g}' for k in (6, 12, 24))}"
+        )
+    if overlap_m < 0 or overlap_m > window_m / 2 + _EPS or (
+        overlap_m > 0 and not _is_multiple(overlap_m, patch_size_m)
+    ):
+        raise PatchSizeError(
+            f"overlap_m={overlap_m!r}; expected 0 or a multiple of patch_size_m={patch_size_m:g} of at most "
+            f"window_m / 2 = {window_m / 2:g} (so that windows stay aligned on the patch grid)"
+        )
+
+
+def _cell_m(output: str, patch_size_m: float, output_modality: str) -> float:
+    if output == "patch":
+        return float(patch_size_m)
+    mod = MODALITIES[output_modality]
+    r = max(1, round(patch_size_m / (mod.token_m * mod.reduce_scale)))
+    return float(patch_size_m) / r
+
+
+def _window_scene(scene: RasterScene, window_m: float, stride_m: float) -> RasterScene:
+    g = scene.grid
+    left, bottom, right, top = g.data_bounds
+    n_cols = 1 + max(0, math.ceil((right - left - window_m) / stride_m - _EPS))
+    n_rows = 1 + max(0, math.ceil((top - bottom - window_m) / stride_m - _EPS))
+    gsd = {m: (float(window_m) if MODALITIES[m].tile_token else g.gsd_m[m]) for m in scene.modalities}
+    wgrid = _WindowGrid(
+        crs=g.crs,
+        data_bounds=g.data_bounds,
+        unit=g.unit,
+        tile_m=float(window_m),
+        n_rows=n_rows,
+        n_cols=n_cols,
+        gsd_m=gsd,
+        tile_px={m: int(round(window_m / v)) for m, v in gsd.items()},
+        stride_m=float(stride_m),
+    )
+    return RasterScene(scene._mods, wgrid, scene.crs)
+
+
+def plan_scene(
+    model: nn.Module,
+    scene: RasterScene,
+    *,
+    patch_size_m: float,
+    window_m: float,
+    overlap_m: float,
+    output: str = "dense",
+    output_modality: str | None = None,
+) -> ScenePlan:
+    """The window layout and feature grid :func:`infer_scene` uses for ``scene`` (nothing is read or run).
+
+    Raises:
+        PatchSizeError: sizes that do not fit (see :func:`infer_scene`).
+        OutputError: an unknown ``output`` or ``output_modality``.
+    """
+    if output not in ("patch", "dense"):
+        raise OutputError(f"output={output!r}; infer_scene makes maps: use 'patch' or 'dense'")
+    _check_geometry(scene, patch_size_m, window_m, overlap_m)
+    om = output_modality or scene.modalities[0]
+    if om not in scene.modalities or MODALITIES[om].tile_token:
+        raise OutputError(
+            f"output_modality={om!r}; expected one of the scene's gridded modalities "
+            f"({', '.join(m for m in scene.modalities if not MODALITIES[m].tile_token)})"
+        )
+    cell = _cell_m(output, patch_size_m, om)
+    stride_m = window_m - overlap_m
+    wscene = _window_scene(scene, window_m, stride_m)
+    wg = wscene.grid
+    wc, sc, oc = (int(round(v / cell)) for v in (window_m, stride_m, overlap_m))
+    left, bottom, right, top = scene.grid.data_bounds
+    ny = math.ceil((top - bottom) / cell - _EPS)
+    nx = math.ceil((right - left) / cell - _EPS)
+    D = int(getattr(model, "embed_dim", 0)) * (2 if output == "dense" else 1)
+    nxp = (wg.n_cols - 1) * sc + wc
+    return ScenePlan(
+        n_rows=wg.n_rows,
+        n_cols=wg.n_cols,
+        window_cells=wc,
+        stride_cells=sc,
+        overlap_cells=oc,
+        cell_m=cell,
+        grid_shape=(ny, nx),
+        transform=(cell, 0.0, left, 0.0, -cell, top),
+        crs=scene.grid.crs,
+        n_features=D,
+        buffer_shape=(D, wc, nxp),
+    )
+
+
+def _ramp(window_cells: int, overlap_cells: int) -> np.ndarray:
+    """``(window_cells,)`` float32 weight: 1 inside, raised cosine over ``overlap_cells`` at both ends."""
+    w = np.ones(window_cells, dtype=np.float64)
+    if overlap_cells > 0:
+        k = np.arange(overlap_cells)
+        up = 0.5 - 0.5 * np.cos(np.pi * (k + 0.5) / overlap_cells)
+        w[:overlap_cells] = up
+        w[window_cells - overlap_cells :] = up[::-1]
+    return w.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- model runners
+def _local_runner(
+    model: nn.Module, patch_size_m: float, output: str, om: str
+) -> Callable[[list[list[Sample]]], list[np.ndarray]]:
+    def run(batches: list[list[Sample]]) -> list[np.ndarray]:
+        return [_run(model, collate(b), patch_size_m, output, om).float().cpu().numpy() for b in batches]
+
+    return run
+
+
+_WORKER_MODELS: dict[str, nn.Module] = {}
+
+
+def _model_payload(model: nn.Module, sha: str) -> dict[str, Any]:
+    """What a worker needs to rebuild the model: config + state dict for AnySat, the module itself otherwise."""
+    from anysat_core.model.anysat import AnySat
+
+    if type(model) is AnySat:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return {"sha": sha, "config": model.config.to_dict(), "state_dict": state}
+    return {"sha": sha, "module": model}
+
+
+def _worker_model(payload: dict[str, Any]) -> nn.Module:
+    sha = payload["sha"]
+    model = _WORKER_MODELS.get(sha)
+    if model is None:
+        if "module" in payload:
+            model = payload["module"]
+        else:
+            from anysat_core.config import AnySatConfig
+            from anysat_core.model.anysat import AnySat
+
+            model = AnySat(config=AnySatConfig.from_dict(payload["config"]))
+            model.load_state_dict(payload["state_dict"])
+        model.eval()
+        _WORKER_MODELS.clear()  # keep one model per worker
+        _WORKER_MODELS[sha] = model
+    return model
+
+
+def _worker_run(payload: dict[str, Any], samples: list[Sample], patch_size_m: float, output: str, om: str) -> np.ndarray:
+    """Runs on a dask worker: one batch of windows -> ``(B, h, w, D)`` float32."""
+    model = _worker_model(payload)
+    return _run(model, collate(samples), patch_size_m, output, om).float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def _dask_runner(
+    client: Any, model: nn.Module, sha: str, patch_size_m: float, output: str, om: str
+) -> Iterator[Callable[[list[list[Sample]]], list[np.ndarray]]]:
+    try:
+        from distributed import Client
+    except ImportError as e:  # pragma: no cover - distributed is a dependency of this feature
+        raise OutputError("client= needs the 'distributed' package (pip install distributed)") from e
+    own = isinstance(client, str)
+    cl = Client(client) if own else client
+    try:
+        payload = cl.scatter(_model_payload(model, sha), broadcast=True)
+
+        def run(batches: list[list[Sample]]) -> list[np.ndarray]:
+            futs = [cl.submit(_worker_run, payload, b, patch_size_m, output, om, pure=False) for b in batches]
+            return list(cl.gather(futs))  # in submission order
+
+        yield run
+    finally:
+        if own:
+            cl.close()
+
+
+# ----------------------------------------------------------------------------------------------- writers
+class _MemoryWriter:
+    """Keeps the whole feature grid in memory (``out=None``: small scenes only)."""
+
+    def __init__(self, plan: ScenePlan, probe: bool) -> None:
+        ny, nx = plan.grid_shape
+        self.features = np.full((plan.n_features, ny, nx), np.nan, dtype=np.float32)
+        self.prediction = np.full((ny, nx), -1, dtype=np.int16) if probe else None
+        self.confidence = np.full((ny, nx), np.nan, dtype=np.float32) if probe else None
+
+    def start(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        return 0, None, None
+
+    def write(self, y0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
+        self.features[:, y0 : y0 + feats.shape[1]] = feats
+        if pred is not None and self.prediction is not None and self.confidence is not None:
+            self.prediction[y0 : y0 + feats.shape[1]] = pred
+            self.confidence[y0 : y0 + feats.shape[1]] = conf
+
+    def commit(self, strips_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
+        pass
+
+
+class _ZarrWriter:
+    """Streams finished rows into a partial Zarr store, with the resume state in its attributes."""
+
+    def __init__(
+        self,
+        path: Path,
+        plan: ScenePlan,
+        attrs: dict[str, str],
+        fingerprint: dict[str, Any],
+        probe: bool,
+        resume: bool,
+    ) -> None:
+        import zarr
+
+        self.path = path
+        self.plan = plan
+        self.fingerprint = fingerprint
+        self.probe = probe
+        self._zarr = zarr
+        state = self._existing_state() if resume else None
+        if state is None:
+            if path.exists():
+                shutil.rmtree(path)
+            self._create(attrs)
+            self.done, self.slot = 0, 1
+        else:
+            self.done, self.slot = int(state["completed_strips"]), int(state["carry_slot"])
+            log.info("resuming %s after %d finished strip(s)", path, self.done)
+        self.group = zarr.open_group(str(path), mode="r+")
+
+    def _existing_state(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            g = self._zarr.open_group(str(self.path), mode="r")
+            state = dict(g.attrs.get(_PROGRESS_KEY) or {})
+        except Exception as e:  # a partial store from a crash during creation: start again
+            log.warning("ignoring unreadable partial output %s (%s); starting again", self.path, e)
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("partial output %s was made with other settings; starting again", self.path)
+            return None
+        return state
+
+    def _create(self, attrs: dict[str, str]) -> None:
+        import dask.array as dsa
+
+        p = self.plan
+        ny, nx = p.grid_shape
+        a, _, c, _, e, f = p.transform
+        chunks = (p.n_features, p.stride_cells, min(nx, 512))
+        data_vars: dict[str, Any] = {
+            FEATURES_NAME: (("feature", "y", "x"), dsa.full((p.n_features, ny, nx), np.nan, dtype=np.float32, chunks=chunks))
+        }
+        enc: dict[str, Any] = {FEATURES_NAME: {"chunks": chunks}}
+        if self.probe:
+            data_vars["prediction"] = (("y", "x"), dsa.full((ny, nx), -1, dtype=np.int16, chunks=chunks[1:]))
+            data_vars["confidence"] = (("y", "x"), dsa.full((ny, nx), np.nan, dtype=np.float32, chunks=chunks[1:]))
+            enc["prediction"] = {"chunks": chunks[1:], "fill_value": -1}
+            enc["confidence"] = {"chunks": chunks[1:]}
+        coords = {
+            "feature": np.arange(p.n_features),
+            "y": f + e * (np.arange(ny) + 0.5),
+            "x": c + a * (np.arange(nx) + 0.5),
+        }
+        ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+        ds = ds.rio.write_crs(p.crs).rio.write_transform(Affine(*p.transform))
+        for v in ds.data_vars:
+            ds[v].attrs.update(attrs)
+        ds = _grid_mapping_attrs(ds)
+        ds.attrs[_PROGRESS_KEY] = {"fingerprint": self.fingerprint, "completed_strips": 0, "carry_slot": 1}
+        ds.to_zarr(str(self.path), mode="w", compute=False, encoding=enc, consolidated=False)
+
+    def start(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        if self.done == 0:
+            return 0, None, None
+        s = self.group[_CARRY.format(slot=self.slot, kind="sum")][...]
+        w = self.group[_CARRY.format(slot=self.slot, kind="w")][...]
+        return self.done, np.asarray(s), np.asarray(w)
+
+    def write(self, y0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
+        h = feats.shape[1]
+        self.group[FEATURES_NAME][:, y0 : y0 + h, :] = feats
+        if self.probe and pred is not None:
+            self.group["prediction"][y0 : y0 + h, :] = pred
+            self.group["confidence"][y0 : y0 + h, :] = conf
+
+    def commit(self, strips_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
+        slot = 1 - self.slot
+        if carry_sum is not None and carry_w is not None:
+            for kind, arr in (("sum", carry_sum), ("w", carry_w)):
+                self.group.create_array(
+                    _CARRY.format(slot=slot, kind=kind), shape=arr.shape, dtype=arr.dtype, overwrite=True
+                )[...] = arr
+        self.group.attrs[_PROGRESS_KEY] = {
+            "fingerprint": self.fingerprint,
+            "completed_strips": strips_done,
+            "carry_slot": slot,
+        }
+        self.done, self.slot = strips_done, slot
+
+    def finish(self) -> None:
+        """Drop the resume state and consolidate the metadata (the store is then a plain xarray Zarr store)."""
+        for name in [n for n in self.group.array_keys() if n.startswith("_anysat_carry")]:
+            del self.group[name]
+        del self.group.attrs[_PROGRESS_KEY]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
+            self._zarr.consolidate_metadata(str(self.path))
+
+
+def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, strip_rows: int) -> None:
+    """Copy the finished partial store to a COG at ``dst``: a tiled GeoTIFF written strip by strip, then GDAL's
+    COG driver (CreateCopy) — memory stays bounded by the strip and GDAL's block cache."""
+    import rasterio
+    import rasterio.shutil
+    import zarr
+
+    g = zarr.open_group(str(src), mode="r")
+    feats = g[FEATURES_NAME]
+    D, ny, nx = feats.shape
+    count = D + (2 if probe else 0)
+    sref = dict(g["spatial_ref"].attrs)
+    crs = rasterio.crs.CRS.from_wkt(sref["crs_wkt"])
+    transform = Affine.from_gdal(*(float(v) for v in sref["GeoTransform"].split()))
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".strips.tif", dir=dst.parent)
+    os.close(fd)
+    try:
+        profile = dict(
+            driver="GTiff", width=nx, height=ny, count=count, dtype="float32", crs=crs, transform=transform,
+            nodata=np.nan, tiled=True, blockxsize=256, blockysize=256, bigtiff="if_safer",
+        )
+        with rasterio.open(tmp, "w", **profile) as out:
+            for y0 in range(0, ny, max(1, strip_rows)):
+                y1 = min(ny, y0 + max(1, strip_rows))
+                win = rasterio.windows.Window(0, y0, nx, y1 - y0)
+                out.write(np.asarray(feats[:, y0:y1, :]), indexes=list(range(1, D + 1)), window=win)
+                if probe:
+                    out.write(np.asarray(g["prediction"][y0:y1, :]).astype(np.float32), D + 1, window=win)
+                    out.write(np.asarray(g["confidence"][y0:y1, :]), D + 2, window=win)
+            out.update_tags(**attrs)
+            for i in range(D):
+                out.set_band_description(i + 1, str(i))
+            if probe:
+                out.set_band_description(D + 1, "prediction")
+                out.set_band_description(D + 2, "confidence")
+        rasterio.shutil.copy(
+            tmp, str(dst), driver="COG", compress="DEFLATE", predictor="YES", blocksize=256, bigtiff="IF_SAFER"
+        )
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``final`` (files or folders); an existing ``final`` is removed only after the move."""
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{str(final)!r} exists already; pass overwrite=True to replace it")
+        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+        _remove(trash)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        _remove(trash)
+    else:
+        os.replace(tmp, final)
+
+
+def _grid_mapping_attrs(ds: xr.Dataset) -> xr.Dataset:
+    """Put ``grid_mapping`` in every data variable's attributes, so ``xr.open_zarr`` reads ``spatial_ref`` back as a
+    coordinate and ``.rio.crs`` finds the CRS."""
+    if "spatial_ref" not in ds.coords:
+        return ds
+    for v in ds.data_vars:
+        ds[v].encoding.pop("grid_mapping", None)
+        ds[v].attrs["grid_mapping"] = "spatial_ref"
+    return ds
+
+
+def _output_kind(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix == ".zarr":
+        return "zarr"
+    if suffix in (".tif", ".tiff"):
+        return "cog"
+    raise OutputError(
+        f"out={str(out)!r} has the suffix {suffix or '(none)'!r}; expected '.tif'/'.tiff' (Cloud-Optimized GeoTIFF) "
+        "or '.zarr' (Zarr store)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------- public API
+def infer_scene(
+    model: nn.Module,
+    scene_or_sources: RasterScene | RasterSource | Sequence[RasterSource],
+    *,
+    patch_size_m: float,
+    window_m: float,
+    overlap_m: float,
+    output: str = "dense",
+    output_modality: str | None = None,
+    batch_size: int = 4,
+    normalize: Callable[[Sample], Sample] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+    client: Any = None,
+    probe: Any = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> Path | xr.DataArray | xr.Dataset:
+    """Feature map of a whole scene with sliding, blended windows (see the module docstring).
+
+    Args:
+        model: an :class:`~anysat_core.AnySat` (run in eval mode under ``inference_mode``).
+        scene_or_sources: a :class:`RasterScene` from :func:`open_rasters`, or RasterSource(s) (then opened with
+            ``tile_m=window_m``).
+        patch_size_m: patch side in metres (a multiple of the modalities' patch step).
+        window_m: window side in metres, a multiple of ``patch_size_m``.
+        overlap_m: overlap of neighbouring windows in metres: 0 or a multiple of ``patch_size_m``, at most
+            ``window_m / 2``.
+        output: ``"dense"`` (cells of the output modality's sub-patch, ``2D`` channels) or ``"patch"``.
+        output_modality: modality of the dense sub-patches (default: the scene's first modality).
+        batch_size: windows per forward pass (batches never span two strips).
+        normalize: applied to every window sample before batching, e.g. a
+            :class:`~anysat_core.data.normalize.Normalize`; the scene's values are raw file values.
+        out: ``*.tif``/``*.tiff`` (Cloud-Optimized GeoTIFF) or ``*.zarr``; None returns the result in memory.
+        overwrite: replace an existing ``out``.
+        resume: continue a partial run of the same settings found beside ``out`` (False: start again).
+        progress: show a tqdm progress bar over the windows.
+        client: a ``distributed.Client`` or a scheduler address; None runs in this process.
+        probe: a fitted classifier with ``predict_proba((N, D)) -> (N, K)`` (and optionally ``classes_``): adds
+            per-cell ``prediction`` (class label, -1 where no data) and ``confidence`` (max probability).
+        callback: called as ``callback(windows_done, windows_total)`` after every window of this call.
+
+    Returns:
+        ``out`` as a Path when given; else a DataArray ``(feature, y, x)`` (a Dataset with ``anysat_features``,
+        ``prediction`` and ``confidence`` when ``probe`` is given).
+
+    Raises:
+        PatchSizeError: sizes that do not fit the modalities or each other.
+        OutputError: an unknown ``output``/``output_modality`` or an unsupported ``out`` suffix.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+        OutputWriteError: the output cannot be written (read-only folder, full disk, invalid path).
+        AnySatError subclasses from reading the rasters or running the model.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
+    if output not in ("patch", "dense"):
+        raise OutputError(f"output={output!r}; infer_scene makes maps: use 'patch' or 'dense'")
+    scene = _as_scene(scene_or_sources, window_m, patch_size_m)
+    plan = plan_scene(
+        model, scene, patch_size_m=patch_size_m, window_m=window_m, overlap_m=overlap_m, output=output,
+        output_modality=output_modality,
+    )
+    om = output_modality or scene.modalities[0]
+    wscene = _window_scene(scene, window_m, window_m - overlap_m)
+    sha = weights_sha256(model)
+    size = getattr(getattr(model, "config", None), "size", None)
+    attrs = {
+        "model": f"AnySat-{size}" if size else type(model).__name__,
+        "checkpoint": sha,
+        "patch_size_m": _fmt(patch_size_m),
+        "output": output,
+        "output_modality": om if output == "dense" else "none",
+        "modalities": ",".join(scene.modalities),
+        "anysat_core_version": _version(),
+        "window_m": _fmt(window_m),
+        "overlap_m": _fmt(overlap_m),
+        "blending": "raised-cosine ramp over the overlap, weighted mean",
+        "crs": plan.crs,
+    }
+    if probe is not None:
+        attrs["probe"] = type(probe).__name__
+
+    # ------------------------------------------------------------------ output
+    out_path = Path(out) if out is not None else None
+    work: Path | None = None
+    if out_path is not None:
+        kind = _output_kind(out_path)
+        if (out_path.exists() or out_path.is_symlink()) and not overwrite:
+            raise OutputExistsError(
+                f"{str(out_path)!r} exists already; pass overwrite=True to replace it, or choose another path"
+            )
+        if out_path.is_dir() and kind == "cog":
+            raise OutputExistsError(f"{str(out_path)!r} is a folder; pass the path of a .tif file")
+        work = out_path.with_name(f".{out_path.name}.partial.zarr")
+        fingerprint = {
+            "attrs": attrs,
+            "grid": list(plan.grid_shape),
+            "transform": list(plan.transform),
+            "window_grid": [plan.n_rows, plan.n_cols],
+            "batch_size": int(batch_size),
+            "normalize": type(normalize).__qualname__ if normalize is not None else None,
+        }
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            writer: _MemoryWriter | _ZarrWriter = _ZarrWriter(
+                work, plan, attrs, fingerprint, probe is not None, resume
+            )
+        except OSError as e:
+            if work.exists() and not resume:
+                _remove(work)
+            raise _write_error(out_path, e, "create the output") from e
+    else:
+        kind = "memory"
+        writer = _MemoryWriter(plan, probe is not None)
+
+    # ------------------------------------------------------------------ run
+    runner_cm = (
+        _dask_runner(client, model, sha, patch_size_m, output, om)
+        if client is not None
+        else contextlib.nullcontext(_local_runner(model, patch_size_m, output, om))
+    )
+    try:
+        with runner_cm as runner:
+            _stream(wscene, plan, runner, writer, batch_size, normalize, probe, progress, callback)
+    except OSError as e:
+        if isinstance(e, AnySatError):
+            raise
+        raise _write_error(out_path or Path("."), e, "write the output") from e
+
+    # ------------------------------------------------------------------ finish
+    if isinstance(writer, _MemoryWriter):
+        ny, nx = plan.grid_shape
+        a, _, c, _, e_, f = plan.transform
+        coords = {"feature": np.arange(plan.n_features), "y": f + e_ * (np.arange(ny) + 0.5), "x": c + a * (np.arange(nx) + 0.5)}
+        da = xr.DataArray(writer.features, dims=("feature", "y", "x"), coords=coords, name=FEATURES_NAME, attrs=attrs)
+        da = da.rio.write_crs(plan.crs).rio.write_transform(Affine(*plan.transform))
+        if probe is None:
+            return da
+        ds = xr.Dataset(
+            {
+                FEATURES_NAME: da,
+                "prediction": (("y", "x"), writer.prediction, attrs),
+                "confidence": (("y", "x"), writer.confidence, attrs),
+            },
+            attrs=attrs,
+        )
+        return ds
+    assert out_path is not None and work is not None and isinstance(writer, _ZarrWriter)
+    try:
+        writer.finish()
+        if kind == "zarr":
+            _replace(work, out_path, overwrite)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".cog.tmp", dir=out_path.parent)
+            os.close(fd)
+            try:
+                _zarr_to_cog(work, Path(tmp), attrs, probe is not None, plan.stride_cells * 8)
+                _replace(Path(tmp), out_path, overwrite)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            _remove(work)
+    except OSError as e:
+        if isinstance(e, AnySatError):
+            raise
+        raise _write_error(out_path, e, "finish the output") from e
+    return out_path
+
+
+def _stream(
+    wscene: RasterScene,
+    plan: ScenePlan,
+    runner: Callable[[list[list[Sample]]], list[np.ndarray]],
+    writer: _MemoryWriter | _ZarrWriter,
+    batch_size: int,
+    normalize: Callable[[Sample], Sample] | None,
+    probe: Any,
+    progress: bool,
+    callback: Callable[[int, int], None] | None,
+) -> None:
+    """Process strips of windows from the writer's resume point; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    D, wc, nxp = plan.buffer_shape
+    sc, oc = plan.stride_cells, plan.overlap_cells
+    ny, nx = plan.grid_shape
+    ramp = _ramp(wc, oc)
+    w2d = ramp[:, None] * ramp[None, :]  # (wc, wc)
+    start, carry_sum, carry_w = writer.start()
+    total = plan.n_windows
+    done = 0
+    classes = getattr(probe, "classes_", None)
+    bar = tqdm(total=total, initial=start * plan.n_cols, disable=not progress, desc="windows", unit="win")
+    try:
+        for r in range(start, plan.n_rows):
+            acc = np.zeros((D, wc, nxp), dtype=np.float32)  # weighted sums of this strip
+            wsum = np.zeros((wc, nxp), dtype=np.float32)  # weights
+            if carry_sum is not None and carry_w is not None and oc > 0:
+                acc[:, :oc] = carry_sum
+                wsum[:oc] = carry_w
+            # read the strip's non-empty windows, batch them (batches never cross strips: resumable bit for bit)
+            cols: list[int] = []
+            samples: list[Sample] = []
+            for c in range(plan.n_cols):
+                try:
+                    s = wscene.tile(r, c)
+                except EmptyTileError:
+                    continue
+                cols.append(c)
+                samples.append(normalize(s) if normalize is not None else s)
+            batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+            outs = runner(batches) if batches else []
+            feats_iter = (f for o in outs for f in o)
+            skipped = plan.n_cols - len(cols)
+            for c, f in zip(cols, feats_iter):  # f: (h, w, D)
+                if f.shape[:2] != (wc, wc) or f.shape[2] != D:
+                    raise RuntimeError(f"internal: window output {f.shape} does not match the plan {(wc, wc, D)}")
+                x0 = c * sc
+                acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * w2d
+                wsum[:, x0 : x0 + wc] += w2d
+                done += 1
+                bar.update(1)
+                if callback is not None:
+                    callback(done, total)
+            bar.update(skipped)
+            # rows finished by this strip: the stride rows (all of the window rows for the last strip)
+            last = r == plan.n_rows - 1
+            n_fin = wc if last else sc
+            y0 = r * sc
+            n_out = max(0, min(n_fin, ny - y0))
+            if n_out > 0:
+                w = wsum[:n_out, :nx]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    feats = np.where(w > 0, acc[:, :n_out, :nx] / np.where(w > 0, w, 1), np.nan).astype(np.float32)
+                pred = conf = None
+                if probe is not None:
+                    pred, conf = _apply_probe(probe, classes, feats)
+                writer.write(y0, feats, pred, conf)
+            carry_sum = None if last else acc[:, sc : sc + oc].copy()
+            carry_w = None if last else wsum[sc : sc + oc].copy()
+            writer.commit(r + 1, carry_sum, carry_w)
+    finally:
+        bar.close()
+
+
+def _apply_probe(probe: Any, classes: Any, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell class and confidence of ``feats`` ``(D, h, w)``: int16 ``(h, w)`` (-1: no data), float32 ``(h, w)``."""
+    D, h, w = feats.shape
+    X = feats.reshape(D, -1).T  # (N, D)
+    ok = np.isfinite(X).all(axis=1)
+    pred = np.full(h * w, -1, dtype=np.int16)
+    conf = np.full(h * w, np.nan, dtype=np.float32)
+    if ok.any():
+        proba = np.asarray(probe.predict_proba(X[ok]))
+        idx = proba.argmax(axis=1)
+        labels = np.asarray(classes)[idx] if classes is not None else idx
+        pred[ok] = labels.astype(np.int16)
+        conf[ok] = proba.max(axis=1).astype(np.float32)
+    return pred.reshape(h, w), conf.reshape(h, w)
+
+
+def write_zarr(da: xr.DataArray | xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write a DataArray/Dataset (e.g. one tile's features) as a Zarr store, atomically.
+
+    The store is written under a temporary name beside ``path`` and renamed into place; ``path`` never holds a
+    partial store.  Read it back with ``xr.open_zarr(path)`` (the CRS stays in the ``spatial_ref`` coordinate).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: ``path`` does not end in ``.zarr``.
+        InputShapeError: ``da`` is not an xarray object.
+        OutputWriteError: the folder cannot be written.
+    """
+    path = Path(path)
+    if not isinstance(da, (xr.DataArray, xr.Dataset)):
+        raise InputShapeError(f"write_zarr got a {type(da).__name__}; expected an xarray DataArray or Dataset")
+    if path.suffix.lower() != ".zarr":
+        raise OutputError(f"path={str(path)!r}; a Zarr store path must end in '.zarr'")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{str(path)!r} exists already; pass overwrite=True to replace it, or choose another path")
+    ds = da.to_dataset(name=da.name or FEATURES_NAME) if isinstance(da, xr.DataArray) else da
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp.zarr", dir=path.parent))
+        shutil.rmtree(tmp)
+        crs = ds.rio.crs
+        if crs is not None:  # grid_mapping on every variable, so xr.open_zarr(...).rio.crs finds the CRS
+            ds = ds.rio.write_crs(crs)
+        ds = _grid_mapping_attrs(ds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
+            ds.to_zarr(str(tmp), mode="w", consolidated=True)
+        _replace(tmp, path, overwrite)
+    except OSError as e:
+        if tmp is not None:
+            _remove(tmp)
+        if isinstance(e, AnySatError):
+            raise
+        raise _write_error(path, e, "write the Zarr store") from e
+    except BaseException:
+        if tmp is not None:
+            _remove(tmp)
+        raise
+    return path
