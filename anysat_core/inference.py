@@ -764,6 +764,10 @@ def infer_scene(
     return out_path
 
 
+#: batches of windows read and run together: bounds the inputs held in memory whatever the scene width
+_INFLIGHT = 4
+
+
 def _stream(
     wscene: RasterScene,
     plan: ScenePlan,
@@ -795,30 +799,51 @@ def _stream(
             if carry_sum is not None and carry_w is not None and oc > 0:
                 acc[:, :oc] = carry_sum
                 wsum[:oc] = carry_w
-            # read the strip's non-empty windows, batch them (batches never cross strips: resumable bit for bit)
-            cols: list[int] = []
-            samples: list[Sample] = []
-            for c in range(plan.n_cols):
-                try:
-                    s = wscene.tile(r, c)
-                except EmptyTileError:
-                    continue
-                cols.append(c)
-                samples.append(normalize(s) if normalize is not None else s)
-            batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
-            outs = runner(batches) if batches else []
-            feats_iter = (f for o in outs for f in o)
-            skipped = plan.n_cols - len(cols)
-            for c, f in zip(cols, feats_iter):  # f: (h, w, D)
-                if f.shape[:2] != (wc, wc) or f.shape[2] != D:
-                    raise RuntimeError(f"internal: window output {f.shape} does not match the plan {(wc, wc, D)}")
-                x0 = c * sc
-                acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * w2d
-                wsum[:, x0 : x0 + wc] += w2d
-                done += 1
-                bar.update(1)
-                if callback is not None:
-                    callback(done, total)
+            # read the strip's windows lazily, a few batches at a time (batches never cross strips, so a resumed
+            # run batches every window as an uninterrupted one): memory holds at most _INFLIGHT batches of inputs
+            def strip_batches(r: int = r):  # noqa: ANN202 - generator of (columns, samples) batches
+                cols: list[int] = []
+                samples: list[Sample] = []
+                for c in range(plan.n_cols):
+                    try:
+                        s = wscene.tile(r, c)
+                    except EmptyTileError:
+                        continue
+                    cols.append(c)
+                    samples.append(normalize(s) if normalize is not None else s)
+                    if len(samples) == batch_size:
+                        yield cols, samples
+                        cols, samples = [], []
+                if samples:
+                    yield cols, samples
+
+            n_seen = 0
+            pending: list[tuple[list[int], list[Sample]]] = []
+            batch_iter = strip_batches()
+            while True:
+                nxt = next(batch_iter, None)
+                if nxt is not None:
+                    pending.append(nxt)
+                if pending and (nxt is None or len(pending) == _INFLIGHT):
+                    outs = runner([b for _, b in pending])
+                    for (cols, _), out in zip(pending, outs):
+                        for c, f in zip(cols, out):  # f: (h, w, D)
+                            if f.shape[:2] != (wc, wc) or f.shape[2] != D:
+                                raise RuntimeError(
+                                    f"internal: window output {f.shape} does not match the plan {(wc, wc, D)}"
+                                )
+                            x0 = c * sc
+                            acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * w2d
+                            wsum[:, x0 : x0 + wc] += w2d
+                            done += 1
+                            n_seen += 1
+                            bar.update(1)
+                            if callback is not None:
+                                callback(done, total)
+                    pending = []
+                if nxt is None:
+                    break
+            skipped = plan.n_cols - n_seen
             bar.update(skipped)
             # rows finished by this strip: the stride rows (all of the window rows for the last strip)
             last = r == plan.n_rows - 1

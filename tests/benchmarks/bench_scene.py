@@ -95,8 +95,8 @@ def main() -> None:
     if a.one is not None:
         print(json.dumps(run_one(a.one, a.output, a.format, a.threads, a.T, a.width_km)))
         return
-    print("| area km2 | height x width km | windows | grid (cells) | strip buffer MB | seconds | s/km2 | peak RSS MB | output MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| area km2 | height x width km | windows | grid (cells) | strip buffer MB | seconds | s/km2 | RSS before MB | peak RSS MB | output MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for s in a.sizes_km:
         cmd = [sys.executable, __file__, "--one", str(s), "--output", a.output, "--format", a.format,
                "--threads", str(a.threads), "--T", str(a.T)]
@@ -105,7 +105,7 @@ def main() -> None:
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(
             f"| {r['area_km2']:g} | {r['side_km']:g} x {r['width_km']:g} | {r['windows']} | {r['grid'][0]}x{r['grid'][1]} | "
-            f"{r['buffer_mb']} | {r['seconds']} | {r['s_per_km2']} | {r['peak_rss_mb']} | {r['output_mb']} |",
+            f"{r['buffer_mb']} | {r['seconds']} | {r['s_per_km2']} | {r['rss_before_mb']} | {r['peak_rss_mb']} | {r['output_mb']} |",
             flush=True,
         )
 
