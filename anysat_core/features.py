@@ -44,7 +44,7 @@ import hashlib
 import os
 import tempfile
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ __all__ = [
     "OutputExistsError",
     "extract_features",
     "features_to_dataarray",
+    "provenance_attrs",
+    "run_model",
     "weights_sha256",
     "write_geotiff",
 ]
@@ -141,7 +143,9 @@ def _metas(batch: Mapping[str, Any], n: int) -> list[GeoInfo]:
     return metas
 
 
-def _run(model: nn.Module, batch: Mapping[str, Any], patch_size_m: float, output: str, om: str | None) -> torch.Tensor:
+def run_model(
+    model: nn.Module, batch: Mapping[str, Any], patch_size_m: float, output: str, om: str | None
+) -> torch.Tensor:
     """Forward in eval mode under inference_mode, then restore every submodule's training flag."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -151,6 +155,23 @@ def _run(model: nn.Module, batch: Mapping[str, Any], patch_size_m: float, output
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def provenance_attrs(
+    model: nn.Module, *, patch_size_m: float, output: str, output_modality: str | None, modalities: Sequence[str]
+) -> dict[str, str]:
+    """String attributes saying where features come from: model, weights hash, patch size, output, modalities,
+    package version (``output_modality`` defaults to the first modality for ``dense``, ``"none"`` otherwise)."""
+    size = getattr(getattr(model, "config", None), "size", None)
+    return {
+        "model": f"AnySat-{size}" if size else type(model).__name__,
+        "checkpoint": weights_sha256(model),
+        "patch_size_m": _fmt(patch_size_m),
+        "output": output,
+        "output_modality": (output_modality or modalities[0]) if output == "dense" else "none",
+        "modalities": ",".join(modalities),
+        "anysat_core_version": _version(),
+    }
 
 
 def _fmt(v: float) -> str:
@@ -241,22 +262,13 @@ def extract_features(
     batched = _is_batch(sample_or_batch)
     batch = sample_or_batch if batched else collate([dict(sample_or_batch)])
     mods = modalities_of(batch)
-    feats = _run(model, batch, patch_size_m, output, output_modality)
+    feats = run_model(model, batch, patch_size_m, output, output_modality)
     B = feats.shape[0]
     metas = _metas(batch, B)
 
-    config = getattr(model, "config", None)
-    size = getattr(config, "size", None)
-    om = (output_modality or mods[0]) if output == "dense" else "none"
-    attrs = {
-        "model": f"AnySat-{size}" if size else type(model).__name__,
-        "checkpoint": weights_sha256(model),
-        "patch_size_m": _fmt(patch_size_m),
-        "output": output,
-        "output_modality": om,
-        "modalities": ",".join(mods),
-        "anysat_core_version": _version(),
-    }
+    attrs = provenance_attrs(
+        model, patch_size_m=patch_size_m, output=output, output_modality=output_modality, modalities=mods
+    )
 
     if output == "tile":
         arr = feats.detach().float().cpu().numpy()  # (B, D)

@@ -88,7 +88,7 @@ from anysat_core.errors import (
     OutputWriteError,
     PatchSizeError,
 )
-from anysat_core.features import FEATURES_NAME, _fmt, _run, _version, weights_sha256
+from anysat_core.features import FEATURES_NAME, provenance_attrs, run_model
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["OutputWriteError", "ScenePlan", "infer_scene", "plan_scene", "write_zarr"]
@@ -240,7 +240,7 @@ def _window_scene(scene: RasterScene, window_m: float, stride_m: float) -> Raste
         tile_px={m: int(round(window_m / v)) for m, v in gsd.items()},
         stride_m=float(stride_m),
     )
-    return RasterScene(scene._mods, wgrid, scene.crs)
+    return scene.with_grid(wgrid)
 
 
 def plan_scene(
@@ -309,7 +309,7 @@ def _local_runner(
     model: nn.Module, patch_size_m: float, output: str, om: str
 ) -> Callable[[list[list[Sample]]], list[np.ndarray]]:
     def run(batches: list[list[Sample]]) -> list[np.ndarray]:
-        return [_run(model, collate(b), patch_size_m, output, om).float().cpu().numpy() for b in batches]
+        return [run_model(model, collate(b), patch_size_m, output, om).float().cpu().numpy() for b in batches]
 
     return run
 
@@ -348,7 +348,7 @@ def _worker_model(payload: dict[str, Any]) -> nn.Module:
 def _worker_run(payload: dict[str, Any], samples: list[Sample], patch_size_m: float, output: str, om: str) -> np.ndarray:
     """Runs on a dask worker: one batch of windows -> ``(B, h, w, D)`` float32."""
     model = _worker_model(payload)
-    return _run(model, collate(samples), patch_size_m, output, om).float().cpu().numpy()
+    return run_model(model, collate(samples), patch_size_m, output, om).float().cpu().numpy()
 
 
 @contextlib.contextmanager
@@ -660,18 +660,13 @@ def infer_scene(
     )
     om = output_modality or scene.modalities[0]
     wscene = _window_scene(scene, window_m, window_m - overlap_m)
-    sha = weights_sha256(model)
-    size = getattr(getattr(model, "config", None), "size", None)
-    attrs = {
-        "model": f"AnySat-{size}" if size else type(model).__name__,
-        "checkpoint": sha,
-        "patch_size_m": _fmt(patch_size_m),
-        "output": output,
-        "output_modality": om if output == "dense" else "none",
-        "modalities": ",".join(scene.modalities),
-        "anysat_core_version": _version(),
-        "window_m": _fmt(window_m),
-        "overlap_m": _fmt(overlap_m),
+    attrs = provenance_attrs(
+        model, patch_size_m=patch_size_m, output=output, output_modality=om, modalities=scene.modalities
+    )
+    sha = attrs["checkpoint"]
+    attrs |= {
+        "window_m": f"{float(window_m):g}",
+        "overlap_m": f"{float(overlap_m):g}",
         "blending": "raised-cosine ramp over the overlap, weighted mean",
         "crs": plan.crs,
     }

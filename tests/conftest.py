@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,3 +38,20 @@ def parity_model(parity):
     model = AnySat(size=parity["size"])
     model.load_state_dict(parity["checkpoint"]["state_dict"])
     return model.eval()
+
+
+TREESAT_NAME = "Abies_alba_1_1005_WEFL_NLF"
+
+
+def treesat_root(tmp: Path, *, pth: bool = True, labels: dict | None = None) -> Path:
+    """A real-layout TreeSatAI-TS root around the one real tile (files symlinked, labels and split lists written)."""
+    root = tmp / "TreeSat"
+    for folder, ext in [("aerial", "tif"), ("sentinel", "h5")] + ([("s1-asc", "pth")] if pth else []):
+        (root / folder).mkdir(parents=True)
+        (root / folder / f"{TREESAT_NAME}.{ext}").symlink_to(shared_file(TREESAT / f"{TREESAT_NAME}.{ext}").resolve())
+    (root / "labels").mkdir()
+    labels = labels or {f"{TREESAT_NAME}.tif": [["Abies", 0.82], ["Picea", 0.12], ["Fagus", 0.06]]}
+    (root / "labels" / "TreeSatBA_v9_60m_multi_labels.json").write_text(json.dumps(labels))
+    for split in ("train", "val", "test"):
+        (root / f"{split}_filenames.lst").write_text(f"{TREESAT_NAME}.tif\n")
+    return root

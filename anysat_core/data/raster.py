@@ -620,6 +620,10 @@ class RasterScene:
         self.crs = crs
         self._valid: list[tuple[int, int]] | None = None
 
+    def with_grid(self, grid: SceneGrid) -> RasterScene:
+        """The same aligned sources cut along another grid (e.g. overlapping inference windows)."""
+        return RasterScene(self._mods, grid, self.crs)
+
     @property
     def modalities(self) -> list[str]:
         """Modality names, in the order of the sources."""

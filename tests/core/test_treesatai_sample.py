@@ -1,57 +1,36 @@
 """The real TreeSatAI-TS tile (../shared/data/treesatai-ts-sample) through the model.
 
-Reads the published files (GeoTIFF aerial, HDF5 Sentinel series, preprocessed S1 .pth), normalises them with
-the registry's TreeSatAI-TS statistics and day-of-year dates from the product names, and checks that this
-gives exactly the inputs the original code was run on, then the original's outputs.
+The TreeSatAI-TS loader reads the published files (GeoTIFF aerial, HDF5 Sentinel series, preprocessed S1 .pth),
+normalises them with the registry's TreeSatAI-TS statistics and dates them by day of year from the product
+names; this must give exactly the inputs the original code was run on, then the original's outputs.
 """
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import pytest
 import torch
 
-from anysat_core import MODALITIES, AnySat
-from tests.conftest import TREESAT, shared_file
-
-NAME = "Abies_alba_1_1005_WEFL_NLF"
-
-
-def _doy(products: np.ndarray, field: int) -> torch.Tensor:
-    names = [p.decode() if isinstance(p, bytes) else str(p) for p in products]
-    return torch.tensor([time.strptime(n.split("_")[field][:8], "%Y%m%d").tm_yday for n in names])
-
-
-def _norm(x: torch.Tensor, modality: str, channel_axis: int) -> torch.Tensor:
-    stats = MODALITIES[modality].stats["treesatai-ts"]
-    shape = [1] * x.dim()
-    shape[channel_axis] = -1
-    mean = torch.tensor(stats.mean).view(shape)
-    std = torch.tensor(stats.std).view(shape)
-    return (x - mean) / std
+from anysat_core import AnySat
+from anysat_core.data.collate import collate
+from tests.conftest import treesat_root
 
 
 @pytest.fixture(scope="module")
-def sample() -> dict[str, torch.Tensor]:
-    h5py = pytest.importorskip("h5py")
-    rasterio = pytest.importorskip("rasterio")
-    with rasterio.open(shared_file(TREESAT / f"{NAME}.tif")) as src:
-        assert src.crs.to_epsg() == 25832 and src.res == pytest.approx((0.2, 0.2))
-        aerial = torch.from_numpy(src.read().astype(np.float32))[:, 2:302, 2:302]  # centre 60 m, as the demo
-    with h5py.File(shared_file(TREESAT / f"{NAME}.h5"), "r") as f:
-        s2 = torch.from_numpy(f["sen-2-data"][:])
-        s2_dates = _doy(f["sen-2-products"][:], 2)
-        s1_dates = _doy(f["sen-1-asc-products"][:], 4)
-    s1 = torch.load(shared_file(TREESAT / f"{NAME}.pth"), weights_only=True)  # (T, 3, 6, 6) VV, VH, VV/VH
-    return {
-        "aerial": _norm(aerial, "aerial", 0)[None],
-        "s2": _norm(s2, "s2", 1)[None],
-        "s2_dates": s2_dates[None],
-        "s1": _norm(s1, "s1", 1)[None],
-        "s1_dates": s1_dates[None],
-    }
+def sample(tmp_path_factory) -> dict[str, torch.Tensor]:
+    pytest.importorskip("h5py")
+    pytest.importorskip("rasterio")
+    from anysat_core.data.datasets.treesatai_ts import TreeSatAITS
+
+    ds = TreeSatAITS(treesat_root(tmp_path_factory.mktemp("treesat")), "test", modalities=["aerial", "s2", "s1"])
+    meta = ds[0]["meta"]
+    assert meta.crs == "EPSG:25832" and meta.gsd_m == pytest.approx(0.2)
+    batch = collate([ds[0]])
+    out: dict[str, torch.Tensor] = {}
+    for mod in ("aerial", "s2", "s1"):  # model inputs, each series followed by its dates
+        out[mod] = batch[mod]
+        if f"{mod}_dates" in batch:
+            out[f"{mod}_dates"] = batch[f"{mod}_dates"]
+    return out
 
 
 def test_real_files_give_the_reference_inputs(sample, parity):

@@ -18,7 +18,7 @@ from anysat_core.data.collate import collate
 from anysat_core.data.datasets import get_dataset
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError, InputShapeError
-from tests.conftest import SHARED, TREESAT, shared_file
+from tests.conftest import SHARED, TREESAT, shared_file, treesat_root
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("h5py")
@@ -48,24 +48,10 @@ def _run(model: AnySat, samples: list[dict], patch_size: int, output: str = "pat
 
 
 # =============================================================================================== TreeSatAI-TS
-def _treesat_root(tmp: Path, *, pth: bool = True, labels: dict | None = None) -> Path:
-    """A real-layout TreeSatAI-TS root around the one real tile (files symlinked, labels and lists written)."""
-    root = tmp / "TreeSat"
-    for folder, ext in [("aerial", "tif"), ("sentinel", "h5")] + ([("s1-asc", "pth")] if pth else []):
-        (root / folder).mkdir(parents=True)
-        (root / folder / f"{NAME}.{ext}").symlink_to(shared_file(TREESAT / f"{NAME}.{ext}").resolve())
-    (root / "labels").mkdir()
-    labels = labels or {f"{NAME}.tif": [["Abies", 0.82], ["Picea", 0.12], ["Fagus", 0.06]]}
-    (root / "labels" / "TreeSatBA_v9_60m_multi_labels.json").write_text(json.dumps(labels))
-    for split in ("train", "val", "test"):
-        (root / f"{split}_filenames.lst").write_text(f"{NAME}.tif\n")
-    return root
-
-
 def test_treesat_real_tile_gives_the_reference_inputs_and_outputs(tmp_path, parity, parity_model):
     """Loader -> registry normalisation -> collate equals the inputs the original code ran on, and the model
     loaded with the parity checkpoint reproduces the original's output of case 0."""
-    ds = TreeSatAITS(_treesat_root(tmp_path), "test", modalities=["aerial", "s2", "s1"])
+    ds = TreeSatAITS(treesat_root(tmp_path), "test", modalities=["aerial", "s2", "s1"])
     assert len(ds) == 1 and ds.normalizer is not None
     batch = collate([ds[0]])
     case = parity["cases"][0]
@@ -82,7 +68,7 @@ def test_treesat_real_tile_gives_the_reference_inputs_and_outputs(tmp_path, pari
 
 
 def test_treesat_sample_content(tmp_path):
-    ds = TreeSatAITS(_treesat_root(tmp_path), "val", modalities=["aerial", "s2", "s1-asc"], normalize=False)
+    ds = TreeSatAITS(treesat_root(tmp_path), "val", modalities=["aerial", "s2", "s1-asc"], normalize=False)
     s = ds[0]
     assert list(s) == ["aerial", "s2", "s1-asc", "s2_dates", "s1-asc_dates", "label", "meta"]
     assert s["aerial"].shape == (4, 300, 300) and s["aerial"].dtype == torch.float32
@@ -105,7 +91,7 @@ def test_treesat_sample_content(tmp_path):
 
 
 def test_treesat_without_pth_reads_the_h5_and_computes_the_ratio(tmp_path):
-    ds = TreeSatAITS(_treesat_root(tmp_path, pth=False), "test", modalities=["s1", "s1-asc"], normalize=False)
+    ds = TreeSatAITS(treesat_root(tmp_path, pth=False), "test", modalities=["s1", "s1-asc"], normalize=False)
     s = ds[0]
     pth = torch.load(TREESAT / f"{NAME}.pth", weights_only=True)
     torch.testing.assert_close(s["s1-asc"], pth[:, :2])
@@ -114,7 +100,7 @@ def test_treesat_without_pth_reads_the_h5_and_computes_the_ratio(tmp_path):
 
 
 def test_treesat_train_crop_is_random_and_eval_crop_is_centre(tmp_path):
-    root = _treesat_root(tmp_path)
+    root = treesat_root(tmp_path)
     torch.manual_seed(0)
     train = TreeSatAITS(root, "train", modalities=["aerial"], normalize=False)
     full = TreeSatAITS(root, "train", modalities=["aerial"], normalize=False, crop=None)[0]["aerial"]
@@ -130,13 +116,13 @@ def test_treesat_train_crop_is_random_and_eval_crop_is_centre(tmp_path):
 
 
 def test_treesat_tiny_model_at_protocol_patch_size(tmp_path, tiny):
-    ds = TreeSatAITS(_treesat_root(tmp_path), "test", modalities=["aerial", "s2", "s1"])
+    ds = TreeSatAITS(treesat_root(tmp_path), "test", modalities=["aerial", "s2", "s1"])
     out = _run(tiny, [ds[0], ds[0]], ds.patch_size_m)
     assert out.shape == (2, 6, 6, 256)
 
 
 def test_treesat_compute_normalisation_for_s1_asc(tmp_path):
-    root = _treesat_root(tmp_path)
+    root = treesat_root(tmp_path)
     with pytest.raises(DatasetNotFoundError, match="no normalisation statistics for s1-asc"):
         TreeSatAITS(root, "test")  # default modalities aerial, s2, s1-asc; the registry has no s1-asc stats
     ds = TreeSatAITS(root, "test", normalize="compute")
@@ -150,7 +136,7 @@ def test_treesat_errors(tmp_path):
         TreeSatAITS(tmp_path / "nowhere")
     assert "sentinel/<name>.h5" in str(e.value)
 
-    root = _treesat_root(tmp_path)
+    root = treesat_root(tmp_path)
     (root / "val_filenames.lst").unlink()
     with pytest.raises(DatasetNotFoundError, match="val_filenames.lst"):
         TreeSatAITS(root, "val", modalities=["aerial"], normalize=False)
@@ -176,16 +162,16 @@ def test_treesat_errors(tmp_path):
         ds[0]
 
     # a listed tile missing from the labels, an unknown genus
-    root2 = _treesat_root(tmp_path / "r2", labels={"Other_1.tif": [["Abies", 1.0]]})
+    root2 = treesat_root(tmp_path / "r2", labels={"Other_1.tif": [["Abies", 1.0]]})
     with pytest.raises(CorruptFileError, match="no entry for"):
         TreeSatAITS(root2, "test", modalities=["aerial"], normalize=False)
-    root3 = _treesat_root(tmp_path / "r3", labels={f"{NAME}.tif": [["Eucalyptus", 1.0]]})
+    root3 = treesat_root(tmp_path / "r3", labels={f"{NAME}.tif": [["Eucalyptus", 1.0]]})
     with pytest.raises(CorruptFileError, match="unknown genus 'Eucalyptus'"):
         TreeSatAITS(root3, "test", modalities=["aerial"], normalize=False)
 
 
 def test_treesat_tile_without_genus_above_threshold_is_dropped(tmp_path):
-    root = _treesat_root(tmp_path, labels={f"{NAME}.tif": [["Abies", 0.05], ["Picea", 0.07]]})
+    root = treesat_root(tmp_path, labels={f"{NAME}.tif": [["Abies", 0.05], ["Picea", 0.07]]})
     assert len(TreeSatAITS(root, "test", modalities=["aerial"], normalize=False)) == 0
 
 

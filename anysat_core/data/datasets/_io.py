@@ -19,7 +19,7 @@ from anysat_core.errors import ConfigError, InputShapeError
 if TYPE_CHECKING:
     from anysat_core.data.datasets.base import AnySatDataset
 
-__all__ = ["check_crop", "crop_offset", "doy_from_names", "read_geotiff"]
+__all__ = ["check_crop", "crop_offset", "doy_from_names", "read_geotiff", "yyyymmdd_to_doy"]
 
 _CROPS = ("auto", "centre", "random", None)
 
@@ -43,6 +43,11 @@ def crop_offset(size: int, crop_px: int, mode: str, what: str) -> int:
     return (size - crop_px) // 2
 
 
+def yyyymmdd_to_doy(stamp: str) -> int:
+    """Day of year (``tm_yday``, 1..366) of a ``YYYYMMDD`` string; ValueError when it is not a date."""
+    return time.strptime(str(stamp), "%Y%m%d").tm_yday
+
+
 def doy_from_names(
     names: Sequence[str | bytes], start: int, stop: int, *, field: int | None = None
 ) -> tuple[torch.Tensor, list[str]]:
@@ -64,8 +69,7 @@ def doy_from_names(
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         part = name.split("_")[field] if field is not None else name
         stamp = part[start:stop]
-        t = time.strptime(stamp, "%Y%m%d")  # ValueError on a bad name
-        doys.append(t.tm_yday)
+        doys.append(yyyymmdd_to_doy(stamp))  # ValueError on a bad name
         iso.append(f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}")
     return torch.tensor(doys, dtype=torch.int64), iso
 

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.datasets._io import check_crop, doy_from_names, read_geotiff
+from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.datasets._io import read_geotiff
+from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize, stats_path
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError

@@ -6,7 +6,6 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from anysat_core.data.datasets._io import yyyymmdd_to_doy
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.sample import GeoInfo
@@ -44,10 +44,6 @@ OSM_CATEGORIES: dict[str, int] = {
     **dict.fromkeys(("river", "fountain"), 4),
 }  # fmt: skip
 OSM_CLASSES = ("background", "buildings", "transport", "industry/energy", "water", "other")
-
-
-def _yyyymmdd_to_doy(s: str) -> int:
-    return datetime.strptime(str(s), "%Y%m%d").timetuple().tm_yday
 
 
 def _disk(out: np.ndarray, pts: np.ndarray, seg_end: np.ndarray | None, radius: float, value: int) -> None:
@@ -245,7 +241,7 @@ class S2NaipUrban(AnySatDataset):
                 continue
             raw_dates = self.dates[mod][index]
             try:
-                doy = torch.tensor([_yyyymmdd_to_doy(d) for d in raw_dates], dtype=torch.int64)
+                doy = torch.tensor([yyyymmdd_to_doy(d) for d in raw_dates], dtype=torch.int64)
             except ValueError as e:
                 raise self.corrupt(self._index_path, f"{mod} dates of {name!r}: {e}") from e
             x, crs, t = self._read_series(name, mod, len(raw_dates))

@@ -6,7 +6,6 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from anysat_core.data.datasets._io import yyyymmdd_to_doy
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.sample import GeoInfo
@@ -172,7 +172,7 @@ class Sickle(AnySatDataset):
         for p in folder.glob("*.npz"):
             try:
                 date = date_from_name(mod, p.name)
-                doy = datetime.strptime(date, "%Y%m%d").timetuple().tm_yday
+                doy = yyyymmdd_to_doy(date)
             except (IndexError, ValueError) as e:
                 raise self.corrupt(p, f"no YYYYMMDD date in the file name where {mod.upper()} names have it ({e})") from e
             files.append((date, p.name, doy, p))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from anysat_core.data.datasets._io import yyyymmdd_to_doy
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.sample import GeoInfo
 
@@ -89,7 +89,7 @@ class TimeSen2Crop(AnySatDataset):
             if not rows or rows[0][0].strip() != "acquisition_date":
                 raise ValueError(f"first row is {rows[0] if rows else 'missing'}; expected the header 'acquisition_date'")
             raw = tuple(r[0].strip() for r in rows[1:])
-            doy = [datetime.strptime(d, "%Y%m%d").timetuple().tm_yday for d in raw]
+            doy = [yyyymmdd_to_doy(d) for d in raw]
         except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
             raise self.corrupt(path, e) from e
         return torch.tensor(doy, dtype=torch.int64), raw

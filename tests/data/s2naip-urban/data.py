@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 HERE = Path(__file__).resolve().parent
 NAIP_PX = 64
