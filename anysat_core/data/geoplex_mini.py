@@ -247,6 +247,8 @@ class _World:
     def __init__(self, seed: int, rows: int, cols: int, tile_m: float, parcel_m: float) -> None:
         self.seed, self.rows, self.cols, self.tile_m, self.parcel_m = seed, rows, cols, tile_m, parcel_m
         self.x0, self.y0 = ORIGIN_M
+        #: normalisation statistics by (modality, tiles used), shared by every dataset over this world
+        self.stats_cache: dict[tuple[str, tuple[int, ...]], NormStats] = {}
         self.width_m, self.height_m = cols * tile_m, rows * tile_m
         rng = _rng(seed, 1)
         margin = 300.0  # > MODIS half footprint + boundary warp
@@ -860,6 +862,10 @@ class GeoPlexMini(torch.utils.data.Dataset):
                     continue
                 except Exception as e:  # noqa: BLE001 - a bad cache file is recomputed
                     log.warning("recomputing %s: %s", path, e)
+            key = (mod, tuple(pick))
+            if key in self.world.stats_cache:  # the same for every split/instance over this world
+                out[mod] = self.world.stats_cache[key]
+                continue
             samples = []
             for t in pick:
                 x, mask = self.raw(t, mod)
@@ -869,6 +875,7 @@ class GeoPlexMini(torch.utils.data.Dataset):
                 samples.append(s)
             st = compute_stats(samples, mod)
             out[mod] = NormStats(st.mean, st.std, source=f"geoplex-mini seed {self.seed}: {st.source}", units=_units(mod))
+            self.world.stats_cache[key] = out[mod]
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_stats(path, out[mod])

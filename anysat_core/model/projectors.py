@@ -106,8 +106,11 @@ class _LTAE(nn.Module):
             rows = self.inconv[i + 3](F.relu(rows, inplace=True))
         return rows
 
-    def encode(self, x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
-        """x ``(b, n, T, C)`` per-pixel series of b samples, pe ``(b, 1, T, D)`` date encodings -> ``(b, n, D)``."""
+    def encode(self, x: torch.Tensor, pe: torch.Tensor, scores: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x ``(b, n, T, C)`` per-pixel series of b samples, pe ``(b, 1, T, D)`` date encodings -> ``(b, n, D)``.
+
+        ``scores`` is :meth:`_TemporalAttention.folded_scores`, computed once per forward.
+        """
         b, n, T, C = x.shape
         e = self._input_mlp(x.reshape(b * n * T, C))
         D = e.shape[-1]
@@ -118,7 +121,7 @@ class _LTAE(nn.Module):
             e = e.reshape(b, n, T, D) + pe
         else:
             e = e.view(b, n, T, D).add_(pe)
-        w, bias = self.attention_heads.folded_scores()
+        w, bias = scores
         logits = torch.addmm(bias, e.reshape(-1, D), w.t()).view(b * n, T, self.n_head)
         attn = logits.softmax(dim=1)  # over dates
         if self.training:
@@ -139,17 +142,18 @@ class _LTAE(nn.Module):
         pix = x.permute(0, 3, 4, 1, 2).reshape(B, H * W, T, C)
         widest = max(m.out_features for m in self.inconv if isinstance(m, nn.Linear))
         chunk = max(1, LTAE_CHUNK_FLOATS // (T * widest))  # pixels per chunk
+        scores = self.attention_heads.folded_scores()  # once per call, not per chunk
         if chunk >= B * H * W:
-            return self.encode(pix, pe).view(B, H, W, D)
+            return self.encode(pix, pe, scores).view(B, H, W, D)
         out = x.new_empty(B, H * W, D)
         if chunk >= H * W:  # whole samples per chunk
             per = chunk // (H * W)
             for b0 in range(0, B, per):
-                out[b0 : b0 + per] = self.encode(pix[b0 : b0 + per], pe[b0 : b0 + per])
+                out[b0 : b0 + per] = self.encode(pix[b0 : b0 + per], pe[b0 : b0 + per], scores)
         else:
             for b in range(B):
                 for p0 in range(0, H * W, chunk):
-                    out[b : b + 1, p0 : p0 + chunk] = self.encode(pix[b : b + 1, p0 : p0 + chunk], pe[b : b + 1])
+                    out[b : b + 1, p0 : p0 + chunk] = self.encode(pix[b : b + 1, p0 : p0 + chunk], pe[b : b + 1], scores)
         return out.view(B, H, W, D)
 
 
