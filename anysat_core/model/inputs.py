@@ -53,7 +53,6 @@ class BatchPlan:
         batch_size: B.
         scale: patch side in units of 10 m (``patch_size // 10``).
         grid: patches per tile side (h); P = h * h.
-        extent_m: tile side in metres.
         output: output mode.
         output_modality: modality whose sub-patch tokens make the dense output ('' unless dense).
     """
@@ -65,7 +64,6 @@ class BatchPlan:
     batch_size: int = 0
     scale: int = 1
     grid: int = 1
-    extent_m: float = 0.0
     output: str = "patch"
     output_modality: str = ""
 
@@ -326,7 +324,6 @@ def check_batch(
         batch_size=B,
         scale=scale,
         grid=grid,
-        extent_m=ref,
         output=output,
         output_modality=om,
     )
