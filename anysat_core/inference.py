@@ -26,11 +26,15 @@ Two overlapping ramps sum to 1, so the result moves smoothly from one window to 
 single window keeps that window's value exactly.  ``overlap_m`` may be at most ``window_m / 2`` (each cell is then
 covered by at most two windows per axis).
 
-**Bounded memory.**  Windows are processed one row of windows (a *strip*) at a time.  The accumulator holds
-``window`` cell rows x the scene width (its size does not depend on the scene height); after each strip the
-finished ``stride`` rows are divided, written to the output, and only the ``overlap`` band is carried to the next
-strip.  The full-scene array is never held in memory when ``out`` is given (with ``out=None`` the result is
-returned in memory, for small scenes).
+**Bounded memory.**  Windows are processed in *panels* (vertical bands of at most ``panel_windows`` window
+columns, sized so the accumulator stays under ``buffer_mb``), and inside a panel one row of windows (a *strip*) at
+a time, reading each window's pixels only when its batch is run.  The accumulator holds ``window`` cell rows x the
+panel width: its size depends neither on the scene height nor on its width.  After each strip the finished
+``stride`` rows are divided, written to the output, and only the ``overlap`` band is carried to the next strip;
+the ``overlap`` columns shared with the next panel are carried through the output store (partial sums and
+weights), so a panel never holds more than its own columns.  GDAL's block cache is capped during the run
+(``gdal_cache_mb``; GDAL's own default is 5 % of RAM, which a large scene fills).  The full-scene array is never
+held in memory when ``out`` is given (with ``out=None`` the result is returned in memory, for small scenes).
 
 **Output files.**  ``out`` ending in ``.zarr`` gives a Zarr store (xarray layout: ``anysat_features``
 ``(feature, y, x)`` float32, ``x``/``y``/``feature`` coordinates, a CF ``spatial_ref`` with the CRS and
@@ -40,9 +44,9 @@ feature, band descriptions = feature indices, provenance in the dataset tags).  
 or as the two last bands of the GeoTIFF (descriptions ``prediction``/``confidence``).
 
 **Atomic and resumable.**  Work goes to a partial Zarr store ``.<name>.partial.zarr`` beside ``out``; after every
-strip its attributes record the number of finished strips and the carried overlap band (two alternating slots,
+strip its attributes record the number of finished strips and the carried overlap bands (two alternating slots,
 so a crash in the middle of a write never corrupts the last committed state).  A run interrupted for any reason
-continues from the last finished strip when called again with the same arguments (``resume=True``) and produces
+(a kill, a full disk) keeps that partial store and continues from the last finished strip when called again with the same arguments (``resume=True``) and produces
 the same file as an uninterrupted run (strips are batched independently, so every window sees the same batch).
 Only the finished result is renamed to ``out``; an existing ``out`` is refused unless ``overwrite=True``
 (:class:`~anysat_core.errors.OutputExistsError`), and OS errors (read-only folder, full disk, a file where a
@@ -97,7 +101,8 @@ log = logging.getLogger(__name__)
 
 _EPS = 1e-6
 _PROGRESS_KEY = "anysat_progress"
-_CARRY = "_anysat_carry{slot}_{kind}"
+_CARRY = "_anysat_carry{slot}_{kind}"  # overlap rows carried to the next strip
+_COLS = "_anysat_cols{slot}_{kind}"  # overlap columns carried to the next panel
 
 
 def _write_error(path: Path, e: OSError, what: str) -> OutputWriteError:
@@ -147,8 +152,9 @@ class ScenePlan:
         transform: affine transform of the feature grid (scene CRS).
         crs: the scene CRS string.
         n_features: channels of the feature map (``D`` for patch, ``2D`` for dense).
-        buffer_shape: ``(n_features, window_cells, padded_width)`` of the strip accumulator: the largest array
-            held while streaming; it does not depend on the scene height.
+        panel_windows: window columns per panel (the last panel may have fewer).
+        buffer_shape: ``(n_features, window_cells, panel_width)`` of the strip accumulator: the largest array
+            held while streaming; it depends neither on the scene height nor on its width.
     """
 
     n_rows: int
@@ -161,12 +167,31 @@ class ScenePlan:
     transform: tuple[float, float, float, float, float, float]
     crs: str
     n_features: int
+    panel_windows: int
     buffer_shape: tuple[int, int, int]
 
     @property
     def n_windows(self) -> int:
         """Number of windows (empty ones included)."""
         return self.n_rows * self.n_cols
+
+    @property
+    def n_panels(self) -> int:
+        """Number of panels (vertical bands of window columns processed one after the other)."""
+        return -(-self.n_cols // self.panel_windows)
+
+    def panel_cols(self, p: int) -> tuple[int, int]:
+        """Window columns ``[c0, c1)`` of panel ``p``."""
+        c0 = p * self.panel_windows
+        return c0, min(self.n_cols, c0 + self.panel_windows)
+
+    def panel_span(self, p: int) -> tuple[int, int]:
+        """Feature-grid columns ``[x0, x1)`` that panel ``p`` finishes (its last ``overlap`` columns belong to the
+        next panel, which finishes them)."""
+        c0, c1 = self.panel_cols(p)
+        nx = self.grid_shape[1]
+        x1 = nx if c1 == self.n_cols else min(nx, c1 * self.stride_cells)
+        return min(nx, c0 * self.stride_cells), x1
 
 
 def _is_multiple(x: float, unit: float) -> bool:
@@ -252,13 +277,21 @@ def plan_scene(
     overlap_m: float,
     output: str = "dense",
     output_modality: str | None = None,
+    buffer_mb: float = 64.0,
 ) -> ScenePlan:
     """The window layout and feature grid :func:`infer_scene` uses for ``scene`` (nothing is read or run).
+
+    ``buffer_mb`` bounds the strip accumulator: panels get as many window columns as fit (at least one).
 
     Raises:
         PatchSizeError: sizes that do not fit (see :func:`infer_scene`).
         OutputError: an unknown ``output`` or ``output_modality``.
+        InputShapeError: ``buffer_mb`` is not a positive number.
     """
+    if isinstance(buffer_mb, bool) or not isinstance(buffer_mb, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(buffer_mb) and buffer_mb > 0
+    ):
+        raise InputShapeError(f"buffer_mb={buffer_mb!r}; expected a positive number of megabytes, e.g. 64")
     if output not in ("patch", "dense"):
         raise OutputError(f"output={output!r}; infer_scene makes maps: use 'patch' or 'dense'")
     _check_geometry(scene, patch_size_m, window_m, overlap_m)
@@ -277,7 +310,11 @@ def plan_scene(
     ny = math.ceil((top - bottom) / cell - _EPS)
     nx = math.ceil((right - left) / cell - _EPS)
     D = int(getattr(model, "embed_dim", 0)) * (2 if output == "dense" else 1)
-    nxp = (wg.n_cols - 1) * sc + wc
+    # accumulator (D floats) + weights + the divided output (D floats): 4 * (2 D + 1) bytes per buffer cell
+    per_col = 4 * (2 * D + 1) * wc
+    fit = int((buffer_mb * 2**20 // per_col - oc) // max(sc, 1))
+    panel = max(1, min(wg.n_cols, fit))
+    nxp = (panel - 1) * sc + wc
     return ScenePlan(
         n_rows=wg.n_rows,
         n_cols=wg.n_cols,
@@ -289,6 +326,7 @@ def plan_scene(
         transform=(cell, 0.0, left, 0.0, -cell, top),
         crs=scene.grid.crs,
         n_features=D,
+        panel_windows=panel,
         buffer_shape=(D, wc, nxp),
     )
 
@@ -383,18 +421,45 @@ class _MemoryWriter:
         self.features = np.full((plan.n_features, ny, nx), np.nan, dtype=np.float32)
         self.prediction = np.full((ny, nx), -1, dtype=np.int16) if probe else None
         self.confidence = np.full((ny, nx), np.nan, dtype=np.float32) if probe else None
+        oc = plan.overlap_cells
+        self._cols = [
+            (np.zeros((plan.n_features, ny, oc), np.float32), np.zeros((ny, oc), np.float32)) for _ in range(2)
+        ]
 
     def start(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
         return 0, None, None
 
-    def write(self, y0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
-        self.features[:, y0 : y0 + feats.shape[1]] = feats
+    def write(self, y0: int, x0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
+        h, w = feats.shape[1:]
+        self.features[:, y0 : y0 + h, x0 : x0 + w] = feats
         if pred is not None and self.prediction is not None and self.confidence is not None:
-            self.prediction[y0 : y0 + feats.shape[1]] = pred
-            self.confidence[y0 : y0 + feats.shape[1]] = conf
+            self.prediction[y0 : y0 + h, x0 : x0 + w] = pred
+            self.confidence[y0 : y0 + h, x0 : x0 + w] = conf
 
-    def commit(self, strips_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
+    def read_cols(self, slot: int, y0: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        s, w = self._cols[slot]
+        return s[:, y0 : y0 + h], w[y0 : y0 + h]
+
+    def write_cols(self, slot: int, y0: int, csum: np.ndarray, cw: np.ndarray) -> None:
+        s, w = self._cols[slot]
+        s[:, y0 : y0 + csum.shape[1]] = csum
+        w[y0 : y0 + cw.shape[0]] = cw
+
+    def commit(self, steps_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
         pass
+
+
+def _chunks(plan: ScenePlan, target_bytes: int = 8 * 2**20) -> tuple[int, int, int]:
+    """Zarr chunks ``(features, rows, cols)``: one strip of rows, the columns a panel finishes (so panels never
+    share a chunk), and as many features as fit in about ``target_bytes``."""
+    D = plan.n_features
+    ny, nx = plan.grid_shape
+    rows = max(1, min(ny, plan.stride_cells))
+    cols = max(1, min(nx, plan.panel_windows * plan.stride_cells if plan.n_panels > 1 else nx))
+    f = max(1, min(D, target_bytes // (4 * rows * cols)))
+    if f < D:
+        f = 1 << (f.bit_length() - 1)  # a power of two
+    return f, rows, cols
 
 
 class _ZarrWriter:
@@ -447,7 +512,7 @@ class _ZarrWriter:
         p = self.plan
         ny, nx = p.grid_shape
         a, _, c, _, e, f = p.transform
-        chunks = (p.n_features, p.stride_cells, min(nx, 512))
+        chunks = _chunks(p)
         data_vars: dict[str, Any] = {
             FEATURES_NAME: (("feature", "y", "x"), dsa.full((p.n_features, ny, nx), np.nan, dtype=np.float32, chunks=chunks))
         }
@@ -469,6 +534,14 @@ class _ZarrWriter:
         ds = _grid_mapping_attrs(ds)
         ds.attrs[_PROGRESS_KEY] = {"fingerprint": self.fingerprint, "completed_strips": 0, "carry_slot": 1}
         ds.to_zarr(str(self.path), mode="w", compute=False, encoding=enc, consolidated=False)
+        if p.n_panels > 1 and p.overlap_cells > 0:  # overlap columns carried from one panel to the next
+            g = self._zarr.open_group(str(self.path), mode="r+")
+            oc, rows = p.overlap_cells, chunks[1]
+            for slot in (0, 1):
+                g.create_array(_COLS.format(slot=slot, kind="sum"), shape=(p.n_features, ny, oc), dtype="float32",
+                               chunks=(p.n_features, rows, oc), fill_value=0.0)
+                g.create_array(_COLS.format(slot=slot, kind="w"), shape=(ny, oc), dtype="float32",
+                               chunks=(rows, oc), fill_value=0.0)
 
     def start(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
         if self.done == 0:
@@ -477,14 +550,23 @@ class _ZarrWriter:
         w = self.group[_CARRY.format(slot=self.slot, kind="w")][...]
         return self.done, np.asarray(s), np.asarray(w)
 
-    def write(self, y0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
-        h = feats.shape[1]
-        self.group[FEATURES_NAME][:, y0 : y0 + h, :] = feats
+    def write(self, y0: int, x0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
+        h, w = feats.shape[1:]
+        self.group[FEATURES_NAME][:, y0 : y0 + h, x0 : x0 + w] = feats
         if self.probe and pred is not None:
-            self.group["prediction"][y0 : y0 + h, :] = pred
-            self.group["confidence"][y0 : y0 + h, :] = conf
+            self.group["prediction"][y0 : y0 + h, x0 : x0 + w] = pred
+            self.group["confidence"][y0 : y0 + h, x0 : x0 + w] = conf
 
-    def commit(self, strips_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
+    def read_cols(self, slot: int, y0: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.group[_COLS.format(slot=slot, kind="sum")][:, y0 : y0 + h]
+        w = self.group[_COLS.format(slot=slot, kind="w")][y0 : y0 + h]
+        return np.asarray(s), np.asarray(w)
+
+    def write_cols(self, slot: int, y0: int, csum: np.ndarray, cw: np.ndarray) -> None:
+        self.group[_COLS.format(slot=slot, kind="sum")][:, y0 : y0 + csum.shape[1]] = csum
+        self.group[_COLS.format(slot=slot, kind="w")][y0 : y0 + cw.shape[0]] = cw
+
+    def commit(self, steps_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
         slot = 1 - self.slot
         if carry_sum is not None and carry_w is not None:
             for kind, arr in (("sum", carry_sum), ("w", carry_w)):
@@ -493,14 +575,14 @@ class _ZarrWriter:
                 )[...] = arr
         self.group.attrs[_PROGRESS_KEY] = {
             "fingerprint": self.fingerprint,
-            "completed_strips": strips_done,
+            "completed_strips": steps_done,
             "carry_slot": slot,
         }
-        self.done, self.slot = strips_done, slot
+        self.done, self.slot = steps_done, slot
 
     def finish(self) -> None:
         """Drop the resume state and consolidate the metadata (the store is then a plain xarray Zarr store)."""
-        for name in [n for n in self.group.array_keys() if n.startswith("_anysat_carry")]:
+        for name in [n for n in self.group.array_keys() if n.startswith("_anysat_")]:
             del self.group[name]
         del self.group.attrs[_PROGRESS_KEY]
         with warnings.catch_warnings():
@@ -508,9 +590,13 @@ class _ZarrWriter:
             self._zarr.consolidate_metadata(str(self.path))
 
 
-def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, strip_rows: int) -> None:
-    """Copy the finished partial store to a COG at ``dst``: a tiled GeoTIFF written strip by strip, then GDAL's
-    COG driver (CreateCopy) — memory stays bounded by the strip and GDAL's block cache."""
+def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block_mb: float = 32.0) -> None:
+    """Copy the features (and probe outputs) of the store ``src`` to a COG at ``dst``.
+
+    A band-interleaved tiled GeoTIFF is written block by block (256 rows x 512 columns x as many features as fit in
+    ``block_mb``), then GDAL's COG driver (CreateCopy) makes the overviews and the final layout: memory stays bounded
+    by one block and GDAL's block cache, whatever the scene size.
+    """
     import rasterio
     import rasterio.shutil
     import zarr
@@ -522,21 +608,27 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, strip
     sref = dict(g["spatial_ref"].attrs)
     crs = rasterio.crs.CRS.from_wkt(sref["crs_wkt"])
     transform = Affine.from_gdal(*(float(v) for v in sref["GeoTransform"].split()))
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".strips.tif", dir=dst.parent)
+    rows, cols = 256, 512
+    group = max(1, min(D, int(block_mb * 2**20) // (4 * rows * cols)))
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".blocks.tif", dir=dst.parent)
     os.close(fd)
     try:
         profile = dict(
             driver="GTiff", width=nx, height=ny, count=count, dtype="float32", crs=crs, transform=transform,
-            nodata=np.nan, tiled=True, blockxsize=256, blockysize=256, bigtiff="if_safer",
+            nodata=np.nan, tiled=True, blockxsize=256, blockysize=256, interleave="band", bigtiff="if_safer",
         )
         with rasterio.open(tmp, "w", **profile) as out:
-            for y0 in range(0, ny, max(1, strip_rows)):
-                y1 = min(ny, y0 + max(1, strip_rows))
-                win = rasterio.windows.Window(0, y0, nx, y1 - y0)
-                out.write(np.asarray(feats[:, y0:y1, :]), indexes=list(range(1, D + 1)), window=win)
-                if probe:
-                    out.write(np.asarray(g["prediction"][y0:y1, :]).astype(np.float32), D + 1, window=win)
-                    out.write(np.asarray(g["confidence"][y0:y1, :]), D + 2, window=win)
+            for y0 in range(0, ny, rows):
+                y1 = min(ny, y0 + rows)
+                for x0 in range(0, nx, cols):
+                    x1 = min(nx, x0 + cols)
+                    win = rasterio.windows.Window(x0, y0, x1 - x0, y1 - y0)
+                    for b0 in range(0, D, group):
+                        b1 = min(D, b0 + group)
+                        out.write(np.asarray(feats[b0:b1, y0:y1, x0:x1]), indexes=list(range(b0 + 1, b1 + 1)), window=win)
+                    if probe:
+                        out.write(np.asarray(g["prediction"][y0:y1, x0:x1]).astype(np.float32), D + 1, window=win)
+                        out.write(np.asarray(g["confidence"][y0:y1, x0:x1]), D + 2, window=win)
             out.update_tags(**attrs)
             for i in range(D):
                 out.set_band_description(i + 1, str(i))
@@ -613,6 +705,8 @@ def infer_scene(
     client: Any = None,
     probe: Any = None,
     callback: Callable[[int, int], None] | None = None,
+    buffer_mb: float = 64.0,
+    gdal_cache_mb: float = 64.0,
 ) -> Path | xr.DataArray | xr.Dataset:
     """Feature map of a whole scene with sliding, blended windows (see the module docstring).
 
@@ -637,6 +731,9 @@ def infer_scene(
         probe: a fitted classifier with ``predict_proba((N, D)) -> (N, K)`` (and optionally ``classes_``): adds
             per-cell ``prediction`` (class label, -1 where no data) and ``confidence`` (max probability).
         callback: called as ``callback(windows_done, windows_total)`` after every window of this call.
+        buffer_mb: memory for the blending accumulator; wider scenes are processed in more panels (results are
+            the same up to float rounding in the columns shared by two panels).
+        gdal_cache_mb: GDAL block cache limit while reading and writing (GDAL's default is 5 % of the RAM).
 
     Returns:
         ``out`` as a Path when given; else a DataArray ``(feature, y, x)`` (a Dataset with ``anysat_features``,
@@ -646,9 +743,14 @@ def infer_scene(
         PatchSizeError: sizes that do not fit the modalities or each other.
         OutputError: an unknown ``output``/``output_modality`` or an unsupported ``out`` suffix.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
-        OutputWriteError: the output cannot be written (read-only folder, full disk, invalid path).
+        OutputWriteError: the output cannot be written (read-only folder, full disk, invalid path); a partial
+            store of the finished strips stays beside ``out`` so that a second call resumes.
         AnySatError subclasses from reading the rasters or running the model.
     """
+    if isinstance(gdal_cache_mb, bool) or not isinstance(gdal_cache_mb, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(gdal_cache_mb) and gdal_cache_mb > 0
+    ):
+        raise InputShapeError(f"gdal_cache_mb={gdal_cache_mb!r}; expected a positive number of megabytes, e.g. 128")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
     if output not in ("patch", "dense"):
@@ -656,7 +758,7 @@ def infer_scene(
     scene = _as_scene(scene_or_sources, window_m, patch_size_m)
     plan = plan_scene(
         model, scene, patch_size_m=patch_size_m, window_m=window_m, overlap_m=overlap_m, output=output,
-        output_modality=output_modality,
+        output_modality=output_modality, buffer_mb=buffer_mb,
     )
     om = output_modality or scene.modalities[0]
     wscene = _window_scene(scene, window_m, window_m - overlap_m)
@@ -690,6 +792,7 @@ def infer_scene(
             "grid": list(plan.grid_shape),
             "transform": list(plan.transform),
             "window_grid": [plan.n_rows, plan.n_cols],
+            "panel_windows": plan.panel_windows,
             "batch_size": int(batch_size),
             "normalize": type(normalize).__qualname__ if normalize is not None else None,
         }
@@ -712,13 +815,25 @@ def infer_scene(
         if client is not None
         else contextlib.nullcontext(_local_runner(model, patch_size_m, output, om))
     )
+    import rasterio
+
+    def gdal_env() -> rasterio.Env:
+        return rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb * 2**20))  # in bytes
+
     try:
-        with runner_cm as runner:
+        with gdal_env(), runner_cm as runner:
             _stream(wscene, plan, runner, writer, batch_size, normalize, probe, progress, callback)
     except OSError as e:
         if isinstance(e, AnySatError):
             raise
-        raise _write_error(out_path or Path("."), e, "write the output") from e
+        err = _write_error(out_path or Path("."), e, "write the output")
+        if work is not None and work.exists():
+            err = OutputWriteError(
+                f"{err}. The finished strips are kept in {str(work)!r}: the same call resumes from there once the "
+                "problem is fixed (resume=False, or deleting that folder, starts over)",
+                err.path,
+            )
+        raise err from e
 
     # ------------------------------------------------------------------ finish
     if isinstance(writer, _MemoryWriter):
@@ -740,14 +855,15 @@ def infer_scene(
         return ds
     assert out_path is not None and work is not None and isinstance(writer, _ZarrWriter)
     try:
-        writer.finish()
         if kind == "zarr":
+            writer.finish()
             _replace(work, out_path, overwrite)
-        else:
+        else:  # convert from the partial store, which keeps its resume state until the COG is in place
             fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".cog.tmp", dir=out_path.parent)
             os.close(fd)
             try:
-                _zarr_to_cog(work, Path(tmp), attrs, probe is not None, plan.stride_cells * 8)
+                with gdal_env():
+                    _zarr_to_cog(work, Path(tmp), attrs, probe is not None)
                 _replace(Path(tmp), out_path, overwrite)
             finally:
                 Path(tmp).unlink(missing_ok=True)
@@ -774,88 +890,114 @@ def _stream(
     progress: bool,
     callback: Callable[[int, int], None] | None,
 ) -> None:
-    """Process strips of windows from the writer's resume point; see the module docstring."""
+    """Process panels, and strips inside a panel, from the writer's resume point; see the module docstring.
+
+    Progress counts *steps*: step ``p * n_rows + r`` is strip ``r`` of panel ``p``.
+    """
     from tqdm.auto import tqdm
 
-    D, wc, nxp = plan.buffer_shape
+    D, wc, _ = plan.buffer_shape
     sc, oc = plan.stride_cells, plan.overlap_cells
     ny, nx = plan.grid_shape
     ramp = _ramp(wc, oc)
     w2d = ramp[:, None] * ramp[None, :]  # (wc, wc)
-    start, carry_sum, carry_w = writer.start()
+    step0, carry_sum, carry_w = writer.start()
+    p0, r0 = divmod(step0, plan.n_rows)
+    if r0 == 0:  # a panel starts afresh: nothing carried over rows
+        carry_sum = carry_w = None
     total = plan.n_windows
+    before = sum(plan.n_rows * (c1 - c0) for c0, c1 in map(plan.panel_cols, range(p0))) if p0 < plan.n_panels else total
+    if p0 < plan.n_panels:
+        c0, c1 = plan.panel_cols(p0)
+        before += r0 * (c1 - c0)
     done = 0
     classes = getattr(probe, "classes_", None)
-    bar = tqdm(total=total, initial=start * plan.n_cols, disable=not progress, desc="windows", unit="win")
+    bar = tqdm(total=total, initial=before, disable=not progress, desc="windows", unit="win")
     try:
-        for r in range(start, plan.n_rows):
-            acc = np.zeros((D, wc, nxp), dtype=np.float32)  # weighted sums of this strip
-            wsum = np.zeros((wc, nxp), dtype=np.float32)  # weights
-            if carry_sum is not None and carry_w is not None and oc > 0:
-                acc[:, :oc] = carry_sum
-                wsum[:oc] = carry_w
-            # read the strip's windows lazily, a few batches at a time (batches never cross strips, so a resumed
-            # run batches every window as an uninterrupted one): memory holds at most _INFLIGHT batches of inputs
-            def strip_batches(r: int = r):  # noqa: ANN202 - generator of (columns, samples) batches
-                cols: list[int] = []
-                samples: list[Sample] = []
-                for c in range(plan.n_cols):
-                    try:
-                        s = wscene.tile(r, c)
-                    except EmptyTileError:
-                        continue
-                    cols.append(c)
-                    samples.append(normalize(s) if normalize is not None else s)
-                    if len(samples) == batch_size:
-                        yield cols, samples
-                        cols, samples = [], []
-                if samples:
-                    yield cols, samples
+        for p in range(p0, plan.n_panels):
+            c0, c1 = plan.panel_cols(p)
+            px0, px1 = plan.panel_span(p)  # grid columns this panel finishes
+            pw = (c1 - c0 - 1) * sc + wc  # accumulator width
+            acc = np.zeros((D, wc, pw), dtype=np.float32)  # weighted sums of one strip of this panel
+            wsum = np.zeros((wc, pw), dtype=np.float32)  # weights
+            fin = np.empty((D, wc, px1 - px0), dtype=np.float32)  # divided output
+            last_panel = p == plan.n_panels - 1
+            for r in range(r0 if p == p0 else 0, plan.n_rows):
+                acc.fill(0.0)
+                wsum.fill(0.0)
+                if carry_sum is not None and carry_w is not None and oc > 0:
+                    acc[:, :oc] = carry_sum
+                    wsum[:oc] = carry_w
 
-            n_seen = 0
-            pending: list[tuple[list[int], list[Sample]]] = []
-            batch_iter = strip_batches()
-            while True:
-                nxt = next(batch_iter, None)
-                if nxt is not None:
-                    pending.append(nxt)
-                if pending and (nxt is None or len(pending) == _INFLIGHT):
-                    outs = runner([b for _, b in pending])
-                    for (cols, _), out in zip(pending, outs):
-                        for c, f in zip(cols, out):  # f: (h, w, D)
-                            if f.shape[:2] != (wc, wc) or f.shape[2] != D:
-                                raise RuntimeError(
-                                    f"internal: window output {f.shape} does not match the plan {(wc, wc, D)}"
-                                )
-                            x0 = c * sc
-                            acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * w2d
-                            wsum[:, x0 : x0 + wc] += w2d
-                            done += 1
-                            n_seen += 1
-                            bar.update(1)
-                            if callback is not None:
-                                callback(done, total)
-                    pending = []
-                if nxt is None:
-                    break
-            skipped = plan.n_cols - n_seen
-            bar.update(skipped)
-            # rows finished by this strip: the stride rows (all of the window rows for the last strip)
-            last = r == plan.n_rows - 1
-            n_fin = wc if last else sc
-            y0 = r * sc
-            n_out = max(0, min(n_fin, ny - y0))
-            if n_out > 0:
-                w = wsum[:n_out, :nx]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    feats = np.where(w > 0, acc[:, :n_out, :nx] / np.where(w > 0, w, 1), np.nan).astype(np.float32)
-                pred = conf = None
-                if probe is not None:
-                    pred, conf = _apply_probe(probe, classes, feats)
-                writer.write(y0, feats, pred, conf)
-            carry_sum = None if last else acc[:, sc : sc + oc].copy()
-            carry_w = None if last else wsum[sc : sc + oc].copy()
-            writer.commit(r + 1, carry_sum, carry_w)
+                # read the strip's windows lazily, a few batches at a time (batches never cross strips, so a
+                # resumed run batches every window as an uninterrupted one): at most _INFLIGHT batches of inputs
+                def strip_batches(r: int = r, c0: int = c0, c1: int = c1):  # noqa: ANN202 - generator of batches
+                    cols: list[int] = []
+                    samples: list[Sample] = []
+                    for c in range(c0, c1):
+                        try:
+                            s = wscene.tile(r, c)
+                        except EmptyTileError:
+                            continue
+                        cols.append(c)
+                        samples.append(normalize(s) if normalize is not None else s)
+                        if len(samples) == batch_size:
+                            yield cols, samples
+                            cols, samples = [], []
+                    if samples:
+                        yield cols, samples
+
+                n_seen = 0
+                pending: list[tuple[list[int], list[Sample]]] = []
+                batch_iter = strip_batches()
+                while True:
+                    nxt = next(batch_iter, None)
+                    if nxt is not None:
+                        pending.append(nxt)
+                    if pending and (nxt is None or len(pending) == _INFLIGHT):
+                        outs = runner([b for _, b in pending])
+                        for (cols, _), out in zip(pending, outs):
+                            for c, f in zip(cols, out):  # f: (h, w, D)
+                                if f.shape[:2] != (wc, wc) or f.shape[2] != D:
+                                    raise RuntimeError(
+                                        f"internal: window output {f.shape} does not match the plan {(wc, wc, D)}"
+                                    )
+                                x0 = (c - c0) * sc
+                                acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * w2d
+                                wsum[:, x0 : x0 + wc] += w2d
+                                done += 1
+                                n_seen += 1
+                                bar.update(1)
+                                if callback is not None:
+                                    callback(done, total)
+                        pending = []
+                    if nxt is None:
+                        break
+                bar.update((c1 - c0) - n_seen)
+                # rows finished by this strip: the stride rows (all of the window rows for the last strip)
+                last = r == plan.n_rows - 1
+                y0 = r * sc
+                n_out = max(0, min(wc if last else sc, ny - y0))
+                if n_out > 0:
+                    if p > 0 and oc > 0:  # the previous panel's share of the shared overlap columns
+                        csum, cw = writer.read_cols(p % 2, y0, n_out)
+                        acc[:, :n_out, :oc] += csum
+                        wsum[:n_out, :oc] += cw
+                    if not last_panel and oc > 0:  # this panel's share, for the next panel
+                        xr0 = (c1 - c0) * sc
+                        writer.write_cols((p + 1) % 2, y0, acc[:, :n_out, xr0 : xr0 + oc], wsum[:n_out, xr0 : xr0 + oc])
+                    w = wsum[:n_out, : px1 - px0]
+                    out = fin[:, :n_out]
+                    out.fill(np.nan)
+                    np.divide(acc[:, :n_out, : px1 - px0], w, out=out, where=w > 0)
+                    pred = conf = None
+                    if probe is not None:
+                        pred, conf = _apply_probe(probe, classes, out)
+                    writer.write(y0, px0, out, pred, conf)
+                carry_sum = None if last else acc[:, sc : sc + oc].copy()
+                carry_w = None if last else wsum[sc : sc + oc].copy()
+                writer.commit(p * plan.n_rows + r + 1, carry_sum, carry_w)
+            del acc, wsum, fin
     finally:
         bar.close()
 

@@ -3,12 +3,14 @@
 Synthetic S2 time series (T=6 dated float32 GeoTIFFs, 10 bands, 10 m) of growing size are embedded with the tiny
 model (random weights) through :func:`anysat_core.inference.infer_scene`: windows of 240 m with 40 m overlap,
 patch 20 m, streamed to a Zarr store (or a COG).  Each size runs in its own process, so the peak RSS is its own.
-Expected: time ~ linear in area, peak RSS flat (the strip buffer depends on the scene width only; memory is
-dominated by the torch runtime and one batch of windows).
+Expected: time ~ linear in area; peak RSS bounded by a constant: the torch runtime and model, a few batches of
+windows, the strip accumulator (at most ``buffer_mb``; it grows with the scene width only until the scene is
+wider than one panel) and GDAL's block cache (at most ``gdal_cache_mb``).
 
     python tests/benchmarks/bench_scene.py                          # 0.25, 1, 4 km^2, dense output, Zarr
     python tests/benchmarks/bench_scene.py --sizes-km 0.5 1 2 --output patch --format tif
     python tests/benchmarks/bench_scene.py --width-km 1 --sizes-km 0.5 2 4   # fixed width, growing height
+    python tests/benchmarks/bench_scene.py --height-km 1 --sizes-km 4 16 32  # fixed height, growing width
 """
 
 from __future__ import annotations
@@ -25,7 +27,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_one(side_km: float, output: str, fmt: str, threads: int, T: int, width_km: float | None = None) -> dict:
+def run_one(
+    side_km: float,
+    output: str,
+    fmt: str,
+    threads: int,
+    T: int,
+    width_km: float | None = None,
+    height_km: float | None = None,
+    buffer_mb: float = 64.0,
+    gdal_cache_mb: float = 64.0,
+) -> dict:
     import numpy as np
     import rasterio
     import torch
@@ -40,8 +52,12 @@ def run_one(side_km: float, output: str, fmt: str, threads: int, T: int, width_k
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     C = MODALITIES["s2"].num_bands
-    nh = int(round(side_km * 100))  # pixels of 10 m: height
-    n = int(round((width_km or side_km) * 100))  # width
+    if height_km:  # fixed height, the size sets the width
+        h_km, w_km = height_km, side_km
+    else:  # the size sets the height (and the width unless it is fixed)
+        h_km, w_km = side_km, width_km or side_km
+    nh = int(round(h_km * 100))  # pixels of 10 m: height
+    n = int(round(w_km * 100))  # width
     with tempfile.TemporaryDirectory() as d:
         rng = np.random.default_rng(0)
         files = []
@@ -56,26 +72,29 @@ def run_one(side_km: float, output: str, fmt: str, threads: int, T: int, width_k
                     f.write(rng.normal(0, 1, (C, h, n)).astype(np.float32), window=rasterio.windows.Window(0, y0, n, h))
             files.append(p)
         model = AnySat(size="tiny").eval()
-        kw = dict(patch_size_m=20, window_m=240, overlap_m=40, output=output, output_modality="s2")
+        kw = dict(patch_size_m=20, window_m=240, overlap_m=40, output=output, output_modality="s2", buffer_mb=buffer_mb)
         scene = open_rasters(RasterSource(files, modality="s2"), tile_m=240)
         plan = plan_scene(model, scene, **kw)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
-        out = infer_scene(model, scene, **kw, batch_size=4, progress=False, out=Path(d) / f"features.{fmt}")
+        out = infer_scene(
+            model, scene, **kw, batch_size=4, progress=False, out=Path(d) / f"features.{fmt}", gdal_cache_mb=gdal_cache_mb
+        )
         dt = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in ([out] if out.is_file() else out.rglob("*")) if p.is_file()) / 2**20
     return {
-        "side_km": side_km,
-        "width_km": width_km or side_km,
-        "area_km2": side_km * (width_km or side_km),
+        "side_km": h_km,
+        "width_km": w_km,
+        "area_km2": h_km * w_km,
         "T": T,
         "output": output,
         "format": fmt,
         "windows": plan.n_windows,
+        "panels": plan.n_panels,
         "grid": list(plan.grid_shape),
         "buffer_mb": round(np.prod(plan.buffer_shape) * 4 / 2**20, 1),
         "seconds": round(dt, 2),
-        "s_per_km2": round(dt / (side_km * (width_km or side_km)), 2),
+        "s_per_km2": round(dt / (h_km * w_km), 2),
         "rss_before_mb": round(rss0),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "output_mb": round(size_mb, 1),
@@ -90,21 +109,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--T", type=int, default=6)
     ap.add_argument("--width-km", type=float, help="fixed scene width (km); sizes then set the height only")
+    ap.add_argument("--height-km", type=float, help="fixed scene height (km); sizes then set the width only")
+    ap.add_argument("--buffer-mb", type=float, default=64.0, help="infer_scene buffer_mb (panel accumulator)")
+    ap.add_argument("--gdal-cache-mb", type=float, default=64.0, help="infer_scene gdal_cache_mb")
     ap.add_argument("--one", type=float, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one is not None:
-        print(json.dumps(run_one(a.one, a.output, a.format, a.threads, a.T, a.width_km)))
+        r = run_one(a.one, a.output, a.format, a.threads, a.T, a.width_km, a.height_km, a.buffer_mb, a.gdal_cache_mb)
+        print(json.dumps(r))
         return
-    print("| area km2 | height x width km | windows | grid (cells) | strip buffer MB | seconds | s/km2 | RSS before MB | peak RSS MB | output MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| area km2 | height x width km | windows | panels | grid (cells) | strip buffer MB | seconds | s/km2 | RSS before MB | peak RSS MB | output MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in a.sizes_km:
         cmd = [sys.executable, __file__, "--one", str(s), "--output", a.output, "--format", a.format,
                "--threads", str(a.threads), "--T", str(a.T)]
         if a.width_km:
             cmd += ["--width-km", str(a.width_km)]
+        if a.height_km:
+            cmd += ["--height-km", str(a.height_km)]
+        cmd += ["--buffer-mb", str(a.buffer_mb), "--gdal-cache-mb", str(a.gdal_cache_mb)]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(
-            f"| {r['area_km2']:g} | {r['side_km']:g} x {r['width_km']:g} | {r['windows']} | {r['grid'][0]}x{r['grid'][1]} | "
+            f"| {r['area_km2']:g} | {r['side_km']:g} x {r['width_km']:g} | {r['windows']} | {r['panels']} | {r['grid'][0]}x{r['grid'][1]} | "
             f"{r['buffer_mb']} | {r['seconds']} | {r['s_per_km2']} | {r['rss_before_mb']} | {r['peak_rss_mb']} | {r['output_mb']} |",
             flush=True,
         )
