@@ -10,6 +10,8 @@ This module imports nothing from the package (it is a leaf).
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 __all__ = [
     "AnySatError",
@@ -178,3 +180,42 @@ class OutputWriteError(AnySatError, OSError):
 
     def __str__(self) -> str:  # OSError would otherwise format (errno, strerror)
         return str(self.args[0]) if self.args else ""
+
+    @classmethod
+    def from_os_error(
+        cls,
+        path: str | os.PathLike[str],
+        error: BaseException,
+        what: str,
+        *,
+        left: str = "nothing was written there",
+    ) -> OutputWriteError:
+        """The error for a failed write of ``path``: the path, the reason (``error`` and its explicit causes, e.g.
+        GDAL's detail), the free space left on that disk, what was left behind (``left``) and what to do.
+
+        ``what`` completes "cannot ...", e.g. ``"write the GeoTIFF"``.
+        """
+        reasons: list[str] = []
+        x: BaseException | None = error
+        while x is not None and len(reasons) < 4:
+            text = x.strerror if isinstance(x, OSError) and x.strerror else str(x)
+            text = text.replace("See previous exception for details.", "").strip() or type(x).__name__
+            if isinstance(x, OSError) and x.filename and str(x.filename) not in text:
+                text += f" on {str(x.filename)!r}"
+            if text not in reasons:
+                reasons.append(text)
+            x = x.__cause__
+        free = ""
+        try:
+            folder = next(p for p in Path(path).absolute().parents if p.is_dir())
+            n = shutil.disk_usage(folder).free
+            k, unit = next((k, u) for k, u in ((3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "bytes")) if n >= 1024**k or not k)
+            free = f", {n / 1024**k:.4g} {unit} free on its disk"
+        except (OSError, StopIteration):
+            pass
+        return cls(
+            f"cannot {what} {str(path)!r}: {'; '.join(reasons)} ({type(error).__name__}{free}); {left}. Check that "
+            "the folder exists, is writable and has free space (and that no file size limit applies), then try "
+            "again, or choose another path",
+            path,
+        )

@@ -57,12 +57,13 @@ from torch import nn
 from anysat_core.data.collate import collate
 from anysat_core.data.raster import tile_cell_coords
 from anysat_core.data.sample import GeoInfo, modalities_of
-from anysat_core.errors import InputShapeError, MissingCRSError, OutputError, OutputExistsError
+from anysat_core.errors import InputShapeError, MissingCRSError, OutputError, OutputExistsError, OutputWriteError
 from anysat_core.modalities import MODALITIES
 
 __all__ = [
     "FEATURES_NAME",
     "OutputExistsError",
+    "OutputWriteError",
     "extract_features",
     "features_to_dataarray",
     "provenance_attrs",
@@ -306,6 +307,8 @@ def write_geotiff(da: xr.DataArray, path: str | os.PathLike[str], *, overwrite: 
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
         MissingCRSError: ``da`` has no CRS (features of a tile without georeferencing).
         InputShapeError: ``da`` is not a single tile's spatial grid.
+        OutputWriteError: the file cannot be written (read-only folder, full disk, file size limit); an existing
+            ``path`` is then left unchanged and no temporary file remains.
     """
     path = Path(path)
     if not isinstance(da, xr.DataArray):
@@ -335,16 +338,23 @@ def write_geotiff(da: xr.DataArray, path: str | os.PathLike[str], *, overwrite: 
     n = out.sizes["feature"]
     out.attrs = {k: v for k, v in da.attrs.items() if isinstance(v, str)}
     out.attrs["long_name"] = tuple(str(v) for v in out["feature"].values.tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
-        out.rio.to_raster(tmp, driver="GTiff", dtype="float32", count=n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
+        os.close(fd)
+        out.rio.to_raster(tmp, driver="GTiff", dtype="float32", count=n)  # rasterio's IO errors are OSErrors
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OutputWriteError.from_os_error(path, e, "write the GeoTIFF") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
 
 
 def _version() -> str:

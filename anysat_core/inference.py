@@ -105,14 +105,16 @@ _CARRY = "_anysat_carry{slot}_{kind}"  # overlap rows carried to the next strip
 _COLS = "_anysat_cols{slot}_{kind}"  # overlap columns carried to the next panel
 
 
-def _write_error(path: Path, e: OSError, what: str) -> OutputWriteError:
-    reason = e.strerror or str(e) or type(e).__name__
-    return OutputWriteError(
-        f"cannot {what} {str(path)!r}: {reason} ({type(e).__name__}"
-        + (f" on {e.filename!r}" if getattr(e, "filename", None) else "")
-        + "); check that the folder exists, is writable and has free space, or choose another out= path",
-        path,
-    )
+def _write_error(path: Path, e: OSError, what: str, work: Path | None = None) -> OutputWriteError:
+    """:meth:`OutputWriteError.from_os_error`, saying whether a resumable partial store ``work`` was kept."""
+    if work is not None and work.exists():
+        left = (
+            f"the finished strips are kept in {str(work)!r}: the same call resumes from there once the problem is "
+            "fixed (resume=False, or deleting that folder, starts over)"
+        )
+    else:
+        left = "nothing was written there"
+    return OutputWriteError.from_os_error(path, e, what, left=left)
 
 
 # ----------------------------------------------------------------------------------------------- window grid
@@ -796,15 +798,16 @@ def infer_scene(
             "batch_size": int(batch_size),
             "normalize": type(normalize).__qualname__ if normalize is not None else None,
         }
+        existed = work.exists()
         try:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             writer: _MemoryWriter | _ZarrWriter = _ZarrWriter(
                 work, plan, attrs, fingerprint, probe is not None, resume
             )
         except OSError as e:
-            if work.exists() and not resume:
+            if work.exists() and not (existed and resume):  # a store being created holds nothing worth keeping
                 _remove(work)
-            raise _write_error(out_path, e, "create the output") from e
+            raise _write_error(out_path, e, "create the output", work) from e
     else:
         kind = "memory"
         writer = _MemoryWriter(plan, probe is not None)
@@ -826,14 +829,7 @@ def infer_scene(
     except OSError as e:
         if isinstance(e, AnySatError):
             raise
-        err = _write_error(out_path or Path("."), e, "write the output")
-        if work is not None and work.exists():
-            err = OutputWriteError(
-                f"{err}. The finished strips are kept in {str(work)!r}: the same call resumes from there once the "
-                "problem is fixed (resume=False, or deleting that folder, starts over)",
-                err.path,
-            )
-        raise err from e
+        raise _write_error(out_path or Path("."), e, "write the output", work) from e
 
     # ------------------------------------------------------------------ finish
     if isinstance(writer, _MemoryWriter):
@@ -871,7 +867,7 @@ def infer_scene(
     except OSError as e:
         if isinstance(e, AnySatError):
             raise
-        raise _write_error(out_path, e, "finish the output") from e
+        raise _write_error(out_path, e, "finish the output", work) from e
     return out_path
 
 

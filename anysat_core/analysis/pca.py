@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from anysat_core.errors import EmptyTileError, InputShapeError, NonFiniteInputError, OutputExistsError
+from anysat_core.errors import (
+    EmptyTileError,
+    InputShapeError,
+    NonFiniteInputError,
+    OutputExistsError,
+    OutputWriteError,
+)
 
 __all__ = ["PCARGB", "to_png"]
 
@@ -313,6 +319,8 @@ def to_png(rgb: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool =
     Raises:
         InputShapeError: not a 3-band ``(band, y, x)`` DataArray.
         OutputExistsError: ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
+        OutputWriteError: the file cannot be written (read-only folder, full disk, file size limit); an existing
+            ``path`` is then left unchanged and no temporary file remains.
     """
     from PIL import Image
 
@@ -339,13 +347,20 @@ def to_png(rgb: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool =
     rgba = np.empty((*arr.shape[1:], 4), dtype=np.uint8)
     rgba[..., :3] = np.rint(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
     rgba[..., 3] = np.where(nan, 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+        os.close(fd)
         Image.fromarray(rgba).save(tmp, format="PNG")
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OutputWriteError.from_os_error(path, e, "write the PNG") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
+

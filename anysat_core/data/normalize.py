@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from anysat_core.errors import ChannelMismatchError, CorruptFileError
+from anysat_core.errors import ChannelMismatchError, CorruptFileError, OutputWriteError
 from anysat_core.modalities import MODALITIES, NormStats
 
 __all__ = ["Normalize", "compute_stats", "load_or_compute_stats", "read_stats", "stats_path", "write_stats"]
@@ -59,16 +59,29 @@ def _check_len(stats: NormStats, modality: str, where: str) -> None:
 
 
 def write_stats(path: str | os.PathLike[str], stats: NormStats) -> None:
-    """Write statistics atomically (temporary file in the same folder, then rename)."""
+    """Write statistics atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        OutputWriteError: the file cannot be written (missing or read-only folder, full disk, file size limit); an
+            existing ``path`` is then left unchanged and no temporary file remains.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    text = json.dumps({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, indent=1)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w") as f:
-            json.dump({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, f, indent=1)
+            f.write(text)
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OutputWriteError.from_os_error(path, e, "write the statistics file") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
 
 
 def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormStats:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from anysat_core.config import SIZES, AnySatConfig, config_for_size
-from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
+from anysat_core.errors import CheckpointError, CheckpointMismatchError, OutputWriteError, PretrainedWeightsError
 
 if TYPE_CHECKING:
     from anysat_core.model.anysat import AnySat
@@ -154,7 +154,13 @@ def load_checkpoint(
 
 
 def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
-    """Write ``model`` in the anysat_core format, atomically (temporary file in the same folder, then rename)."""
+    """Write ``model`` in the anysat_core format, atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        CheckpointError: the folder of ``path`` does not exist.
+        OutputWriteError: the file cannot be written (read-only folder, full disk, file size limit); an existing
+            ``path`` is then left unchanged and no temporary file remains.
+    """
     from anysat_core import __version__
 
     path = Path(path)
@@ -167,14 +173,36 @@ def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write of the file object as a RuntimeError ("unexpected pos ...") raised
+        # while handling the OSError: that OSError is the cause to report; other RuntimeErrors are not ours
+        os_error = e if isinstance(e, OSError) else _chained_os_error(e)
+        if os_error is None:
+            raise
+        raise OutputWriteError.from_os_error(path, os_error, "write the checkpoint") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _chained_os_error(e: BaseException) -> OSError | None:
+    """The first OSError among the exceptions ``e`` was raised from or while handling, if any."""
+    x: BaseException | None = e.__cause__ or e.__context__
+    for _ in range(8):
+        if x is None or isinstance(x, OSError):
+            return x
+        x = x.__cause__ or x.__context__
+    return None
+
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
