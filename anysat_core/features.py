@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,6 +53,7 @@ import xarray as xr
 from affine import Affine
 from torch import nn
 
+from anysat_core.atomic import atomic_write
 from anysat_core.data.collate import collate
 from anysat_core.data.raster import tile_cell_coords
 from anysat_core.data.sample import GeoInfo, modalities_of
@@ -338,21 +338,8 @@ def write_geotiff(da: xr.DataArray, path: str | os.PathLike[str], *, overwrite: 
     n = out.sizes["feature"]
     out.attrs = {k: v for k, v in da.attrs.items() if isinstance(v, str)}
     out.attrs["long_name"] = tuple(str(v) for v in out["feature"].values.tolist())
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
-        os.close(fd)
+    with atomic_write(path, "write the GeoTIFF", suffix=".tmp.tif") as tmp:
         out.rio.to_raster(tmp, driver="GTiff", dtype="float32", count=n)  # rasterio's IO errors are OSErrors
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise OutputWriteError.from_os_error(path, e, "write the GeoTIFF") from e
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -26,7 +26,6 @@ This module imports numpy, xarray and Pillow only (no torch).  Its private helpe
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from anysat_core.atomic import atomic_write
 from anysat_core.errors import (
     EmptyTileError,
     InputShapeError,
     NonFiniteInputError,
     OutputExistsError,
-    OutputWriteError,
 )
 
 __all__ = ["PCARGB", "to_png"]
@@ -347,20 +346,7 @@ def to_png(rgb: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool =
     rgba = np.empty((*arr.shape[1:], 4), dtype=np.uint8)
     rgba[..., :3] = np.rint(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
     rgba[..., 3] = np.where(nan, 0, 255).astype(np.uint8)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-        os.close(fd)
+    with atomic_write(path, "write the PNG", suffix=".tmp.png") as tmp:
         Image.fromarray(rgba).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise OutputWriteError.from_os_error(path, e, "write the PNG") from e
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 

@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from anysat_core.atomic import atomic_write
 from anysat_core.data.normalize import Normalize, compute_stats, read_stats, write_stats
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, ExtentMismatchError
@@ -824,14 +824,10 @@ class GeoPlexMini(torch.utils.data.Dataset):
             if np.array_equal(x, np.round(x)) and x.min() >= 0:
                 store = x.astype(np.uint8 if x.max() < 256 else np.uint16 if x.max() < 65536 else np.float32)
             arrays = {"x": store} if mask is None else {"x": store, "mask": mask}
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.savez_compressed(f, **arrays)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_write(path, "write the GeoPlex-mini cache file", suffix=".npz", mkdir=False) as tmp, open(
+                tmp, "wb"
+            ) as f:
+                np.savez_compressed(f, **arrays)
         return x, mask
 
     def _generate(self, tile: int, mod: Modality, clouds: bool = True) -> tuple[np.ndarray, np.ndarray | None]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anysat_core.errors import ChannelMismatchError, CorruptFileError, OutputWriteError
+from anysat_core.atomic import atomic_write
+from anysat_core.errors import ChannelMismatchError, CorruptFileError
 from anysat_core.modalities import MODALITIES, NormStats
 
 __all__ = ["Normalize", "compute_stats", "load_or_compute_stats", "read_stats", "stats_path", "write_stats"]
@@ -67,20 +67,8 @@ def write_stats(path: str | os.PathLike[str], stats: NormStats) -> None:
     """
     path = Path(path)
     text = json.dumps({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, indent=1)
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise OutputWriteError.from_os_error(path, e, "write the statistics file") from e
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "write the statistics file", mkdir=False) as tmp:
+        tmp.write_text(text)
 
 
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from anysat_core.atomic import atomic_write
 from anysat_core.config import SIZES, AnySatConfig, config_for_size
-from anysat_core.errors import CheckpointError, CheckpointMismatchError, OutputWriteError, PretrainedWeightsError
+from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
 
 if TYPE_CHECKING:
     from anysat_core.model.anysat import AnySat
@@ -173,35 +173,10 @@ def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        # torch.save reports a failed write of the file object as a RuntimeError ("unexpected pos ...") raised
-        # while handling the OSError: that OSError is the cause to report; other RuntimeErrors are not ours
-        os_error = e if isinstance(e, OSError) else _chained_os_error(e)
-        if os_error is None:
-            raise
-        raise OutputWriteError.from_os_error(path, os_error, "write the checkpoint") from e
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
+    # torch.save reports a failed write as a RuntimeError raised while handling the OSError: atomic_write finds it
+    with atomic_write(path, "write the checkpoint", mkdir=False) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
-
-def _chained_os_error(e: BaseException) -> OSError | None:
-    """The first OSError among the exceptions ``e`` was raised from or while handling, if any."""
-    x: BaseException | None = e.__cause__ or e.__context__
-    for _ in range(8):
-        if x is None or isinstance(x, OSError):
-            return x
-        x = x.__cause__ or x.__context__
-    return None
 
 
 

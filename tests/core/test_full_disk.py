@@ -38,7 +38,6 @@ import pytest
 import rasterio
 import torch
 import xarray as xr
-from affine import Affine
 
 from anysat_core import AnySat, NormStats
 from anysat_core.analysis.pca import PCARGB, to_png
@@ -47,13 +46,9 @@ from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.errors import AnySatError, OutputWriteError
 from anysat_core.features import write_geotiff
 from anysat_core.inference import infer_scene, write_zarr
-from anysat_core.modalities import MODALITIES
+from tests.core.scenes import C_S2, UTM, X0, Y0, write_s2_series
 
 ROOT = Path(__file__).resolve().parents[2]
-X0, Y0 = 500_000.0, 4_800_000.0
-UTM = "EPSG:32631"
-DATES = ("20200110", "20200420", "20200805")
-C_S2 = MODALITIES["s2"].num_bands
 SCENE_KW: dict[str, Any] = dict(patch_size_m=20, window_m=120, overlap_m=40, output="patch", progress=False)
 N_WINDOWS = 12  # 3 strips of 4 windows
 PAGE = 4096
@@ -158,21 +153,6 @@ WRITERS = {
     )
 }
 
-
-def write_s2_series(folder: Path, height: int = 24, width: int = 36, seed: int = 0) -> list[Path]:
-    """One float32 GeoTIFF per date, ``s2_<YYYYMMDD>.tif``, values ~ N(0, 1) (as in test_inference.py)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for d in DATES:
-        p = folder / f"s2_{d}.tif"
-        with rasterio.open(
-            p, "w", driver="GTiff", height=height, width=width, count=C_S2, dtype="float32", crs=UTM,
-            transform=Affine(10, 0, X0, 0, -10, Y0),
-        ) as f:
-            f.write(rng.normal(0, 1, (C_S2, height, width)).astype(np.float32))
-        paths.append(p)
-    return paths
 
 
 @pytest.fixture(scope="module")

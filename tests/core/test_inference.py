@@ -16,35 +16,15 @@ import rasterio
 import rioxarray
 import torch
 import xarray as xr
-from affine import Affine
 
 from anysat_core import AnySat, InputShapeError, OutputError, OutputExistsError, PatchSizeError
 from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.features import extract_features, weights_sha256
 from anysat_core.inference import OutputWriteError, infer_scene, plan_scene, write_zarr
-from anysat_core.modalities import MODALITIES
+from tests.core.scenes import DATES, X0, Y0, write_s2_series
 
-X0, Y0 = 500_000.0, 4_800_000.0
-UTM = "EPSG:32631"
-DATES = ("20200110", "20200420", "20200805")
-C_S2 = MODALITIES["s2"].num_bands
 KW = dict(patch_size_m=20, window_m=120, progress=False)
 
-
-def write_s2_series(folder: Path, height: int = 24, width: int = 36, seed: int = 0) -> list[Path]:
-    """One float32 GeoTIFF per date, ``s2_<YYYYMMDD>.tif``, values ~ N(0, 1) (already normalised)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for d in DATES:
-        p = folder / f"s2_{d}.tif"
-        with rasterio.open(
-            p, "w", driver="GTiff", height=height, width=width, count=C_S2, dtype="float32", crs=UTM,
-            transform=Affine(10, 0, X0, 0, -10, Y0),
-        ) as f:
-            f.write(rng.normal(0, 1, (C_S2, height, width)).astype(np.float32))
-        paths.append(p)
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +271,17 @@ def test_local_cluster_equals_in_process(model, scene, patch_map) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ memory
+def _traced_peak(model, scene, kw: dict, out: Path) -> int:
+    """Peak of Python/numpy allocations (tracemalloc) of a streamed export, after a warm-up run."""
+    infer_scene(model, scene, **kw, progress=False, out=None, batch_size=4)  # lazy imports, caches
+    tracemalloc.start()
+    try:
+        infer_scene(model, scene, **kw, progress=False, out=out, batch_size=4)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_memory_is_bounded_by_the_strip_not_the_scene(model, tmp_path) -> None:
     """The strip accumulator (the largest array held) has the same shape for a 240 m and a 720 m high scene, and
     the traced peak of Python/numpy allocations (tracemalloc) of a streamed Zarr export grows by < 30 % for a 3x
@@ -302,17 +293,8 @@ def test_memory_is_bounded_by_the_strip_not_the_scene(model, tmp_path) -> None:
     assert pt.grid_shape[0] == 3 * ps.grid_shape[0] and pt.n_rows > 2 * ps.n_rows
     assert ps.buffer_shape == pt.buffer_shape == (model.embed_dim, 6, 18)
 
-    def peak(scene, out) -> int:
-        infer_scene(model, scene, **kw, progress=False, out=None, batch_size=4)  # warm-up (lazy imports, caches)
-        tracemalloc.start()
-        try:
-            infer_scene(model, scene, **kw, progress=False, out=out, batch_size=4)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-
-    p_small = peak(small, tmp_path / "s.zarr")
-    p_tall = peak(tall, tmp_path / "t.zarr")
+    p_small = _traced_peak(model, small, kw, tmp_path / "s.zarr")
+    p_tall = _traced_peak(model, tall, kw, tmp_path / "t.zarr")
     assert p_tall < 1.3 * p_small, (p_small, p_tall)
 
 
@@ -391,16 +373,7 @@ def test_memory_is_bounded_in_width_too(model, tmp_path) -> None:
     assert pw.grid_shape[1] == 3 * pn.grid_shape[1] and pw.n_panels == 4 and pn.n_panels == 1
     assert pn.buffer_shape == pw.buffer_shape == (model.embed_dim, 6, 18)
 
-    def peak(scene, out) -> int:
-        infer_scene(model, scene, **kw, progress=False, out=None, batch_size=4)  # warm-up (lazy imports, caches)
-        tracemalloc.start()
-        try:
-            infer_scene(model, scene, **kw, progress=False, out=out, batch_size=4)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-
-    p_narrow, p_wide = peak(narrow, tmp_path / "n.zarr"), peak(wide, tmp_path / "w.zarr")
+    p_narrow, p_wide = _traced_peak(model, narrow, kw, tmp_path / "n.zarr"), _traced_peak(model, wide, kw, tmp_path / "w.zarr")
     assert p_wide < 1.3 * p_narrow, (p_narrow, p_wide)
 
 

@@ -1,0 +1,35 @@
+"""A small synthetic scene for the scene-inference tests: dated S2 GeoTIFFs with random (already normalised) values.
+
+Three dates, 10 bands, 10 m pixels in UTM 31N from (X0, Y0); the default 36 x 24 pixels are 360 m x 240 m.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+from anysat_core.modalities import MODALITIES
+
+X0, Y0 = 500_000.0, 4_800_000.0
+UTM = "EPSG:32631"
+DATES = ("20200110", "20200420", "20200805")
+C_S2 = MODALITIES["s2"].num_bands
+
+
+def write_s2_series(folder: Path, height: int = 24, width: int = 36, seed: int = 0) -> list[Path]:
+    """One float32 GeoTIFF per date, ``s2_<YYYYMMDD>.tif``, values ~ N(0, 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for d in DATES:
+        p = folder / f"s2_{d}.tif"
+        with rasterio.open(
+            p, "w", driver="GTiff", height=height, width=width, count=C_S2, dtype="float32", crs=UTM,
+            transform=Affine(10, 0, X0, 0, -10, Y0),
+        ) as f:
+            f.write(rng.normal(0, 1, (C_S2, height, width)).astype(np.float32))
+        paths.append(p)
+    return paths
