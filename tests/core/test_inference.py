@@ -387,3 +387,17 @@ def test_gdal_cache_is_capped_during_the_run(model, scene) -> None:
             plan_scene(model, scene, patch_size_m=20, window_m=120, overlap_m=0, buffer_mb=bad)
         with pytest.raises(InputShapeError, match="gdal_cache_mb"):
             infer_scene(model, scene, output="patch", overlap_m=0, gdal_cache_mb=bad, **KW)
+
+
+def test_dask_chunked_xarray_cube_equals_the_files(model, files, patch_map) -> None:
+    """The scene as one lazily read, dask-chunked ``(time, band, y, x)`` cube (rioxarray ``chunks=`` + a time
+    coordinate) gives exactly the map of the GeoTIFF files; the cube is never loaded whole."""
+    pytest.importorskip("dask")
+    parts = [rioxarray.open_rasterio(f, chunks={"band": -1, "y": 16, "x": 16}) for f in files]
+    cube = xr.concat(parts, dim="time").assign_coords(time=np.array([f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in DATES],
+                                                                    dtype="datetime64[ns]"))
+    assert cube.chunks is not None and cube.dims == ("time", "band", "y", "x")
+    scene = open_rasters(RasterSource(cube, modality="s2"), tile_m=120)
+    da = infer_scene(model, scene, output="patch", overlap_m=40, **KW)
+    np.testing.assert_array_equal(da.values, patch_map.values)
+    np.testing.assert_array_equal(da.x.values, patch_map.x.values)
