@@ -279,7 +279,7 @@ def plan_scene(
     overlap_m: float,
     output: str = "dense",
     output_modality: str | None = None,
-    buffer_mb: float = 64.0,
+    buffer_mb: float = 16.0,
 ) -> ScenePlan:
     """The window layout and feature grid :func:`infer_scene` uses for ``scene`` (nothing is read or run).
 
@@ -293,7 +293,7 @@ def plan_scene(
     if isinstance(buffer_mb, bool) or not isinstance(buffer_mb, (int, float, np.integer, np.floating)) or not (
         math.isfinite(buffer_mb) and buffer_mb > 0
     ):
-        raise InputShapeError(f"buffer_mb={buffer_mb!r}; expected a positive number of megabytes, e.g. 64")
+        raise InputShapeError(f"buffer_mb={buffer_mb!r}; expected a positive number of megabytes, e.g. 16")
     if output not in ("patch", "dense"):
         raise OutputError(f"output={output!r}; infer_scene makes maps: use 'patch' or 'dense'")
     _check_geometry(scene, patch_size_m, window_m, overlap_m)
@@ -707,7 +707,7 @@ def infer_scene(
     client: Any = None,
     probe: Any = None,
     callback: Callable[[int, int], None] | None = None,
-    buffer_mb: float = 64.0,
+    buffer_mb: float = 16.0,
     gdal_cache_mb: float = 64.0,
 ) -> Path | xr.DataArray | xr.Dataset:
     """Feature map of a whole scene with sliding, blended windows (see the module docstring).

@@ -35,7 +35,7 @@ def run_one(
     T: int,
     width_km: float | None = None,
     height_km: float | None = None,
-    buffer_mb: float = 64.0,
+    buffer_mb: float = 16.0,
     gdal_cache_mb: float = 64.0,
 ) -> dict:
     import numpy as np
@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=6)
     ap.add_argument("--width-km", type=float, help="fixed scene width (km); sizes then set the height only")
     ap.add_argument("--height-km", type=float, help="fixed scene height (km); sizes then set the width only")
-    ap.add_argument("--buffer-mb", type=float, default=64.0, help="infer_scene buffer_mb (panel accumulator)")
+    ap.add_argument("--buffer-mb", type=float, default=16.0, help="infer_scene buffer_mb (panel accumulator)")
     ap.add_argument("--gdal-cache-mb", type=float, default=64.0, help="infer_scene gdal_cache_mb")
     ap.add_argument("--one", type=float, help=argparse.SUPPRESS)
     a = ap.parse_args()
