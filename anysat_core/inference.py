@@ -451,17 +451,14 @@ class _MemoryWriter:
         pass
 
 
-def _chunks(plan: ScenePlan, target_bytes: int = 8 * 2**20) -> tuple[int, int, int]:
-    """Zarr chunks ``(features, rows, cols)``: one strip of rows, the columns a panel finishes (so panels never
-    share a chunk), and as many features as fit in about ``target_bytes``."""
-    D = plan.n_features
+def _chunks(plan: ScenePlan, max_features: int = 64) -> tuple[int, int, int]:
+    """Zarr chunks ``(features, rows, cols)``: one strip of rows (each chunk is written by one strip only, so a
+    resumed run rewrites whole chunks), the columns a panel finishes (panels never share a chunk), and at most
+    ``max_features`` features (a reader of a few features, like the COG conversion, decodes only those)."""
     ny, nx = plan.grid_shape
     rows = max(1, min(ny, plan.stride_cells))
     cols = max(1, min(nx, plan.panel_windows * plan.stride_cells if plan.n_panels > 1 else nx))
-    f = max(1, min(D, target_bytes // (4 * rows * cols)))
-    if f < D:
-        f = 1 << (f.bit_length() - 1)  # a power of two
-    return f, rows, cols
+    return max(1, min(plan.n_features, max_features)), rows, cols
 
 
 class _ZarrWriter:
@@ -593,13 +590,17 @@ class _ZarrWriter:
 
 
 def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block_mb: float = 32.0) -> None:
-    """Copy the features (and probe outputs) of the store ``src`` to a COG at ``dst``.
+    """Copy the features (and probe outputs) of the store ``src`` to a Cloud-Optimized GeoTIFF at ``dst``.
 
     A band-interleaved tiled GeoTIFF is written block by block (256 rows x 512 columns x as many features as fit in
-    ``block_mb``), then GDAL's COG driver (CreateCopy) makes the overviews and the final layout: memory stays bounded
-    by one block and GDAL's block cache, whatever the scene size.
+    ``block_mb``) and gets internal overviews (average, down to one 256-pixel block); GDAL's GTiff driver then copies
+    it with ``COPY_SRC_OVERVIEWS=YES`` (the COG layout: metadata and overviews first, DEFLATE tiles).  Everything is
+    done band by band, so memory stays bounded by one block and GDAL's block cache whatever the scene size.  (GDAL's
+    COG driver would write pixel-interleaved tiles, which makes it read a full-width row of blocks of every feature
+    at once: memory growing with the scene width times the number of features.)
     """
     import rasterio
+    import rasterio.enums
     import rasterio.shutil
     import zarr
 
@@ -611,7 +612,8 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
     crs = rasterio.crs.CRS.from_wkt(sref["crs_wkt"])
     transform = Affine.from_gdal(*(float(v) for v in sref["GeoTransform"].split()))
     rows, cols = 256, 512
-    group = max(1, min(D, int(block_mb * 2**20) // (4 * rows * cols)))
+    fit = max(1, int(block_mb * 2**20) // (4 * rows * cols))
+    group = max(1, min(D, (fit // feats.chunks[0]) * feats.chunks[0] or fit))  # whole chunks of features if they fit
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".blocks.tif", dir=dst.parent)
     os.close(fd)
     try:
@@ -637,8 +639,16 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
             if probe:
                 out.set_band_description(D + 1, "prediction")
                 out.set_band_description(D + 2, "confidence")
+        factors, k = [], 2
+        while math.ceil(max(nx, ny) / (k // 2)) > 256:  # the previous level does not fit in one block yet
+            factors.append(k)
+            k *= 2
+        if factors:
+            with rasterio.open(tmp, "r+") as out:
+                out.build_overviews(factors, rasterio.enums.Resampling.average)
         rasterio.shutil.copy(
-            tmp, str(dst), driver="COG", compress="DEFLATE", predictor="YES", blocksize=256, bigtiff="IF_SAFER"
+            tmp, str(dst), driver="GTiff", tiled=True, blockxsize=256, blockysize=256, interleave="band",
+            compress="deflate", predictor=3, copy_src_overviews=True, bigtiff="if_safer",
         )
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import rasterio
 import rioxarray
 import torch
 import xarray as xr
+from rio_cogeo.cogeo import cog_validate
 
 from anysat_core import AnySat, InputShapeError, OutputError, OutputExistsError, PatchSizeError
 from anysat_core.data.raster import RasterSource, open_rasters
@@ -143,8 +144,8 @@ def test_cog_and_zarr_are_georeferenced_with_provenance(model, scene, patch_map,
     np.testing.assert_array_equal(pred.ravel(), probe.predict(X))
     assert ds["confidence"].values.min() >= 1 / 3 - 1e-6
 
+    assert cog_validate(str(tpath), strict=True)[:2] == (True, [])  # rio-cogeo: a valid Cloud-Optimized GeoTIFF
     with rasterio.open(tpath) as src:
-        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert src.crs.to_epsg() == 32631
         assert tuple(src.transform)[:6] == (20.0, 0.0, X0, 0.0, -20.0, Y0)
         assert expected_attrs.items() <= src.tags().items()
@@ -401,3 +402,21 @@ def test_dask_chunked_xarray_cube_equals_the_files(model, files, patch_map) -> N
     da = infer_scene(model, scene, output="patch", overlap_m=40, **KW)
     np.testing.assert_array_equal(da.values, patch_map.values)
     np.testing.assert_array_equal(da.x.values, patch_map.x.values)
+
+
+def test_cog_of_a_scene_wider_than_a_block_has_overviews(model, tmp_path) -> None:
+    """A 3 km wide dense map (300 cells of 10 m, more than one 256-pixel block) gets an average overview and is a
+    valid COG; the full-resolution bands equal the Zarr export of the same run."""
+    wide = open_rasters(RasterSource(write_s2_series(tmp_path / "s", height=12, width=300), modality="s2"), tile_m=120)
+    kw = dict(output="dense", overlap_m=0, **KW)
+    tif = infer_scene(model, wide, out=tmp_path / "f.tif", **kw)
+    zarr_path = infer_scene(model, wide, out=tmp_path / "f.zarr", **kw)
+    valid, errors, warnings_ = cog_validate(str(tif), strict=True)
+    assert valid and not errors and not warnings_, (errors, warnings_)
+    with rasterio.open(tif) as src:
+        assert src.width == 300 and src.overviews(1) == [2]
+        assert src.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "BAND" and src.compression.name == "deflate"
+        full = src.read()
+        ovr = src.read(1, out_shape=(6, 150))  # the overview level
+    np.testing.assert_array_equal(full, xr.open_zarr(zarr_path)["anysat_features"].values)
+    np.testing.assert_allclose(ovr, full[0].reshape(6, 2, 150, 2).mean(axis=(1, 3)), rtol=1e-5, atol=1e-6)
