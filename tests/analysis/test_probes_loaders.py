@@ -29,7 +29,6 @@ TimeSen2Crop 100 % / 25 %.  The whole module runs in about 10 s on 2 cores.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("h5py")
 from rasterio.transform import Affine  # noqa: E402
 
-from tests.data.test_datasets_fixtures import _fix_flair, _upsample_rasters, _yyyymmdd  # noqa: E402
+from tests.data.test_datasets_fixtures import _fix_flair, _upsample_rasters, make_pastis_root  # noqa: E402
 
 # the torchgeo FLAIR fixture rasters have a CRS but no geotransform
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -112,16 +111,7 @@ def _treesat(tmp: Path) -> Case:
 
 def _pastis(tmp: Path) -> Case:
     """torchgeo's PASTIS-R fixture (5 patches of 32 px) with the date dictionaries AnySat needs; all 5 folds."""
-    root = tmp / "PASTIS-R"
-    shutil.copytree(shared_file(FIXTURES / "pastis" / "PASTIS-R"), root)
-    fc = json.loads((root / "metadata.geojson").read_text())
-    for feat in fc["features"]:
-        pid = feat["properties"]["ID_PATCH"]
-        t2 = np.load(root / "DATA_S2" / f"S2_{pid}.npy").shape[0]
-        t1 = np.load(root / "DATA_S1A" / f"S1A_{pid}.npy").shape[0]
-        feat["properties"]["dates-S2"] = json.dumps({str(i): _yyyymmdd("2018-09-24", i) for i in range(t2)})
-        feat["properties"]["dates-S1A"] = {str(i): _yyyymmdd("2019-01-01", i) for i in range(t1)}
-    (root / "metadata.geojson").write_text(json.dumps(fc))
+    root = make_pastis_root(tmp)
     cls = get_dataset("pastis-hd")
     ds = cls(root, "train", modalities=["s2", "s1"], normalize="compute", folds=(1, 2, 3, 4, 5))
     # 4,840 labelled pixels of 19 i.i.d. random classes: C=0.1 fits in ~2 s (C=1: ~20 s for 27 % instead of 25 % OA)

@@ -205,8 +205,7 @@ def _yyyymmdd(day0: str, i: int) -> int:
     return int(str(np.datetime64(day0) + np.timedelta64(7 * i, "D")).replace("-", ""))
 
 
-@pytest.fixture
-def pastis_root(tmp_path) -> Path:
+def make_pastis_root(tmp_path: Path) -> Path:
     """torchgeo's PASTIS-R fixture with the dates-S2/dates-S1A dictionaries AnySat needs (JSON strings for S2,
     plain dicts for S1A: both forms occur)."""
     root = tmp_path / "PASTIS-R"
@@ -220,6 +219,11 @@ def pastis_root(tmp_path) -> Path:
         feat["properties"]["dates-S1A"] = {str(i): _yyyymmdd("2019-01-01", i) for i in range(t1)}
     (root / "metadata.geojson").write_text(json.dumps(fc))
     return root
+
+
+@pytest.fixture
+def pastis_root(tmp_path) -> Path:
+    return make_pastis_root(tmp_path)
 
 
 def test_pastis_folds_dates_and_labels(pastis_root):
