@@ -423,7 +423,7 @@ class _MemoryWriter:
         self.features = np.full((plan.n_features, ny, nx), np.nan, dtype=np.float32)
         self.prediction = np.full((ny, nx), -1, dtype=np.int16) if probe else None
         self.confidence = np.full((ny, nx), np.nan, dtype=np.float32) if probe else None
-        oc = plan.overlap_cells
+        oc = plan.overlap_cells if plan.n_panels > 1 else 0  # overlap columns carried between panels, if any
         self._cols = [
             (np.zeros((plan.n_features, ny, oc), np.float32), np.zeros((ny, oc), np.float32)) for _ in range(2)
         ]
