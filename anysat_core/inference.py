@@ -242,6 +242,13 @@ def _check_geometry(scene: RasterScene, patch_size_m: float, window_m: float, ov
         )
 
 
+def _check_megabytes(name: str, value: Any, example: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise InputShapeError(f"{name}={value!r}; expected a positive number of megabytes, e.g. {example}")
+
+
 def _cell_m(output: str, patch_size_m: float, output_modality: str) -> float:
     if output == "patch":
         return float(patch_size_m)
@@ -290,10 +297,7 @@ def plan_scene(
         OutputError: an unknown ``output`` or ``output_modality``.
         InputShapeError: ``buffer_mb`` is not a positive number.
     """
-    if isinstance(buffer_mb, bool) or not isinstance(buffer_mb, (int, float, np.integer, np.floating)) or not (
-        math.isfinite(buffer_mb) and buffer_mb > 0
-    ):
-        raise InputShapeError(f"buffer_mb={buffer_mb!r}; expected a positive number of megabytes, e.g. 16")
+    _check_megabytes("buffer_mb", buffer_mb, 16)
     if output not in ("patch", "dense"):
         raise OutputError(f"output={output!r}; infer_scene makes maps: use 'patch' or 'dense'")
     _check_geometry(scene, patch_size_m, window_m, overlap_m)
@@ -612,8 +616,9 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
     crs = rasterio.crs.CRS.from_wkt(sref["crs_wkt"])
     transform = Affine.from_gdal(*(float(v) for v in sref["GeoTransform"].split()))
     rows, cols = 256, 512
-    fit = max(1, int(block_mb * 2**20) // (4 * rows * cols))
-    group = max(1, min(D, (fit // feats.chunks[0]) * feats.chunks[0] or fit))  # whole chunks of features if they fit
+    fit = max(1, int(block_mb * 2**20) // (4 * rows * cols))  # features per block within block_mb
+    step = feats.chunks[0]  # features per Zarr chunk: read whole chunks when they fit, so none is decoded twice
+    group = min(D, (fit // step) * step if fit >= step else fit)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".blocks.tif", dir=dst.parent)
     os.close(fd)
     try:
@@ -759,10 +764,7 @@ def infer_scene(
             store of the finished strips stays beside ``out`` so that a second call resumes.
         AnySatError subclasses from reading the rasters or running the model.
     """
-    if isinstance(gdal_cache_mb, bool) or not isinstance(gdal_cache_mb, (int, float, np.integer, np.floating)) or not (
-        math.isfinite(gdal_cache_mb) and gdal_cache_mb > 0
-    ):
-        raise InputShapeError(f"gdal_cache_mb={gdal_cache_mb!r}; expected a positive number of megabytes, e.g. 128")
+    _check_megabytes("gdal_cache_mb", gdal_cache_mb, 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
     if output not in ("patch", "dense"):
@@ -912,10 +914,9 @@ def _stream(
     if r0 == 0:  # a panel starts afresh: nothing carried over rows
         carry_sum = carry_w = None
     total = plan.n_windows
-    before = sum(plan.n_rows * (c1 - c0) for c0, c1 in map(plan.panel_cols, range(p0))) if p0 < plan.n_panels else total
-    if p0 < plan.n_panels:
-        c0, c1 = plan.panel_cols(p0)
-        before += r0 * (c1 - c0)
+    # windows already done: all rows of the columns of the finished panels, and r0 strips of panel p0
+    c0 = min(plan.n_cols, p0 * plan.panel_windows)
+    before = plan.n_rows * c0 + r0 * (min(plan.n_cols, c0 + plan.panel_windows) - c0)
     done = 0
     classes = getattr(probe, "classes_", None)
     bar = tqdm(total=total, initial=before, disable=not progress, desc="windows", unit="win")
