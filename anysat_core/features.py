@@ -53,12 +53,12 @@ import xarray as xr
 from affine import Affine
 from torch import nn
 
-from anysat_core.atomic import atomic_write
 from anysat_core.data.collate import collate
 from anysat_core.data.raster import tile_cell_coords
 from anysat_core.data.sample import GeoInfo, modalities_of
 from anysat_core.errors import InputShapeError, MissingCRSError, OutputError, OutputExistsError, OutputWriteError
 from anysat_core.modalities import MODALITIES
+from anysat_core.writers import FEATURES_NAME, write_geotiff
 
 __all__ = [
     "FEATURES_NAME",
@@ -72,8 +72,6 @@ __all__ = [
     "write_geotiff",
 ]
 
-#: ``name`` of every DataArray made here.
-FEATURES_NAME = "anysat_features"
 _SPATIAL_OUTPUTS = ("patch", "dense")
 
 
@@ -286,62 +284,6 @@ def extract_features(
 
     out = [features_to_dataarray(feats[i], metas[i], **attrs) for i in range(B)]
     return out if batched else out[0]
-
-
-def write_geotiff(da: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write one tile's spatial features as a float32 GeoTIFF, one band per feature.
-
-    The file is written under a temporary name in the destination folder and renamed into place, so ``path``
-    never holds a partial file (the temporary file is removed on failure).  Band descriptions are the feature
-    indices; the DataArray's string attributes become dataset tags.
-
-    Args:
-        da: DataArray ``(feature, y, x)`` (or ``(y, x)``) with a CRS, e.g. from :func:`extract_features`.
-        path: output ``.tif``; its folder is created when missing.
-        overwrite: replace an existing file.
-
-    Returns:
-        The path written.
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        MissingCRSError: ``da`` has no CRS (features of a tile without georeferencing).
-        InputShapeError: ``da`` is not a single tile's spatial grid.
-        OutputWriteError: the file cannot be written (read-only folder, full disk, file size limit); an existing
-            ``path`` is then left unchanged and no temporary file remains.
-    """
-    path = Path(path)
-    if not isinstance(da, xr.DataArray):
-        raise InputShapeError(
-            f"write_geotiff got a {type(da).__name__}; expected one DataArray (feature, y, x) — for a batch, write "
-            "each item of the list extract_features returns to its own file"
-        )
-    if da.dims not in (("feature", "y", "x"), ("y", "x")):
-        raise InputShapeError(
-            f"write_geotiff got dims {da.dims}; expected ('feature', 'y', 'x') or ('y', 'x') "
-            "(tile features have no map grid: use output='patch' or 'dense')"
-        )
-    if da.rio.crs is None:
-        raise MissingCRSError(
-            f"the feature map has no CRS; a GeoTIFF needs one. Give the tile's GeoInfo a crs, or set it with "
-            f"da.rio.write_crs('EPSG:xxxx') before writing {str(path)!r}"
-        )
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{str(path)!r} exists already; pass overwrite=True to replace it, or choose another path"
-        )
-    if path.is_dir():
-        raise OutputExistsError(f"{str(path)!r} is a folder; pass the path of a .tif file")
-    out = da.astype(np.float32)
-    if out.ndim == 2:
-        out = out.expand_dims(feature=[0])
-    n = out.sizes["feature"]
-    out.attrs = {k: v for k, v in da.attrs.items() if isinstance(v, str)}
-    out.attrs["long_name"] = tuple(str(v) for v in out["feature"].values.tolist())
-    with atomic_write(path, "write the GeoTIFF", suffix=".tmp.tif") as tmp:
-        out.rio.to_raster(tmp, driver="GTiff", dtype="float32", count=n)  # rasterio's IO errors are OSErrors
-    return path
-
 
 
 def _version() -> str:

@@ -92,7 +92,8 @@ from anysat_core.errors import (
     OutputWriteError,
     PatchSizeError,
 )
-from anysat_core.features import FEATURES_NAME, provenance_attrs, run_model
+from anysat_core.features import provenance_attrs, run_model
+from anysat_core.writers import FEATURES_NAME, grid_mapping_attrs, remove_path, replace_path, write_zarr
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["OutputWriteError", "ScenePlan", "infer_scene", "plan_scene", "write_zarr"]
@@ -534,7 +535,7 @@ class _ZarrWriter:
         ds = ds.rio.write_crs(p.crs).rio.write_transform(Affine(*p.transform))
         for v in ds.data_vars:
             ds[v].attrs.update(attrs)
-        ds = _grid_mapping_attrs(ds)
+        ds = grid_mapping_attrs(ds)
         ds.attrs[_PROGRESS_KEY] = {"fingerprint": self.fingerprint, "completed_strips": 0, "carry_slot": 1}
         ds.to_zarr(str(self.path), mode="w", compute=False, encoding=enc, consolidated=False)
         if p.n_panels > 1 and p.overlap_cells > 0:  # overlap columns carried from one panel to the next
@@ -657,38 +658,6 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
         )
     finally:
         Path(tmp).unlink(missing_ok=True)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _replace(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``final`` (files or folders); an existing ``final`` is removed only after the move."""
-    if final.exists() or final.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f"{str(final)!r} exists already; pass overwrite=True to replace it")
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        _remove(trash)
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        _remove(trash)
-    else:
-        os.replace(tmp, final)
-
-
-def _grid_mapping_attrs(ds: xr.Dataset) -> xr.Dataset:
-    """Put ``grid_mapping`` in every data variable's attributes, so ``xr.open_zarr`` reads ``spatial_ref`` back as a
-    coordinate and ``.rio.crs`` finds the CRS."""
-    if "spatial_ref" not in ds.coords:
-        return ds
-    for v in ds.data_vars:
-        ds[v].encoding.pop("grid_mapping", None)
-        ds[v].attrs["grid_mapping"] = "spatial_ref"
-    return ds
 
 
 def _output_kind(out: Path) -> str:
@@ -818,7 +787,7 @@ def infer_scene(
             )
         except OSError as e:
             if work.exists() and not (existed and resume):  # a store being created holds nothing worth keeping
-                _remove(work)
+                remove_path(work)
             raise _write_error(out_path, e, "create the output", work) from e
     else:
         kind = "memory"
@@ -865,17 +834,17 @@ def infer_scene(
     try:
         if kind == "zarr":
             writer.finish()
-            _replace(work, out_path, overwrite)
+            replace_path(work, out_path, overwrite)
         else:  # convert from the partial store, which keeps its resume state until the COG is in place
             fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".cog.tmp", dir=out_path.parent)
             os.close(fd)
             try:
                 with gdal_env():
                     _zarr_to_cog(work, Path(tmp), attrs, probe is not None)
-                _replace(Path(tmp), out_path, overwrite)
+                replace_path(Path(tmp), out_path, overwrite)
             finally:
                 Path(tmp).unlink(missing_ok=True)
-            _remove(work)
+            remove_path(work)
     except OSError as e:
         if isinstance(e, AnySatError):
             raise
@@ -1025,47 +994,3 @@ def _apply_probe(probe: Any, classes: Any, feats: np.ndarray) -> tuple[np.ndarra
     return pred.reshape(h, w), conf.reshape(h, w)
 
 
-def write_zarr(da: xr.DataArray | xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write a DataArray/Dataset (e.g. one tile's features) as a Zarr store, atomically.
-
-    The store is written under a temporary name beside ``path`` and renamed into place; ``path`` never holds a
-    partial store.  Read it back with ``xr.open_zarr(path)`` (the CRS stays in the ``spatial_ref`` coordinate).
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is False.
-        OutputError: ``path`` does not end in ``.zarr``.
-        InputShapeError: ``da`` is not an xarray object.
-        OutputWriteError: the folder cannot be written.
-    """
-    path = Path(path)
-    if not isinstance(da, (xr.DataArray, xr.Dataset)):
-        raise InputShapeError(f"write_zarr got a {type(da).__name__}; expected an xarray DataArray or Dataset")
-    if path.suffix.lower() != ".zarr":
-        raise OutputError(f"path={str(path)!r}; a Zarr store path must end in '.zarr'")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"{str(path)!r} exists already; pass overwrite=True to replace it, or choose another path")
-    ds = da.to_dataset(name=da.name or FEATURES_NAME) if isinstance(da, xr.DataArray) else da
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp.zarr", dir=path.parent))
-        shutil.rmtree(tmp)
-        crs = ds.rio.crs
-        if crs is not None:  # grid_mapping on every variable, so xr.open_zarr(...).rio.crs finds the CRS
-            ds = ds.rio.write_crs(crs)
-        ds = _grid_mapping_attrs(ds)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
-            ds.to_zarr(str(tmp), mode="w", consolidated=True)
-        _replace(tmp, path, overwrite)
-    except OSError as e:
-        if tmp is not None:
-            _remove(tmp)
-        if isinstance(e, AnySatError):
-            raise
-        raise _write_error(path, e, "write the Zarr store") from e
-    except BaseException:
-        if tmp is not None:
-            _remove(tmp)
-        raise
-    return path

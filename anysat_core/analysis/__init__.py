@@ -28,7 +28,7 @@ from anysat_core.analysis.metrics import (
 
 if TYPE_CHECKING:
     from anysat_core.analysis.clustering import kmeans_map, predict_map
-    from anysat_core.analysis.pca import PCARGB, to_png
+    from anysat_core.analysis.pca import PCARGB
     from anysat_core.analysis.probes import PixelProbe, TileProbe, fit_from_points, label_efficiency
     from anysat_core.analysis.similarity import (
         cosine_similarity_map,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 # importable with numpy alone.
 _LAZY = {
     "PCARGB": "pca",
-    "to_png": "pca",
     "cosine_similarity_map": "similarity",
     "difference_map": "similarity",
     "refine": "similarity",
@@ -92,7 +91,6 @@ __all__ = [
     "refine",
     "similarity_to_query",
     "threshold",
-    "to_png",
     "top_k",
     "vector_at",
     "zero_out_class",

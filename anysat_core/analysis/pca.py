@@ -5,7 +5,7 @@
     pca = PCARGB(seed=0).fit([da_tile1, da_tile2])   # one basis + stretch for all tiles (pooled features)
     rgb1 = pca.transform(da_tile1)                    # DataArray (band=["r", "g", "b"], y, x), float32 in [0, 1]
     rgb2 = pca.transform(da_tile2)                    # same feature vector -> same colour in both tiles
-    to_png(rgb1, "tile1.png")                         # 8-bit RGBA, transparent where the features are NaN
+    write_png(rgb1, "tile1.png")                         # 8-bit RGBA, transparent where the features are NaN
 
 Inputs are feature maps as :func:`anysat_core.features.extract_features` returns them: DataArrays with dims
 ``("feature", "y", "x")`` (any order; they are transposed), ``x``/``y`` cell-centre coordinates and, when known, a
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from anysat_core.atomic import atomic_write
 from anysat_core.errors import (
     EmptyTileError,
     InputShapeError,
@@ -41,7 +40,7 @@ from anysat_core.errors import (
     OutputExistsError,
 )
 
-__all__ = ["PCARGB", "to_png"]
+__all__ = ["PCARGB"]
 
 _FEATURE_DIMS = ("feature", "y", "x")
 
@@ -297,56 +296,4 @@ class PCARGB:
         """``fit(da)`` then ``transform(da)``; see both."""
         return self.fit(da).transform(da)
 
-
-# ----------------------------------------------------------------------------------------------- PNG
-def to_png(rgb: xr.DataArray, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write an RGB map in ``[0, 1]`` as an 8-bit RGBA PNG, north up.
-
-    Each band is scaled by 255 and rounded (values clipped to ``[0, 1]``); alpha is 0 where any band is NaN and
-    255 elsewhere.  Rows are ordered by decreasing ``y`` and columns by increasing ``x`` (north up, west left, for a
-    projected CRS), whatever the order of the DataArray.  The PNG has no georeferencing.  It is written under a
-    temporary name in the destination folder and renamed into place, so ``path`` never holds a partial file.
-
-    Args:
-        rgb: DataArray ``(band, y, x)`` with 3 bands, e.g. from :meth:`PCARGB.transform`.
-        path: output ``.png``; its folder is created when missing.
-        overwrite: replace an existing file.
-
-    Returns:
-        The path written.
-
-    Raises:
-        InputShapeError: not a 3-band ``(band, y, x)`` DataArray.
-        OutputExistsError: ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
-        OutputWriteError: the file cannot be written (read-only folder, full disk, file size limit); an existing
-            ``path`` is then left unchanged and no temporary file remains.
-    """
-    from PIL import Image
-
-    path = Path(path)
-    if not isinstance(rgb, xr.DataArray) or set(rgb.dims) != {"band", "y", "x"} or rgb.sizes.get("band") != 3:
-        got = f"dims {dict(rgb.sizes)}" if isinstance(rgb, xr.DataArray) else f"a {type(rgb).__name__}"
-        raise InputShapeError(
-            f"to_png got {got}; expected a DataArray (band=3, y, x) in [0, 1], e.g. PCARGB().fit_transform(features)"
-        )
-    if path.is_dir():
-        raise OutputExistsError(f"{str(path)!r} is a folder; pass the path of a .png file")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{str(path)!r} exists already; pass overwrite=True to replace it, or choose another path"
-        )
-    rgb = rgb.transpose("band", "y", "x")
-    arr = np.asarray(rgb.values, dtype=np.float64)
-    ys, xs = np.asarray(rgb["y"].values), np.asarray(rgb["x"].values)
-    if ys.size > 1 and ys[0] < ys[-1]:
-        arr = arr[:, ::-1, :]
-    if xs.size > 1 and xs[0] > xs[-1]:
-        arr = arr[:, :, ::-1]
-    nan = np.isnan(arr).any(axis=0)
-    rgba = np.empty((*arr.shape[1:], 4), dtype=np.uint8)
-    rgba[..., :3] = np.rint(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
-    rgba[..., 3] = np.where(nan, 0, 255).astype(np.uint8)
-    with atomic_write(path, "write the PNG", suffix=".tmp.png") as tmp:
-        Image.fromarray(rgba).save(tmp, format="PNG")
-    return path
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from anysat_core.atomic import atomic_write
+from anysat_core.writers import atomic_write
 from anysat_core.data.normalize import Normalize, compute_stats, read_stats, write_stats
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, ExtentMismatchError

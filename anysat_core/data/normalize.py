@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from anysat_core.atomic import atomic_write
+from anysat_core.writers import write_json
 from anysat_core.errors import ChannelMismatchError, CorruptFileError
 from anysat_core.modalities import MODALITIES, NormStats
 
@@ -66,9 +66,7 @@ def write_stats(path: str | os.PathLike[str], stats: NormStats) -> None:
             existing ``path`` is then left unchanged and no temporary file remains.
     """
     path = Path(path)
-    text = json.dumps({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, indent=1)
-    with atomic_write(path, "write the statistics file", mkdir=False) as tmp:
-        tmp.write_text(text)
+    write_json({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, path, "write the statistics file")
 
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from anysat_core.atomic import atomic_write
+from anysat_core.writers import save_torch
 from anysat_core.config import SIZES, AnySatConfig, config_for_size
 from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
 
@@ -173,9 +173,7 @@ def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    # torch.save reports a failed write as a RuntimeError raised while handling the OSError: atomic_write finds it
-    with atomic_write(path, "write the checkpoint", mkdir=False) as tmp, open(tmp, "wb") as f:
-        torch.save(payload, f)
+    save_torch(payload, path)
 
 
 

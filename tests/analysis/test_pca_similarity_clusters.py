@@ -27,10 +27,10 @@ from anysat_core.analysis import (
     refine,
     similarity_to_query,
     threshold,
-    to_png,
     top_k,
     vector_at,
 )
+from anysat_core.writers import write_png
 from anysat_core.errors import (
     AnySatError,
     EmptyTileError,
@@ -148,7 +148,7 @@ def test_to_png_roundtrip_and_overwrite(tmp_path: Path) -> None:
     da, _ = make_map(4, 5)
     da[:, 1, 2] = np.nan
     rgb = PCARGB().fit_transform(da)
-    out = to_png(rgb, tmp_path / "sub" / "pca.png")
+    out = write_png(rgb, tmp_path / "sub" / "pca.png")
     with Image.open(out) as im:
         assert im.mode == "RGBA" and im.size == (5, 4)  # (width, height)
         px = np.asarray(im)
@@ -157,15 +157,15 @@ def test_to_png_roundtrip_and_overwrite(tmp_path: Path) -> None:
     np.testing.assert_array_equal(px[0, 0, :3], expected)  # y decreases down the rows already: north up
     # a map stored south-up is flipped so that the PNG is still north up
     flipped = rgb.isel(y=slice(None, None, -1))
-    to_png(flipped, tmp_path / "flip.png")
+    write_png(flipped, tmp_path / "flip.png")
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "flip.png")), px)
     with pytest.raises(OutputExistsError, match="overwrite=True"):
-        to_png(rgb, out)
-    to_png(rgb * 0, out, overwrite=True)
+        write_png(rgb, out)
+    write_png(rgb * 0, out, overwrite=True)
     assert np.asarray(Image.open(out))[0, 0, :3].tolist() == [0, 0, 0]
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["pca.png"]  # no temporary file left
     with pytest.raises(InputShapeError):
-        to_png(da, tmp_path / "x.png")
+        write_png(da, tmp_path / "x.png")
 
 
 # ----------------------------------------------------------------------------------------------- similarity
@@ -354,7 +354,7 @@ def test_real_features_from_anysat_tiny_on_geoplex_mini(tmp_path: Path) -> None:
     rgb = PCARGB().fit([da20, da10]).transform(da10)
     assert rgb.sizes == {"band": 3, "y": 6, "x": 6} and rgb.rio.crs == da10.rio.crs
     assert float(rgb.min()) >= 0 and float(rgb.max()) <= 1
-    to_png(rgb, tmp_path / "real.png")
+    write_png(rgb, tmp_path / "real.png")
     q = xy(da10, 2, 3)
     sim = cosine_similarity_map(da10, q)
     assert (top_k(sim, 1).loc[0, "x"], top_k(sim, 1).loc[0, "y"]) == q

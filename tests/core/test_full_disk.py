@@ -40,7 +40,8 @@ import torch
 import xarray as xr
 
 from anysat_core import AnySat, NormStats
-from anysat_core.analysis.pca import PCARGB, to_png
+from anysat_core.analysis.pca import PCARGB
+from anysat_core.writers import write_png
 from anysat_core.data.normalize import stats_path, write_stats
 from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.errors import AnySatError, OutputWriteError
@@ -113,7 +114,7 @@ def _zarr(path: Path, variant: int) -> None:
 
 
 def _png(path: Path, variant: int) -> None:
-    to_png(PCARGB(seed=0).fit_transform(features(variant, size=128)), path, overwrite=True)  # ~64 KiB PNG
+    write_png(PCARGB(seed=0).fit_transform(features(variant, size=128)), path, overwrite=True)  # ~64 KiB PNG
 
 
 def _checkpoint(path: Path, variant: int) -> None:
@@ -147,7 +148,7 @@ WRITERS = {
     for w in (
         Writer("write_geotiff", "features.tif", _geotiff, leave=2 * PAGE, fsize=16_384),
         Writer("write_zarr", "features.zarr", _zarr, leave=2 * PAGE, fsize=16_384),
-        Writer("to_png", "pca.png", _png, leave=2 * PAGE, fsize=16_384),
+        Writer("write_png", "pca.png", _png, leave=2 * PAGE, fsize=16_384),
         Writer("AnySat.save", "model.pth", _checkpoint, leave=2 * PAGE, fsize=1 << 20),
         Writer("write_stats", stats_path(".", "s2").name, _stats, leave=0, fsize=64),
     )
