@@ -17,8 +17,10 @@ __all__ = ["ATTENTION_MODES", "SIZES", "AnySatConfig", "config_for_size"]
 #: Attention behaviours of the main transformer blocks (see the model docs).
 ATTENTION_MODES = ("standard", "flash-compat")
 
-#: Width, depth and heads of the released sizes (head width is 64 in all of them).
+#: Width, depth and heads of the released sizes (head width is 64 in all of them), and of ``test``: a model of the
+#: same architecture small enough for fast unit tests (like timm's ``test_vit``; no released weights).
 SIZES: dict[str, dict[str, int]] = {
+    "test": {"embed_dim": 64, "depth": 1, "num_heads": 2},
     "tiny": {"embed_dim": 256, "depth": 2, "num_heads": 4},
     "small": {"embed_dim": 512, "depth": 4, "num_heads": 8},
     "base": {"embed_dim": 768, "depth": 6, "num_heads": 12},
@@ -93,7 +95,7 @@ class AnySatConfig:
 
 
 def config_for_size(size: str, **overrides: Any) -> AnySatConfig:
-    """Config of a released size (``tiny``, ``small``, ``base``), with optional field overrides."""
+    """Config of a size preset (``test``, ``tiny``, ``small``, ``base``), with optional field overrides."""
     if size not in SIZES:
         raise ConfigError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
     return AnySatConfig(size=size, **{**SIZES[size], **overrides})
