@@ -37,6 +37,7 @@ __all__ = [
     "PatchSizeError",
     "PretrainedWeightsError",
     "ProbeError",
+    "UnknownDatasetError",
     "UnknownModalityError",
 ]
 
@@ -47,6 +48,13 @@ class AnySatError(Exception):
 
 class UnknownModalityError(AnySatError, LookupError):
     """A modality key that is not in the registry (or not in this model)."""
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownDatasetError(AnySatError, LookupError):
+    """A dataset name that is not registered (the message lists the registered names)."""
 
     def __str__(self) -> str:  # LookupError would otherwise quote the message
         return str(self.args[0]) if self.args else ""

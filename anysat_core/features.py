@@ -41,10 +41,8 @@ Attributes (all strings): ``model`` (``"AnySat-tiny"``...), ``checkpoint`` (SHA-
 from __future__ import annotations
 
 import hashlib
-import os
 import weakref
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,7 +54,7 @@ from torch import nn
 from anysat_core.data.collate import collate
 from anysat_core.data.raster import tile_cell_coords
 from anysat_core.data.sample import GeoInfo, modalities_of
-from anysat_core.errors import InputShapeError, MissingCRSError, OutputError, OutputExistsError, OutputWriteError
+from anysat_core.errors import InputShapeError, OutputError, OutputExistsError, OutputWriteError
 from anysat_core.modalities import MODALITIES
 from anysat_core.writers import FEATURES_NAME, write_geotiff
 

@@ -93,8 +93,8 @@ from anysat_core.errors import (
     PatchSizeError,
 )
 from anysat_core.features import provenance_attrs, run_model
-from anysat_core.writers import FEATURES_NAME, grid_mapping_attrs, remove_path, replace_path, write_zarr
 from anysat_core.modalities import MODALITIES
+from anysat_core.writers import FEATURES_NAME, grid_mapping_attrs, remove_path, replace_path, write_zarr
 
 __all__ = ["OutputWriteError", "ScenePlan", "infer_scene", "plan_scene", "write_zarr"]
 

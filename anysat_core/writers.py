@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from anysat_core.errors import AnySatError, InputShapeError, MissingCRSError, OutputError, OutputExistsError, OutputWriteError
+from anysat_core.errors import (
+    AnySatError,
+    InputShapeError,
+    MissingCRSError,
+    OutputError,
+    OutputExistsError,
+    OutputWriteError,
+)
 
 if TYPE_CHECKING:
     import xarray as xr

@@ -25,9 +25,7 @@ This module imports numpy, xarray and Pillow only (no torch).  Its private helpe
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +35,6 @@ from anysat_core.errors import (
     EmptyTileError,
     InputShapeError,
     NonFiniteInputError,
-    OutputExistsError,
 )
 
 __all__ = ["PCARGB"]

@@ -52,11 +52,11 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from anysat_core.writers import atomic_write
 from anysat_core.data.normalize import Normalize, compute_stats, read_stats, write_stats
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, ExtentMismatchError
 from anysat_core.modalities import MODALITIES, Modality, NormStats
+from anysat_core.writers import atomic_write
 
 __all__ = ["CLASSES", "CRS", "GENERATOR_VERSION", "GeoPlexMini"]
 

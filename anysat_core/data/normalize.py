@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from anysat_core.writers import write_json
 from anysat_core.errors import ChannelMismatchError, CorruptFileError
 from anysat_core.modalities import MODALITIES, NormStats
+from anysat_core.writers import write_json
 
 __all__ = ["Normalize", "compute_stats", "load_or_compute_stats", "read_stats", "stats_path", "write_stats"]
 

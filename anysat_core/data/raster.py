@@ -65,7 +65,6 @@ import datetime as _dt
 import logging
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +84,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 
 from anysat_core.data.sample import GeoInfo, Sample
+from anysat_core.dates import DateLike, date_from_name, date_sort_key, day_of_year, parse_date
 from anysat_core.errors import (
     ChannelMismatchError,
     ConfigError,
@@ -99,74 +99,16 @@ from anysat_core.errors import (
 )
 from anysat_core.modalities import MODALITIES, Modality
 
-__all__ = ["RasterScene", "RasterSource", "SceneGrid", "open_rasters", "parse_date", "tile_cell_coords"]
+__all__ = ["RasterScene", "RasterSource", "SceneGrid", "open_rasters", "tile_cell_coords"]
 
 log = logging.getLogger(__name__)
 
 RasterLike = Union[str, os.PathLike, xr.DataArray, xr.Dataset]
-DateLike = Union[str, _dt.date, _dt.datetime, np.datetime64, int]
 
 #: GeoTIFF metadata keys read as the acquisition date, in order of preference (case-insensitive).
 DATE_TAGS = ("ACQUISITION_DATE", "ACQUISITIONDATE", "DATE_ACQUIRED", "SENSING_TIME", "DATETIME", "DATE")
 _TIFF_DATETIME = "TIFFTAG_DATETIME"
-_DATE_RE = re.compile(r"(?<!\d)(\d{4})([-_:/.]?)(\d{2})\2(\d{2})(?!\d)")
 _EPS = 1e-6
-
-
-# ----------------------------------------------------------------------------------------------- dates
-def parse_date(value: Any, where: str = "date") -> _dt.date | int:
-    """Parse one date: a :class:`datetime.date` for calendar dates, an ``int`` for a day of year.
-
-    Accepts ``"2020-01-02"``, ``"20200102"``, ``"2020:01:02 10:00:00"`` (TIFF), ISO datetimes,
-    ``datetime``/``date``/``numpy.datetime64`` objects and ints 1..366 (day of year).
-
-    Raises:
-        DatesError: the value is none of these (the message names ``where``).
-    """
-    if isinstance(value, bool):
-        raise DatesError(f"{where}: date {value!r} is a bool; expected e.g. '2020-01-02' or a day of year 1..366")
-    if isinstance(value, _dt.datetime):
-        return value.date()
-    if isinstance(value, _dt.date):
-        return value
-    if isinstance(value, np.datetime64):
-        if np.isnat(value):
-            raise DatesError(f"{where}: date is NaT (not a time); give a real date, e.g. '2020-01-02'")
-        return _dt.date.fromisoformat(str(value.astype("datetime64[D]")))
-    if isinstance(value, (int, np.integer)):
-        if not 1 <= int(value) <= 366:
-            raise DatesError(
-                f"{where}: day of year {int(value)} is outside 1..366; give a day of year or a date string"
-            )
-        return int(value)
-    if isinstance(value, str):
-        m = _DATE_RE.search(value.strip())
-        if m is not None:
-            try:
-                return _dt.date(int(m.group(1)), int(m.group(3)), int(m.group(4)))
-            except ValueError:
-                pass
-    raise DatesError(
-        f"{where}: cannot parse {value!r} as a date; expected 'YYYY-MM-DD', 'YYYYMMDD', a datetime.date or a day "
-        "of year 1..366"
-    )
-
-
-def _date_from_name(name: str) -> _dt.date | None:
-    for m in _DATE_RE.finditer(name):
-        try:
-            return _dt.date(int(m.group(1)), int(m.group(3)), int(m.group(4)))
-        except ValueError:
-            continue
-    return None
-
-
-def _doy(d: _dt.date | int) -> int:
-    return d if isinstance(d, int) else d.timetuple().tm_yday
-
-
-def _sort_key(d: _dt.date | int) -> tuple[int, int]:
-    return (0, d) if isinstance(d, int) else (1, d.toordinal())
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -430,7 +372,7 @@ def _frames_of(src: RasterSource) -> list[_Frame]:
             raise DatesError(
                 f"{mod.name}: dates mix calendar dates and day-of-year ints ({[f.date for f in frames]}); use one kind"
             )
-        frames.sort(key=lambda f: _sort_key(f.date))  # type: ignore[arg-type]
+        frames.sort(key=lambda f: date_sort_key(f.date))  # type: ignore[arg-type]
     return frames
 
 
@@ -442,7 +384,7 @@ def _date_from_metadata(tags: dict[str, str], name: str) -> _dt.date | None:
             d = parse_date(str(upper[key]), f"{name} tag {key} (override it with RasterSource(..., dates=[...]))")
             if not isinstance(d, int):
                 return d
-    d = _date_from_name(Path(name).name)
+    d = date_from_name(Path(name).name)
     if d is not None:
         return d
     if _TIFF_DATETIME in upper and str(upper[_TIFF_DATETIME]).strip():
@@ -633,7 +575,7 @@ class RasterScene:
     def dates(self) -> dict[str, torch.Tensor]:
         """``{modality: (T,) int64 day of year}`` of every time series."""
         return {
-            m: torch.tensor([_doy(f.date) for f in st.frames], dtype=torch.int64)  # type: ignore[arg-type]
+            m: torch.tensor([day_of_year(f.date) for f in st.frames], dtype=torch.int64)  # type: ignore[arg-type]
             for m, st in self._mods.items()
             if st.source._mod.time_series
         }
@@ -675,7 +617,7 @@ class RasterScene:
             data = np.where(valid, data, 0.0).astype(np.float32)
             sample[m] = torch.from_numpy(data)
             if mod.time_series:
-                doys = [_doy(f.date) for f in st.frames]  # type: ignore[arg-type]
+                doys = [day_of_year(f.date) for f in st.frames]  # type: ignore[arg-type]
                 sample[f"{m}_dates"] = torch.tensor(doys, dtype=torch.int64)
                 iso_dates[m] = [f.date.isoformat() if isinstance(f.date, _dt.date) else str(f.date) for f in st.frames]
             sample[f"{m}_mask"] = torch.from_numpy(valid)

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from anysat_core.writers import save_torch
 from anysat_core.config import SIZES, AnySatConfig, config_for_size
 from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
+from anysat_core.writers import save_torch
 
 if TYPE_CHECKING:
     from anysat_core.model.anysat import AnySat

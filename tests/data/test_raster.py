@@ -16,7 +16,8 @@ from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
 from anysat_core.data.collate import collate
-from anysat_core.data.raster import RasterScene, RasterSource, open_rasters, parse_date, tile_cell_coords
+from anysat_core.data.raster import RasterScene, RasterSource, open_rasters, tile_cell_coords
+from anysat_core.dates import parse_date
 from anysat_core.errors import (
     ChannelMismatchError,
     ConfigError,

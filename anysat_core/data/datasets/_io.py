@@ -4,7 +4,6 @@ product names, centre/random crops.  Errors go through the calling dataset's ``n
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,12 +13,13 @@ import numpy as np
 import torch
 
 from anysat_core.data.sample import GeoInfo
+from anysat_core.dates import yyyymmdd_to_doy
 from anysat_core.errors import ConfigError, InputShapeError
 
 if TYPE_CHECKING:
     from anysat_core.data.datasets.base import AnySatDataset
 
-__all__ = ["check_crop", "crop_offset", "doy_from_names", "read_geotiff", "yyyymmdd_to_doy"]
+__all__ = ["check_crop", "crop_offset", "doy_from_names", "read_geotiff"]
 
 _CROPS = ("auto", "centre", "random", None)
 
@@ -41,11 +41,6 @@ def crop_offset(size: int, crop_px: int, mode: str, what: str) -> int:
     if mode == "random":
         return int(torch.randint(0, size - crop_px + 1, ()).item())
     return (size - crop_px) // 2
-
-
-def yyyymmdd_to_doy(stamp: str) -> int:
-    """Day of year (``tm_yday``, 1..366) of a ``YYYYMMDD`` string; ValueError when it is not a date."""
-    return time.strptime(str(stamp), "%Y%m%d").tm_yday
 
 
 def doy_from_names(

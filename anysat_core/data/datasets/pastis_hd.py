@@ -17,6 +17,7 @@ from anysat_core.data.datasets._io import read_geotiff
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize, stats_path
 from anysat_core.data.sample import GeoInfo
+from anysat_core.dates import yyyymmdd_date
 from anysat_core.errors import ConfigError
 from anysat_core.modalities import MODALITIES, NormStats
 
@@ -162,7 +163,7 @@ class PASTISHD(AnySatDataset):
             if isinstance(raw, str):
                 raw = json.loads(raw)
             items = sorted(((int(k), int(v)) for k, v in raw.items()), key=lambda kv: kv[0])
-            days = [dt.datetime.strptime(str(v), "%Y%m%d").date() for _, v in items]
+            days = [yyyymmdd_date(v) for _, v in items]
         except (ValueError, TypeError, AttributeError) as e:
             raise self.corrupt(path, f"patch {pid} {key}: {type(e).__name__}: {e}") from e
         return (

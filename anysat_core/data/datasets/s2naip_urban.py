@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from anysat_core.data.datasets._io import yyyymmdd_to_doy
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.sample import GeoInfo
+from anysat_core.dates import yyyymmdd_to_doy
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["OSM_CATEGORIES", "S2NaipUrban", "rasterize_osm"]

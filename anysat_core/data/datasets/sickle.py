@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from anysat_core.data.datasets._io import yyyymmdd_to_doy
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.sample import GeoInfo
+from anysat_core.dates import yyyymmdd_to_doy
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["Sickle"]

@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from anysat_core.data.datasets._io import yyyymmdd_to_doy
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.sample import GeoInfo
+from anysat_core.dates import yyyymmdd_to_doy
 
 __all__ = ["TimeSen2Crop"]
 
