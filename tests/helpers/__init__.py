@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (synthetic scenes, fake dataset roots, models)."""
