@@ -11,7 +11,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from tests.conftest import ROOT
+from tests.helpers.shared import ROOT
 
 CONDA_NAMES = {"torch": "pytorch"}
 

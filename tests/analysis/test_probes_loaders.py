@@ -43,7 +43,7 @@ from anysat_core import AnySat
 from anysat_core.analysis.probes import PixelProbe, ProbeError, TileProbe, labels_to_dataarray
 from anysat_core.data.datasets import get_dataset, list_datasets
 from anysat_core.embeddings import embed_dataset
-from tests.conftest import SHARED, TREESAT, shared_file
+from tests.helpers.shared import SHARED, TREESAT, shared_file
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("h5py")

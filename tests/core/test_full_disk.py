@@ -47,7 +47,7 @@ from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.errors import AnySatError, OutputWriteError
 from anysat_core.features import write_geotiff
 from anysat_core.inference import infer_scene, write_zarr
-from tests.core.scenes import C_S2, UTM, X0, Y0, write_s2_series
+from tests.helpers.scenes import C_S2, UTM, X0, Y0, write_s2_series
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENE_KW: dict[str, Any] = dict(patch_size_m=20, window_m=120, overlap_m=40, output="patch", progress=False)

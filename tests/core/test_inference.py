@@ -23,7 +23,7 @@ from anysat_core import AnySat, InputShapeError, OutputError, OutputExistsError,
 from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.features import extract_features, weights_sha256
 from anysat_core.inference import OutputWriteError, infer_scene, plan_scene, write_zarr
-from tests.core.scenes import DATES, X0, Y0, write_s2_series
+from tests.helpers.scenes import DATES, X0, Y0, write_s2_series
 
 KW = dict(patch_size_m=20, window_m=120, progress=False)
 

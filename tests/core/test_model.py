@@ -12,7 +12,7 @@ from anysat_core import MODALITIES, AnySat, set_fused_attention
 from anysat_core.data.synthetic import random_batch
 from anysat_core.model import projectors
 from anysat_core.model.attention import SelfAttention
-from tests.conftest import SHARED, shared_file
+from tests.helpers.shared import SHARED, shared_file
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from anysat_core import set_fused_attention
-from tests.conftest import PARITY, shared_file
+from tests.helpers.shared import PARITY, shared_file
 
 
 def _case_names() -> list[str]:

@@ -12,7 +12,7 @@ import torch
 
 from anysat_core import AnySat
 from anysat_core.data.collate import collate
-from tests.conftest import treesat_root
+from tests.helpers.shared import treesat_root
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from anysat_core.data.collate import collate
 from anysat_core.data.datasets import get_dataset
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError, InputShapeError
-from tests.conftest import SHARED, TREESAT, shared_file, treesat_root
+from tests.helpers.shared import SHARED, TREESAT, shared_file, treesat_root
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("h5py")
