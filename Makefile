@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Every test but those that need the network or a GPU (the plain `pytest` inner loop leaves out slow and system too).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'not network and not gpu'
 
 # Until the Panel app lands this runs a short command-line demo of the features on the embedded default.
 app: install
