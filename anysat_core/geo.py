@@ -27,6 +27,7 @@ __all__ = [
     "cell_size",
     "centres_bounds",
     "count_steps",
+    "grid_bounds",
     "grid_transform",
     "is_multiple",
     "nearest_cell",
@@ -136,3 +137,15 @@ def nearest_cell(centres: np.ndarray, step: float, values: np.ndarray) -> tuple[
     pick = np.clip(np.where(np.abs(values - left) <= np.abs(values - right), pos - 1, pos), 0, len(sc) - 1)
     inside = np.abs(values - sc[pick]) <= step / 2 + 1e-9 * max(step, 1.0)
     return order[pick], inside
+
+
+def grid_bounds(transform: Any, shape: Sequence[int]) -> Bounds:
+    """Outer edges ``(left, bottom, right, top)`` of a ``shape = (H, W)`` grid with an affine ``transform``.
+
+    The box around the grid's four corners (for a north-up transform, its exact extent).
+    """
+    a, b, c, d, e, f = (float(v) for v in tuple(transform)[:6])
+    H, W = (int(v) for v in shape)
+    xs = (c, c + a * W, c + b * H, c + a * W + b * H)
+    ys = (f, f + d * W, f + e * H, f + d * W + e * H)
+    return min(xs), min(ys), max(xs), max(ys)
