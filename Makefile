@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 EXTRAS ?= dev
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: app test install bench clean
+.PHONY: app test lint install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ install: $(STAMP)
 # Every test but those that need the network or a GPU (the plain `pytest` inner loop leaves out slow and system too).
 test: install
 	$(PY) -m pytest -q -m 'not network and not gpu'
+
+# Static checks, as CI runs them: ruff lint, ruff format, mypy (lenient on anysat_core, see pyproject.toml).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # Until the Panel app lands this runs a short command-line demo of the features on the embedded default.
 app: install
