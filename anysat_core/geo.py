@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "grid_bounds",
     "grid_transform",
     "is_multiple",
+    "lcm_length",
     "nearest_cell",
     "north_up",
     "snap_inward",
@@ -149,3 +151,11 @@ def grid_bounds(transform: Any, shape: Sequence[int]) -> Bounds:
     xs = (c, c + a * W, c + b * H, c + a * W + b * H)
     ys = (f, f + d * W, f + e * H, f + d * W + e * H)
     return min(xs), min(ys), max(xs), max(ys)
+
+
+def lcm_length(lengths: Sequence[float]) -> float:
+    """Least common multiple of lengths with up to 4 decimals (e.g. GSDs 0.2, 10 and 30 m: 30 m)."""
+    fractions = [Fraction(str(float(v))).limit_denominator(10_000) for v in lengths]
+    num = math.lcm(*(f.numerator for f in fractions))
+    den = math.gcd(*(f.denominator for f in fractions))
+    return float(Fraction(num, den))
