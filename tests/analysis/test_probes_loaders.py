@@ -49,7 +49,7 @@ rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("h5py")
 from rasterio.transform import Affine  # noqa: E402
 
-from tests.data.test_datasets_fixtures import _fix_flair, _upsample_rasters, make_pastis_root  # noqa: E402
+from tests.helpers.datasets import fix_flair, make_pastis_root, upsample_rasters  # noqa: E402
 
 # the torchgeo FLAIR fixture rasters have a CRS but no geotransform
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -123,9 +123,9 @@ def _flair(tmp: Path) -> Case:
     2 Sentinel-2 pixels), as the loader's model test does."""
     root = tmp / "FLAIR"
     shutil.copytree(shared_file(FIXTURES / "flair2" / "FLAIR2"), root)
-    _fix_flair(root)
+    fix_flair(root)
     for domain in ("D300_2013", "D346_2018"):
-        _upsample_rasters(root, domain, 100)
+        upsample_rasters(root, domain, 100)
     cls = get_dataset("flair")
     dss = [cls(root, s, normalize="compute", crop=None, s2_window_px=2) for s in ("train", "val")]
     return Case(dss, "dense", (512, 10, 10), "aerial-flair", len(cls.classes), cls.ignore_index)

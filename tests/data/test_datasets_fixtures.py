@@ -18,7 +18,7 @@ from anysat_core.data.collate import collate
 from anysat_core.data.datasets import get_dataset
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError, InputShapeError
-from tests.helpers.shared import SHARED, TREESAT, shared_file, treesat_root
+from tests.helpers.shared import TREESAT, shared_file, treesat_root
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("h5py")
@@ -27,12 +27,12 @@ from rasterio.transform import Affine  # noqa: E402
 from anysat_core.data.datasets.flair import FLAIR, FLAIR_CLASSES  # noqa: E402
 from anysat_core.data.datasets.pastis_hd import PASTISHD, REFERENCE_DATE  # noqa: E402
 from anysat_core.data.datasets.treesatai_ts import TREESAT_GENERA, TreeSatAITS  # noqa: E402
+from tests.helpers.datasets import FIXTURES, make_flair_root, make_pastis_root, upsample_rasters  # noqa: E402
 
 # the torchgeo FLAIR fixture rasters have a CRS but no geotransform
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
 NAME = "Abies_alba_1_1005_WEFL_NLF"
-FIXTURES = SHARED / "data" / "torchgeo-fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -201,26 +201,6 @@ def test_treesat_original_single_date_layout(tmp_path):
 
 
 # =============================================================================================== PASTIS-HD
-def _yyyymmdd(day0: str, i: int) -> int:
-    return int(str(np.datetime64(day0) + np.timedelta64(7 * i, "D")).replace("-", ""))
-
-
-def make_pastis_root(tmp_path: Path) -> Path:
-    """torchgeo's PASTIS-R fixture with the dates-S2/dates-S1A dictionaries AnySat needs (JSON strings for S2,
-    plain dicts for S1A: both forms occur)."""
-    root = tmp_path / "PASTIS-R"
-    shutil.copytree(shared_file(FIXTURES / "pastis" / "PASTIS-R"), root)
-    fc = json.loads((root / "metadata.geojson").read_text())
-    for feat in fc["features"]:
-        pid = feat["properties"]["ID_PATCH"]
-        t2 = np.load(root / "DATA_S2" / f"S2_{pid}.npy").shape[0]
-        t1 = np.load(root / "DATA_S1A" / f"S1A_{pid}.npy").shape[0]
-        feat["properties"]["dates-S2"] = json.dumps({str(i): _yyyymmdd("2018-09-24", i) for i in range(t2)})
-        feat["properties"]["dates-S1A"] = {str(i): _yyyymmdd("2019-01-01", i) for i in range(t1)}
-    (root / "metadata.geojson").write_text(json.dumps(fc))
-    return root
-
-
 @pytest.fixture
 def pastis_root(tmp_path) -> Path:
     return make_pastis_root(tmp_path)
@@ -329,29 +309,9 @@ def test_pastis_errors(pastis_root, tmp_path):
 
 
 # =============================================================================================== FLAIR
-def _fix_flair(root: Path) -> None:
-    """Apply the fixes the fixture README lists: masks (T, 2, H, W), products.txt one name a line, splits.json."""
-    rng = np.random.default_rng(0)
-    for data in root.glob("flair*_sen_*/*/*/sen/*data.npy"):
-        T, _, H, W = np.load(data).shape
-        masks = data.with_name(data.name.replace("data.npy", "masks.npy"))
-        np.save(masks, rng.integers(0, 101, (T, 2, H, W), dtype=np.uint8))
-        products = data.with_name(data.name.replace("data.npy", "products.txt"))
-        names = re.findall(r"S2[AB]_MSIL2A_.*?(?=S2[AB]_MSIL2A_|$)", products.read_text().strip())
-        # distinct dates so the day-of-year parsing is visible
-        names = [n[:11] + f"2021{4 + i:02d}15" + n[19:] for i, n in enumerate(names)]
-        products.write_text("\n".join(names) + "\n")
-    (root / "splits.json").write_text(
-        json.dumps({"train": ["D300_2013"], "val": ["D346_2018"], "test": ["D388_2019", "D590_2016"]})
-    )
-
-
 @pytest.fixture
 def flair_root(tmp_path) -> Path:
-    root = tmp_path / "FLAIR"
-    shutil.copytree(shared_file(FIXTURES / "flair2" / "FLAIR2"), root)
-    _fix_flair(root)
-    return root
+    return make_flair_root(tmp_path)
 
 
 def test_flair_sample_content(flair_root):
@@ -410,21 +370,9 @@ def test_flair_crop_window_matches_label(flair_root):
         assert torch.equal(s["label"], full_lab[r:r + 500, c:c + 500])
 
 
-def _upsample_rasters(root: Path, domain: str, px: int) -> None:
-    """Rewrite a domain's 32 px fixture patches at ``px`` px (nearest), so that they cover a multiple of 10 m."""
-    for path in root.glob(f"flair*_*/{domain}/*/*/*.tif"):
-        with rasterio.open(path) as src:
-            arr, profile = src.read(), src.profile
-        idx = np.arange(px) * arr.shape[-1] // px
-        profile.update(width=px, height=px,
-                       transform=Affine(0.2, 0.0, 700000.0, 0.0, -0.2, 6600000.0))
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(arr[:, idx][:, :, idx])
-
-
 def test_flair_tiny_model(flair_root, tiny):
     # 100 px aerial = 20 m = 2 S2 pixels: both modalities cover the same extent
-    _upsample_rasters(flair_root, "D300_2013", 100)
+    upsample_rasters(flair_root, "D300_2013", 100)
     ds = FLAIR(flair_root, "train", normalize="compute", crop=None, s2_window_px=2)
     assert (flair_root / "NORM_aerial-flair_patch.json").exists()
     out = _run(tiny, [ds[0], ds[1]], ds.patch_size_m, output="dense", output_modality="aerial-flair")
