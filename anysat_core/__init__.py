@@ -1,31 +1,158 @@
 """anysat_core: a faithful, fast re-implementation of AnySat (Astruc et al., CVPR 2025).
 
->>> from anysat_core import AnySat
->>> model = AnySat.from_pretrained("base")          # released weights (cached download)
->>> feats = model(batch, patch_size=20, output="tile")
+Everything a workflow needs is here, at the top level::
+
+    import anysat_core as ac
+
+    model = ac.AnySat(size="tiny")                    # or ac.AnySat.from_pretrained("base"): released weights
+    world = ac.get_dataset("geoplex-mini", split="test", modalities=["s2", "aerial"])
+    fmap = ac.extract_features(model, world[0], patch_size_m=20, output="patch")   # DataArray (feature, y, x)
+    rgb = ac.PCARGB().fit_transform(fmap)
+
+Names resolve lazily (PEP 562): ``import anysat_core`` loads neither torch nor xarray until a name that needs them
+is used.  Errors (:class:`AnySatError` and its subclasses), the modality registry and the model configuration are
+plain Python and load at once.
 
 This package never imports app, training, panel, holoviews, lightning or leafmap.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from anysat_core.config import AnySatConfig, config_for_size
 from anysat_core.errors import *  # noqa: F403
 from anysat_core.errors import __all__ as _error_names
 from anysat_core.modalities import MODALITIES, Modality, NormStats, get_modality, list_modalities
-from anysat_core.model import OUTPUTS, AnySat, set_fused_attention
 
 __version__ = "0.1.0"
+
+#: Public name -> module that defines it (imported on first use).
+_LAZY: dict[str, str] = {
+    # model
+    "AnySat": "anysat_core.model",
+    "OUTPUTS": "anysat_core.model",
+    "set_fused_attention": "anysat_core.model",  # TEMPORARY until the attention switch lands
+    # data
+    "collate": "anysat_core.data.collate",
+    "random_batch": "anysat_core.data.synthetic",
+    "get_dataset": "anysat_core.data.datasets",
+    "list_datasets": "anysat_core.data.datasets",
+    "GeoPlexMini": "anysat_core.data.geoplex_mini",
+    "open_rasters": "anysat_core.data.raster",
+    "RasterSource": "anysat_core.data.raster",
+    "RasterScene": "anysat_core.data.raster",
+    "parse_date": "anysat_core.dates",
+    # features, scenes, files
+    "extract_features": "anysat_core.features",
+    "features_to_dataarray": "anysat_core.features",
+    "infer_scene": "anysat_core.inference",
+    "plan_scene": "anysat_core.inference",
+    "ScenePlan": "anysat_core.inference",
+    "write_geotiff": "anysat_core.writers",
+    "write_zarr": "anysat_core.writers",
+    "write_png": "anysat_core.writers",
+    # analysis
+    "PCARGB": "anysat_core.analysis",
+    "cosine_similarity_map": "anysat_core.analysis",
+    "similarity_to_query": "anysat_core.analysis",
+    "vector_at": "anysat_core.analysis",
+    "top_k": "anysat_core.analysis",
+    "threshold": "anysat_core.analysis",
+    "refine": "anysat_core.analysis",
+    "difference_map": "anysat_core.analysis",
+    "kmeans_map": "anysat_core.analysis",
+    "predict_map": "anysat_core.analysis",
+    "TileProbe": "anysat_core.analysis",
+    "PixelProbe": "anysat_core.analysis",
+    "fit_from_points": "anysat_core.analysis",
+    "label_efficiency": "anysat_core.analysis",
+}
+
+if TYPE_CHECKING:
+    from anysat_core.analysis import (
+        PCARGB,
+        PixelProbe,
+        TileProbe,
+        cosine_similarity_map,
+        difference_map,
+        fit_from_points,
+        kmeans_map,
+        label_efficiency,
+        predict_map,
+        refine,
+        similarity_to_query,
+        threshold,
+        top_k,
+        vector_at,
+    )
+    from anysat_core.data.collate import collate
+    from anysat_core.data.datasets import get_dataset, list_datasets
+    from anysat_core.data.geoplex_mini import GeoPlexMini
+    from anysat_core.data.raster import RasterScene, RasterSource, open_rasters
+    from anysat_core.data.synthetic import random_batch
+    from anysat_core.dates import parse_date
+    from anysat_core.features import extract_features, features_to_dataarray
+    from anysat_core.inference import ScenePlan, infer_scene, plan_scene
+    from anysat_core.model import OUTPUTS, AnySat
+    from anysat_core.writers import write_geotiff, write_png, write_zarr
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'anysat_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "MODALITIES",
     "OUTPUTS",
+    "PCARGB",
     "AnySat",
     "AnySatConfig",
+    "GeoPlexMini",
     "Modality",
     "NormStats",
+    "PixelProbe",
+    "RasterScene",
+    "RasterSource",
+    "ScenePlan",
+    "TileProbe",
     "__version__",
+    "collate",
     "config_for_size",
+    "cosine_similarity_map",
+    "difference_map",
+    "extract_features",
+    "features_to_dataarray",
+    "fit_from_points",
+    "get_dataset",
     "get_modality",
+    "infer_scene",
+    "kmeans_map",
+    "label_efficiency",
+    "list_datasets",
     "list_modalities",
-    "set_fused_attention",
+    "open_rasters",
+    "parse_date",
+    "plan_scene",
+    "predict_map",
+    "random_batch",
+    "refine",
+    "similarity_to_query",
+    "threshold",
+    "top_k",
+    "vector_at",
+    "write_geotiff",
+    "write_png",
+    "write_zarr",
     *_error_names,
 ]
