@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from anysat_core.errors import ChannelMismatchError, CorruptFileError
+from anysat_core.errors import ChannelMismatchError, CorruptFileError, DatasetNotFoundError, InputShapeError
 from anysat_core.modalities import MODALITIES, NormStats
 from anysat_core.writers import write_json
 
@@ -65,9 +65,7 @@ def write_stats(path: str | os.PathLike[str], stats: NormStats) -> None:
         OutputWriteError: the file cannot be written (missing or read-only folder, full disk, file size limit); an
             existing ``path`` is then left unchanged and no temporary file remains.
     """
-    path = Path(path)
     write_json({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, path, "write the statistics file")
-
 
 
 def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormStats:
@@ -97,7 +95,7 @@ def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormSt
         else:
             sums, stds, counts = sums + mu * ok, stds + sd * ok, counts + ok
     if sums is None:
-        raise ValueError(f"no samples to compute {modality} statistics from")
+        raise InputShapeError(f"no samples to compute {modality} statistics from; give at least one sample")
     valid = counts > 0
     mean = torch.where(valid, sums / counts.clamp(min=1), torch.zeros_like(sums))
     std = torch.where(valid, (stds / counts.clamp(min=1)).clamp(min=1e-6), torch.ones_like(stds))
@@ -112,7 +110,10 @@ def load_or_compute_stats(
     if path.exists():
         return read_stats(path, modality)
     if samples is None:
-        raise FileNotFoundError(f"{str(path)!r} is missing and no samples were given to compute it")
+        raise DatasetNotFoundError(
+            f"statistics file {str(path)!r} is missing and no samples were given to compute it; pass samples= or "
+            f"compute it with: python -m anysat_core.data.normalize <dataset> {str(root)!r}"
+        )
     stats = compute_stats(samples, modality)
     _check_len(stats, modality, "computed statistics")
     write_stats(path, stats)

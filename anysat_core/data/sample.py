@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from anysat_core.errors import InputShapeError
+from anysat_core.geo import grid_bounds
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["GeoInfo", "Sample", "modalities_of", "sample_extent_m"]
@@ -62,14 +64,10 @@ class GeoInfo:
 
     @property
     def bounds(self) -> tuple[float, float, float, float] | None:
-        """``(left, bottom, right, top)`` in CRS units, from the transform and shape (north-up grids)."""
+        """``(left, bottom, right, top)`` in CRS units, from the transform and shape; None when either is unknown."""
         if self.transform is None or self.shape is None:
             return None
-        a, b, c, d, e, f = self.transform
-        H, W = self.shape
-        xs = (c, c + a * W + b * H)
-        ys = (f, f + d * W + e * H)
-        return (min(xs), min(ys), max(xs), max(ys))
+        return grid_bounds(self.transform, self.shape)
 
     def with_window(self, row_off: int, col_off: int, height: int, width: int) -> GeoInfo:
         """The GeoInfo of a window of this grid (row/col offsets and size in reference pixels)."""
@@ -92,4 +90,7 @@ def sample_extent_m(sample: Mapping[str, Any]) -> float:
         if not m.tile_token:
             x = sample[k]
             return float(x.shape[-1] * m.gsd_m) if isinstance(x, torch.Tensor) else float("nan")
-    raise ValueError("sample has no modality with a spatial extent")
+    raise InputShapeError(
+        f"sample has no modality with a spatial extent (keys {sorted(sample)}); expected at least one modality other "
+        "than modis, e.g. 's2'"
+    )

@@ -17,6 +17,7 @@ from rasterio.warp import transform_bounds
 
 from anysat_core.data.collate import collate
 from anysat_core.data.raster import RasterScene, RasterSource, open_rasters, tile_cell_coords
+from anysat_core.data.sample import GeoInfo
 from anysat_core.dates import parse_date
 from anysat_core.errors import (
     ChannelMismatchError,
@@ -24,6 +25,7 @@ from anysat_core.errors import (
     DatesError,
     EmptyTileError,
     ExtentMismatchError,
+    InputShapeError,
     MissingCRSError,
     PatchSizeError,
     UnknownModalityError,
@@ -50,7 +52,7 @@ def write_tif(
 ) -> Path:
     """Write a (C, H, W) GeoTIFF."""
     C, h, w = data.shape
-    profile = dict(driver="GTiff", height=h, width=w, count=C, dtype=data.dtype, nodata=nodata)
+    profile = {"driver": "GTiff", "height": h, "width": w, "count": C, "dtype": data.dtype, "nodata": nodata}
     if transform is not None:
         profile["transform"] = transform
     if crs is not None:
@@ -103,7 +105,7 @@ def write_s1_wgs84(path: Path, bright: bool = True) -> Path:
 def two_crs(tmp_path: Path) -> RasterScene:
     s2 = write_s2(tmp_path / "s2_20200102.tif")
     s1 = write_s1_wgs84(tmp_path / "s1_20200105.tif")
-    return open_rasters([RasterSource(s2, "s2"), RasterSource(s1, "s1-asc")], tile_m=120, patch_m=40)
+    return open_rasters([RasterSource(s2, "s2"), RasterSource(s1, "s1-asc")], tile_m=120, patch_size_m=40)
 
 
 def _centroid(img: np.ndarray, t: tuple, thr: float) -> tuple[float, float]:
@@ -305,7 +307,7 @@ def test_end_to_end_patch_features_on_the_map(two_crs: RasterScene) -> None:
     batch["s2"] = (batch["s2"] - 1000) / 2000
     batch["s1-asc"] = (batch["s1-asc"] - 0.1) / 0.3
     torch.manual_seed(0)
-    model = AnySat(size="tiny").eval()
+    model = AnySat(size="tiny").eval()  # not "test": the localisation margins below need tiny's random features
     with torch.no_grad():
         feats = model(batch, patch_size=40, output="patch")
     assert feats.shape[:3] == (len(tiles), 3, 3)
@@ -345,6 +347,21 @@ def test_end_to_end_patch_features_on_the_map(two_crs: RasterScene) -> None:
     assert len(rows) == 16
     assert (xs[cols] > SQ[0]).all() and (xs[cols] < SQ[2]).all()
     assert (ys[rows] > SQ[1]).all() and (ys[rows] < SQ[3]).all()
+
+
+def test_tile_cell_coords_needs_a_north_up_georeferenced_tile() -> None:
+    meta = GeoInfo("raster", "r0000_c0001", UTM, (10.0, 0.0, X0 + 120, 0.0, -10.0, Y0), 10.0, (12, 12))
+    xs, ys = tile_cell_coords(meta, 3)
+    np.testing.assert_allclose(xs, X0 + 140 + 40 * np.arange(3))
+    np.testing.assert_allclose(ys, Y0 - 20 - 40 * np.arange(3))
+    xs, ys = tile_cell_coords(meta, (2, 4))
+    assert xs.shape == (4,) and ys.shape == (2,) and xs[0] == X0 + 135 and ys[0] == Y0 - 30
+    with pytest.raises(MissingCRSError, match="no transform"):
+        tile_cell_coords(GeoInfo("raster", "t"), 3)
+    with pytest.raises(InputShapeError, match="rotated"):
+        tile_cell_coords(GeoInfo("raster", "t", UTM, (10.0, 1.0, X0, 0.0, -10.0, Y0), 10.0, (12, 12)), 3)
+    with pytest.raises(InputShapeError, match="positive sizes"):
+        tile_cell_coords(meta, (0, 3))
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -397,8 +414,8 @@ def test_bad_modality_and_tile_size(tmp_path: Path) -> None:
         RasterSource(s2, "sentinel2")
     with pytest.raises(PatchSizeError, match="multiple of 10"):
         open_rasters(RasterSource(s2, "s2"), tile_m=125)
-    with pytest.raises(PatchSizeError, match="patch_m=40"):
-        open_rasters(RasterSource(s2, "s2"), tile_m=100, patch_m=40)
+    with pytest.raises(PatchSizeError, match="patch_size_m=40"):
+        open_rasters(RasterSource(s2, "s2"), tile_m=100, patch_size_m=40)
 
 
 def test_modis_one_pixel_per_tile_at_tile_centre(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from anysat_core.data.collate import collate
 from anysat_core.data.normalize import Normalize, compute_stats, load_or_compute_stats, read_stats, stats_path
 from anysat_core.data.sample import GeoInfo, sample_extent_m
 from anysat_core.data.synthetic import random_batch
-from anysat_core.errors import CorruptFileError
+from anysat_core.errors import CorruptFileError, DatasetNotFoundError
 from anysat_core.modalities import MODALITIES, NormStats
 
 
@@ -46,8 +46,9 @@ def test_collate_pads_series_and_marks_real_dates():
 
 def test_collated_batch_feeds_the_model_directly():
     batch = collate([_sample(3, 1, 0), _sample(5, 2, 1)])
+    model = AnySat(size="test").eval()
     with torch.no_grad():
-        assert AnySat(size="tiny").eval()(batch, patch_size=20, output="patch").shape == (2, 2, 2, 256)
+        assert model(batch, patch_size=20, output="patch").shape == (2, 2, 2, model.embed_dim)
 
 
 def test_collate_errors():
@@ -93,8 +94,17 @@ def test_stats_cache_round_trip_and_errors(tmp_path):
         read_stats(folds, "s2")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(CorruptFileError, match="bad.json"):
+    with pytest.raises(CorruptFileError, match=r"bad\.json"):
         read_stats(bad, "s1-asc")
+
+
+def test_bad_input_raises_anysat_errors(tmp_path):
+    with pytest.raises(InputShapeError, match="spatial extent"):
+        sample_extent_m({"modis": torch.zeros(1, MODALITIES["modis"].num_bands, 1, 1)})
+    with pytest.raises(InputShapeError, match="no samples"):
+        compute_stats([], "s1-asc")
+    with pytest.raises(DatasetNotFoundError, match=r"NORM_s1-asc_patch\.json"):
+        load_or_compute_stats(tmp_path, "s1-asc")
 
 
 def test_normalize_from_registry():

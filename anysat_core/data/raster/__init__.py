@@ -1,0 +1,66 @@
+"""Your own rasters as AnySat input: GeoTIFF/COG files or rioxarray objects cut into aligned square tiles.
+
+Map each raster (or each list of dated rasters) to a modality with :class:`RasterSource`, then
+:func:`open_rasters` aligns all of them on one grid family and cuts the common extent into square tiles::
+
+    scene = open_rasters(
+        [
+            RasterSource(["s2_20200102.tif", "s2_20200315.tif"], modality="s2"),
+            RasterSource("s1_stack.tif", modality="s1-asc", dates=["2020-01-05", "2020-03-10"]),
+        ],
+        tile_m=120,
+    )
+    batch = collate(list(scene.tiles()))
+    feats = model(batch, patch_size=40, output="patch")           # (B, 3, 3, D)
+    xs, ys = tile_cell_coords(batch["meta"][0], feats.shape[1:3])  # map coordinates of the 3 x 3 patches
+
+**Bands.** ``bands`` selects and orders the bands of each file: 1-based band numbers (as in GDAL, rasterio and
+the ``band`` coordinate of ``rioxarray.open_rasterio``) or band names (the file's band descriptions, or the
+``band`` coordinate / variable names of an xarray object).  After selection a file must have exactly
+``MODALITIES[m].num_bands`` bands in ``MODALITIES[m].bands`` order.  Without ``bands``, files whose band
+descriptions name all the registry bands are reordered (and reduced) to the registry order automatically.
+
+**Time series.** A time-series modality is given either as
+
+* several files (or DataArrays), one per date;
+* one DataArray with a ``time`` dimension ``(time, band, y, x)``;
+* one file whose bands are stacked **date-major**: ``T * C`` bands, all ``C`` bands of the first date, then all
+  bands of the second date...  (``dates=`` with ``T`` entries is then required).
+
+Dates are, in this order of precedence: ``dates=`` (ISO strings ``"2020-01-02"``/``"20200102"``,
+:class:`datetime.date`/``datetime``/``numpy.datetime64``, or ints taken as day of year 1..366); a ``time``
+coordinate; an acquisition-date tag of the GeoTIFF (``ACQUISITION_DATE``, ``DATE_ACQUIRED``,
+``SENSING_TIME``, ``DATETIME``, ``DATE``); a date in the file name (``20200102`` or ``2020-01-02``); and last
+``TIFFTAG_DATETIME`` (last because the TIFF standard defines it as the file's creation time, which is often the
+processing date).  Frames are sorted chronologically and become ``<mod>_dates`` as day of year (``tm_yday``,
+1..366), as the AnySat loaders do.
+
+**Alignment.** All rasters are warped with ``rioxarray``'s ``rio.reproject`` onto one grid family:
+
+* reference CRS: ``crs=`` of :func:`open_rasters` (must be projected, in metres) or the first source's CRS; when that
+  one is geographic (degrees) or not in metres, the UTM zone of its centre is used instead;
+* common extent: the intersection of all sources' bounds (in the reference CRS), shrunk inwards to whole
+  multiples of the grid unit ``u`` = least common multiple of the GSDs of the modalities (10 m for s2 + s1), so
+  that the extent is a whole number of pixels of every modality and every grid shares the origin;
+* each modality gets pixels of its registry GSD (``MODALITIES[m].gsd_m``) on that origin;
+* resampling: ``average`` when the source pixels are clearly finer than the target GSD, ``bilinear`` otherwise
+  (override per source with ``resampling=``); MODIS uses ``nearest``.
+
+**MODIS** (one 250 m pixel per tile): each tile gets the value of the MODIS pixel that contains the tile centre
+(nearest-neighbour sampling of a grid with one ``tile_m`` pixel per tile).
+
+**Tiling.** The common extent is cut into ``tile_m`` squares from its top-left corner; tiles on the right and
+bottom edges extend beyond the data, and their padded pixels hold 0 with ``<mod>_mask`` False.  nodata pixels
+(the file's nodata value, ``nodata=``, or NaN) are never silently zero: they are False in ``<mod>_mask`` (same
+shape as the data).  A tile with no valid pixel in any gridded modality is skipped by :meth:`RasterScene.tiles`
+and indexing; asking for it with :meth:`RasterScene.tile` raises :class:`EmptyTileError`.
+
+Values are returned raw (file units, float32); normalise them with :mod:`anysat_core.data.normalize`.
+Reading is lazy: files are opened with ``rioxarray.open_rasterio`` and each tile reads only the window it needs.
+"""
+
+from anysat_core.data.raster.grid import SceneGrid, tile_cell_coords
+from anysat_core.data.raster.scene import RasterScene, open_rasters
+from anysat_core.data.raster.sources import RasterSource
+
+__all__ = ["RasterScene", "RasterSource", "SceneGrid", "open_rasters", "tile_cell_coords"]
