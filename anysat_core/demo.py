@@ -2,8 +2,8 @@
 
 Runs AnySat on two tiles of GeoPlex-mini, the embedded default world (aerial 0.2 m + Sentinel-2 + Sentinel-1
 ascending over 60 m tiles in UTM 31N), and prints the shape and time of every output and where the tiles lie.
-Uses the released weights when they are available locally (``ANYSAT_WEIGHTS`` or the Hugging Face cache),
-otherwise a randomly initialised model of ``--size``.
+The model is a randomly initialised AnySat of ``--size``; with ``--pretrained``, the released base weights when
+they are available locally (``ANYSAT_WEIGHTS`` or the Hugging Face cache).
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import time
 import torch
 
 from anysat_core import AnySat, AnySatError
+from anysat_core.config import SIZES
 from anysat_core.data.collate import collate
-from anysat_core.data.geoplex_mini import GeoPlexMini
+from anysat_core.data.datasets import get_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
+    ap.add_argument("--size", default="tiny", choices=list(SIZES))
     ap.add_argument("--pretrained", action="store_true", help="load the released base weights (cached/local only)")
-    ap.add_argument("--patch-size", type=int, default=20, help="patch size in metres (default 20)")
+    ap.add_argument("--patch-size-m", type=int, default=20, help="patch side in metres (default 20)")
     args = ap.parse_args(argv)
 
     if args.pretrained:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         model = AnySat(size=args.size).eval()
         print(f"model: AnySat {args.size} with random weights ({sum(p.numel() for p in model.parameters()):,} parameters)")
 
-    world = GeoPlexMini(seed=0, modalities=("aerial", "s2", "s1-asc"), split="test")
+    world = get_dataset("geoplex-mini", seed=0, modalities=("aerial", "s2", "s1-asc"), split="test")
     samples = [world[0], world[1]]
     batch = collate(samples)
     for s in samples:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for output, om in (("tile", None), ("patch", None), ("dense", "aerial"), ("dense", "s2")):
             t0 = time.perf_counter()
-            y = model(batch, patch_size=args.patch_size, output=output, output_modality=om)
+            y = model(batch, patch_size_m=args.patch_size_m, output=output, output_modality=om)
             dt = time.perf_counter() - t0
             label = output + (f"[{om}]" if om else "")
             print(f"  {label:14s} -> {tuple(y.shape)}  {dt * 1000:7.1f} ms")

@@ -1,31 +1,36 @@
-"""Every registered loader: class facts filled in, and a missing root explained the same way."""
+"""Every registered dataset: class facts filled in, a missing root explained the same way, unknown names listed."""
 
 from __future__ import annotations
 
 import pytest
 
-from anysat_core import DatasetNotFoundError, UnknownModalityError
-from anysat_core.data.datasets import DATASETS, get_dataset
+from anysat_core import ConfigError, DatasetNotFoundError, UnknownDatasetError
+from anysat_core.data.datasets import DATASETS, get_dataset, list_datasets
 from anysat_core.modalities import MODALITIES
 
-EXPECTED = {"treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban", "bradd-s1ts", "sickle", "timesen2crop"}
+ON_DISK = {"treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban", "bradd-s1ts", "sickle", "timesen2crop"}
+GENERATED = {"geoplex-mini"}
 
 
-def test_the_eight_datasets_are_registered():
-    assert set(DATASETS) == EXPECTED
-    with pytest.raises(UnknownModalityError, match="expected one of"):
+def test_registered_names():
+    assert set(DATASETS) == ON_DISK | GENERATED and list_datasets() == sorted(ON_DISK | GENERATED)
+    assert {n for n, cls in DATASETS.items() if cls.generated} == GENERATED
+    with pytest.raises(UnknownDatasetError, match="unknown dataset 'eurosat'; expected one of bradd-s1ts, flair") as e:
         get_dataset("eurosat")
+    assert isinstance(e.value, LookupError) and "geoplex-mini" in str(e.value)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(ON_DISK | GENERATED))
 def test_class_facts(name):
     cls = get_dataset(name)
-    assert cls.url.startswith("http") and cls.layout.strip() and cls.task
+    assert cls.__doc__ and cls.task and cls.classes
     assert set(cls.default_modalities) <= set(cls.modalities_available) <= set(MODALITIES)
     assert cls.patch_size_m % 10 == 0
+    if not cls.generated:
+        assert cls.url.startswith("http") and cls.layout.strip()
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(ON_DISK))
 def test_missing_root(tmp_path, name):
     cls = get_dataset(name)
     with pytest.raises(DatasetNotFoundError) as info:
@@ -33,3 +38,10 @@ def test_missing_root(tmp_path, name):
     msg = str(info.value)
     assert "nowhere" in msg and cls.url in msg and "Expected layout" in msg
     assert isinstance(info.value, FileNotFoundError)
+    with pytest.raises(ConfigError, match="root=None"):
+        get_dataset(name, None)
+
+
+def test_constructor_arguments_build_the_dataset(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+        get_dataset("flair", tmp_path / "nowhere", "test")

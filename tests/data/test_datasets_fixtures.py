@@ -1,6 +1,6 @@
 """Dataset loaders on real-format files: the real TreeSatAI-TS tile and torchgeo's PASTIS-R / FLAIR #2 / TreeSatAI
 fixtures (../shared/data), copied into tmp_path and completed as their READMEs say.  Every loader's collated
-samples go through the tiny model."""
+samples go through the test-size model."""
 
 from __future__ import annotations
 
@@ -36,13 +36,13 @@ NAME = "Abies_alba_1_1005_WEFL_NLF"
 
 
 @pytest.fixture(scope="module")
-def tiny() -> AnySat:
-    return AnySat(size="tiny").eval()
+def model() -> AnySat:
+    return AnySat(size="test").eval()
 
 
-def _run(model: AnySat, samples: list[dict], patch_size: int, output: str = "patch", **kw) -> torch.Tensor:
+def _run(model: AnySat, samples: list[dict], patch_size_m: int, output: str = "patch", **kw) -> torch.Tensor:
     with torch.no_grad():
-        out = model(collate(samples), patch_size=patch_size, output=output, **kw)
+        out = model(collate(samples), patch_size_m=patch_size_m, output=output, **kw)
     assert torch.isfinite(out).all()
     return out
 
@@ -61,7 +61,7 @@ def test_treesat_real_tile_gives_the_reference_inputs_and_outputs(tmp_path, pari
         assert batch[key].dtype == ref[key].dtype, key
         torch.testing.assert_close(batch[key], ref[key], atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        out = parity_model(batch, patch_size=case["patch_size"], output=case["output"],
+        out = parity_model(batch, patch_size_m=case["patch_size"], output=case["output"],
                            output_modality=case["output_modality"])
     expected = case["expected"]
     assert (out - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item())
@@ -115,10 +115,10 @@ def test_treesat_train_crop_is_random_and_eval_crop_is_centre(tmp_path):
         TreeSatAITS(root, "train", modalities=["aerial"], normalize=False, crop="middle")
 
 
-def test_treesat_tiny_model_at_protocol_patch_size(tmp_path, tiny):
+def test_treesat_model_at_protocol_patch_size(tmp_path, model):
     ds = TreeSatAITS(treesat_root(tmp_path), "test", modalities=["aerial", "s2", "s1"])
-    out = _run(tiny, [ds[0], ds[0]], ds.patch_size_m)
-    assert out.shape == (2, 6, 6, 256)
+    out = _run(model, [ds[0], ds[0]], ds.patch_size_m)
+    assert out.shape == (2, 6, 6, model.config.embed_dim)
 
 
 def test_treesat_compute_normalisation_for_s1_asc(tmp_path):
@@ -246,14 +246,14 @@ def test_pastis_normalisation_files(pastis_root):
         PASTISHD(pastis_root, "train", modalities=["s1-asc"])
 
 
-def test_pastis_tiny_model(pastis_root, tiny):
+def test_pastis_model(pastis_root, model):
     ds = PASTISHD(pastis_root, "train", modalities=["s2", "s1"], normalize="compute")
     samples = [ds[0], ds[1]]  # different T: padded by collate
-    out = _run(tiny, samples, ds.patch_size_m, output="dense", output_modality="s2")
-    assert out.shape == (2, 32, 32, 512)  # 320 m tile, 10 m dense map
+    out = _run(model, samples, ds.patch_size_m, output="dense", output_modality="s2")
+    assert out.shape == (2, 32, 32, 2 * model.config.embed_dim)  # 320 m tile, 10 m dense map
 
 
-def test_pastis_spot_geotiff(pastis_root, tiny):
+def test_pastis_spot_geotiff(pastis_root, model):
     """PASTIS-HD's SPOT GeoTIFFs (absent from PASTIS-R): written here at 1 m over the fixture's 320 m patches."""
     spot_dir = pastis_root / "DATA_SPOT" / "PASTIS_SPOT6_RVB_1M00_2019"
     spot_dir.mkdir(parents=True)
@@ -267,8 +267,8 @@ def test_pastis_spot_geotiff(pastis_root, tiny):
     s = ds[1]
     assert list(s)[:1] == ["spot"] and s["spot"].shape == (3, 320, 320)
     assert s["meta"].crs == "EPSG:2154" and s["meta"].bounds == pytest.approx((600320, 6799680, 600640, 6800000))
-    out = _run(tiny, [ds[0], ds[1]], ds.patch_size_m)
-    assert out.shape == (2, 8, 8, 256)
+    out = _run(model, [ds[0], ds[1]], ds.patch_size_m)
+    assert out.shape == (2, 8, 8, model.config.embed_dim)
 
 
 def test_pastis_errors(pastis_root, tmp_path):
@@ -370,16 +370,16 @@ def test_flair_crop_window_matches_label(flair_root):
         assert torch.equal(s["label"], full_lab[r:r + 500, c:c + 500])
 
 
-def test_flair_tiny_model(flair_root, tiny):
+def test_flair_model(flair_root, model):
     # 100 px aerial = 20 m = 2 S2 pixels: both modalities cover the same extent
     upsample_rasters(flair_root, "D300_2013", 100)
     ds = FLAIR(flair_root, "train", normalize="compute", crop=None, s2_window_px=2)
     assert (flair_root / "NORM_aerial-flair_patch.json").exists()
-    out = _run(tiny, [ds[0], ds[1]], ds.patch_size_m, output="dense", output_modality="aerial-flair")
-    assert out.shape == (2, 10, 10, 512)  # 2 m sub-patch tokens
+    out = _run(model, [ds[0], ds[1]], ds.patch_size_m, output="dense", output_modality="aerial-flair")
+    assert out.shape == (2, 10, 10, 2 * model.config.embed_dim)  # 2 m sub-patch tokens
     # the AnySat S2 window alone (10 px = 100 m) on an untouched domain
     s2 = FLAIR(flair_root, "test", modalities=["s2"], normalize="compute", crop=None)
-    assert _run(tiny, [s2[0], s2[1]], s2.patch_size_m).shape == (2, 10, 10, 256)
+    assert _run(model, [s2[0], s2[1]], s2.patch_size_m).shape == (2, 10, 10, model.config.embed_dim)
 
 
 def test_flair_errors(flair_root, tmp_path):

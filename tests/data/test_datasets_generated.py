@@ -44,13 +44,13 @@ def generator(dataset: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def model() -> AnySat:
     torch.manual_seed(0)
-    return AnySat(size="tiny").eval()
+    return AnySat(size="test").eval()
 
 
-def run_model(model: AnySat, samples: list[dict], patch_size: int) -> torch.Tensor:
+def run_model(model: AnySat, samples: list[dict], patch_size_m: int) -> torch.Tensor:
     batch = collate(samples)
     with torch.no_grad():
-        out = model(batch, patch_size=patch_size, output="tile")
+        out = model(batch, patch_size_m=patch_size_m, output="tile")
     assert out.shape[0] == len(samples)
     assert torch.isfinite(out).all()
     return out
@@ -106,7 +106,7 @@ def test_planted_band_order(tmp_path: Path) -> None:
 
 def test_planted_model(model: AnySat) -> None:
     ds = Planted(PLANTED, "train", normalize=False)
-    run_model(model, [ds[0], ds[1]], patch_size=60)
+    run_model(model, [ds[0], ds[1]], patch_size_m=60)
 
 
 def test_planted_compute_stats(tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_s2naip_band_order_and_osm(tmp_path: Path) -> None:
 
 def test_s2naip_model(model: AnySat) -> None:
     ds = S2NaipUrban(S2NAIP, "train", normalize=False)
-    run_model(model, [ds[0], ds[1]], patch_size=40)
+    run_model(model, [ds[0], ds[1]], patch_size_m=40)
 
 
 # ------------------------------------------------------------------------------------------------ BraDD-S1TS
@@ -194,7 +194,7 @@ def test_bradd_band_order_and_model(tmp_path: Path, model: AnySat) -> None:
     s = BraDDS1TS(tmp_path, "val", normalize=False)[0]
     assert torch.allclose(s["s1"][0, :, 0, 0], torch.tensor([2.0, 4.0, 0.5]), atol=1e-5)
     ds = BraDDS1TS(BRADD, "train", normalize=False)
-    run_model(model, [ds[0], ds[1]], patch_size=40)
+    run_model(model, [ds[0], ds[1]], patch_size_m=40)
 
 
 # ------------------------------------------------------------------------------------------------ SICKLE
@@ -240,7 +240,7 @@ def test_sickle_band_order(tmp_path: Path) -> None:
 
 def test_sickle_model(model: AnySat) -> None:
     ds = Sickle(SICKLE, "train", normalize=False)
-    run_model(model, [ds[0], ds[1]], patch_size=40)
+    run_model(model, [ds[0], ds[1]], patch_size_m=40)
 
 
 # ------------------------------------------------------------------------------------------------ TimeSen2Crop
@@ -269,7 +269,7 @@ def test_timesen2crop_band_order_and_model(tmp_path: Path, model: AnySat) -> Non
     s = TimeSen2Crop(tmp_path, "test", normalize=False)[0]
     assert s["s2"][0, :, 0, 0].tolist() == [1, 2, 3, 4, 5, 6, 7, 10, 8, 9]  # B8A in the B08 slot, flag masked
     ds = TimeSen2Crop(TS2C, "train", normalize=False)
-    run_model(model, [ds[0], ds[3]], patch_size=10)  # T = 5 and 4: padded
+    run_model(model, [ds[0], ds[3]], patch_size_m=10)  # T = 5 and 4: padded
 
 
 def test_timesen2crop_compute_stats(tmp_path: Path) -> None:

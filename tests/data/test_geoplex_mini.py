@@ -12,8 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from anysat_core import AnySat
-from anysat_core.data import geoplex_mini as gp
+from anysat_core.data.geoplex_mini import signals, world
 from anysat_core.data.collate import collate
+from anysat_core.data.datasets import get_dataset, list_datasets
 from anysat_core.data.geoplex_mini import CLASSES, GeoPlexMini
 from anysat_core.errors import ConfigError, ExtentMismatchError, UnknownModalityError
 from anysat_core.modalities import MODALITIES
@@ -23,7 +24,7 @@ MODS = ("aerial", "aerial-flair", "s2", "s1-asc", "l7", "modis")
 
 def _fresh(**kw) -> GeoPlexMini:
     """A new instance with its own world (the module caches worlds by parameters)."""
-    gp._world.cache_clear()
+    world.get_world.cache_clear()
     return GeoPlexMini(**kw)
 
 
@@ -113,13 +114,13 @@ def test_cloud_mask_flags_exactly_the_pixels_where_cloud_was_added(name):
     n_cloudy = 0
     for t in (0, 27, 50):
         cloudy, mask = ds.raw(t, name)
-        clear, clear_mask = ds._generate(t, mod, clouds=False)
+        clear, clear_mask = signals.generate(ds.world, t, mod, clouds=False)
         changed = (cloudy != clear).any(axis=1, keepdims=True)
         assert np.array_equal(changed, ~mask)
         assert clear_mask.all()
         n_cloudy += int((~mask).sum())
         # clouds are bright in the visible bands
-        vis = [i for i, b in enumerate(mod.bands) if gp._band_wavelengths(mod)[i] < 600]
+        vis = [i for i, b in enumerate(mod.bands) if signals.band_wavelengths(mod)[i] < 600]
         assert (cloudy[:, vis] >= clear[:, vis] - 1e-3)[np.broadcast_to(~mask, cloudy[:, vis].shape)].mean() > 0.95
     assert n_cloudy > 0
 
@@ -145,8 +146,8 @@ def test_change_labels_only_in_change_tiles_and_series_show_the_disturbance():
     t = max(change_tiles, key=lambda k: int(ds[k]["label"].sum()))
     s = ds[t]
     ev_doy = min(s["meta"].extra["change_doy"])
-    real, _ = gp._gen_optical(ds.world, t, mod, clouds=False)
-    cf, _ = gp._gen_optical(quiet, t, mod, clouds=False)
+    real, _ = signals.optical(ds.world, t, mod, clouds=False)
+    cf, _ = signals.optical(quiet, t, mod, clouds=False)
     before, after = doy <= ev_doy, doy > ev_doy
     assert np.allclose(real[before], cf[before], rtol=1e-4, atol=0.5)
     changed = s["label"].numpy().astype(bool)
@@ -174,7 +175,6 @@ def test_learnability_linear_probe_on_s2_tile_statistics():
     clf = LogisticRegression(max_iter=2000).fit(sc.transform(Xtr), ytr)
     acc = float((clf.predict(sc.transform(Xte)) == yte).mean())
     chance = 1 / len(CLASSES)
-    print(f"GeoPlex-mini linear probe: test accuracy {acc:.3f} (chance {chance:.3f}, {len(yte)} test tiles)")
     assert acc > 3 * chance
 
 
@@ -188,9 +188,9 @@ def test_samples_normalise_and_run_through_tiny_anysat(tmp_path):
     valid = torch.stack([s2only[i]["s2_mask"] for i in range(len(s2only))]).expand_as(s2)
     assert abs(float(s2[valid].mean())) < 0.5 and 0.3 < float(s2[valid].std()) < 2.0  # normalised scale (no clouds)
     batch = collate([a, b])
-    model = AnySat(size="tiny").eval()
+    model = AnySat(size="test").eval()
     with torch.no_grad():
-        out = model(batch, patch_size=20, output="tile")
+        out = model(batch, patch_size_m=20, output="tile")
     assert out.shape[0] == 2 and torch.isfinite(out).all()
     # cache: files written atomically, a new instance reads identical values back
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
@@ -198,6 +198,16 @@ def test_samples_normalise_and_run_through_tiny_anysat(tmp_path):
     again = GeoPlexMini(modalities=("aerial", "s2", "s1-asc"), tiles=8, cache_dir=tmp_path)
     for k in ("aerial", "s2", "s1-asc", "s2_mask"):
         assert torch.equal(again[1][k], b[k])
+
+
+def test_registered_without_root():
+    """get_dataset builds the world from keywords; the class is the one registered; no root is needed."""
+    ds = get_dataset("geoplex-mini", seed=2, modalities=("s2",), tiles=(4, 5), tile_m=30.0, split="all", normalize=False)
+    assert isinstance(ds, GeoPlexMini) and get_dataset("geoplex-mini") is GeoPlexMini
+    assert ds.root is None and len(ds) == 20 and ds[0]["s2"].shape[-2:] == (3, 3)
+    assert "geoplex-mini" in list_datasets()
+    same = GeoPlexMini(seed=2, modalities=("s2",), tiles=(4, 5), tile_m=30.0, split="all", normalize=False)
+    assert torch.equal(ds[7]["s2"], same[7]["s2"])
 
 
 def test_bad_arguments_raise_specific_errors():
@@ -211,3 +221,7 @@ def test_bad_arguments_raise_specific_errors():
         GeoPlexMini(split="holdout", normalize=False)
     with pytest.raises(IndexError):
         GeoPlexMini(modalities=("s2",), tiles=2, split="all", normalize=False)[4]
+    with pytest.raises(ConfigError, match="normalize"):
+        GeoPlexMini(modalities=("s2",), tiles=2, normalize="yes")
+    with pytest.raises(TypeError):  # every argument is a keyword: no root, no positional seed
+        GeoPlexMini(0)

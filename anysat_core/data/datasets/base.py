@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import torch
 
 from anysat_core.data.normalize import Normalize, load_or_compute_stats, stats_path
-from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError, UnknownModalityError
+from anysat_core.errors import (
+    ConfigError,
+    CorruptFileError,
+    DatasetNotFoundError,
+    UnknownDatasetError,
+    UnknownModalityError,
+)
 from anysat_core.modalities import MODALITIES, NormStats
 
 __all__ = ["DATASETS", "AnySatDataset", "get_dataset", "list_datasets", "register_dataset"]
@@ -42,19 +48,35 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-def get_dataset(name: str) -> type[AnySatDataset]:
-    """The dataset class registered as ``name``."""
+@overload
+def get_dataset(name: str, /) -> type[AnySatDataset]: ...
+@overload
+def get_dataset(name: str, /, *args: Any, **kwargs: Any) -> AnySatDataset: ...
+def get_dataset(name: str, /, *args: Any, **kwargs: Any) -> type[AnySatDataset] | AnySatDataset:
+    """The dataset class registered as ``name``; given constructor arguments, a dataset built with them.
+
+    ``get_dataset("flair")`` is :class:`~anysat_core.data.datasets.flair.FLAIR`;
+    ``get_dataset("flair", "data/FLAIR", "test")`` is ``FLAIR("data/FLAIR", "test")``; a generated dataset needs no
+    root: ``get_dataset("geoplex-mini", seed=1, tiles=8, split="test")``.
+
+    Raises:
+        UnknownDatasetError: ``name`` is not registered (the message lists the registered names).
+    """
     try:
-        return DATASETS[name]
+        cls = DATASETS[name]
     except KeyError:
-        raise UnknownModalityError(f"unknown dataset {name!r}; expected one of {', '.join(list_datasets())}") from None
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; expected one of {', '.join(list_datasets())} (see list_datasets())"
+        ) from None
+    return cls(*args, **kwargs) if args or kwargs else cls
 
 
 class AnySatDataset(torch.utils.data.Dataset):
     """A dataset in its published on-disk layout.
 
     Args:
-        root: dataset root folder (the layout under it is in the class docstring and ``layout``).
+        root: dataset root folder (the layout under it is in the class docstring and ``layout``); None for a
+            ``generated`` dataset, which has no files.
         split: one of ``splits``.
         modalities: subset of ``modalities_available`` (default: the ones AnySat uses for this dataset).
         normalize: ``True`` (default) applies per-channel statistics: the cached ``NORM_<mod>_patch.json`` under
@@ -65,6 +87,7 @@ class AnySatDataset(torch.utils.data.Dataset):
     Raises:
         DatasetNotFoundError: ``root`` or a required file of the layout is missing.
         CorruptFileError: (when reading samples) a file exists but cannot be read.
+        ConfigError: a bad split or normalize value, or no root for a dataset on disk.
     """
 
     #: registry name (lower case, e.g. ``"treesatai-ts"``).
@@ -84,16 +107,20 @@ class AnySatDataset(torch.utils.data.Dataset):
     ignore_index: ClassVar[int | None] = None
     #: patch size (m) of the AnySat protocol for this dataset.
     patch_size_m: ClassVar[int] = 10
+    #: True for a dataset generated in memory (root is None; no files, no download).
+    generated: ClassVar[bool] = False
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | None,
         split: str = "train",
         modalities: Sequence[str] | None = None,
         normalize: bool | str | Normalize = True,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
-        self.root = Path(root).expanduser()
+        if root is None and not self.generated:
+            raise ConfigError(f"{self.name}: root=None; pass the dataset's folder as root= (download: {self.url})")
+        self.root = Path(root).expanduser() if root is not None else None
         if split not in self.splits:
             raise ConfigError(f"{self.name}: split={split!r}; expected one of {', '.join(self.splits)}")
         self.split = split
@@ -106,7 +133,7 @@ class AnySatDataset(torch.utils.data.Dataset):
             )
         self.modalities = mods
         self.transform = transform
-        if not self.root.is_dir():
+        if self.root is not None and not self.root.is_dir():
             raise self.not_found(self.root)
         self._load_index()
         self.normalizer = self._make_normalizer(normalize)
@@ -147,11 +174,22 @@ class AnySatDataset(torch.utils.data.Dataset):
             return None
         if normalize not in (True, "compute"):
             raise ConfigError(f"normalize={normalize!r}; expected True, False, 'compute' or a Normalize")
+        return Normalize(self._load_stats(compute=normalize == "compute"))
+
+    def _load_stats(self, *, compute: bool, modalities: Sequence[str] | None = None) -> dict[str, NormStats]:
+        """Statistics of ``modalities`` (default: the selected ones): the cached ``NORM_<mod>_patch.json`` under
+        ``root``, else (``compute``) computed from the train split and cached, else the registry's for this dataset.
+
+        Raises:
+            DatasetNotFoundError: no statistics for a modality and ``compute`` is False.
+        """
+        mods = self.modalities if modalities is None else tuple(modalities)
         stats: dict[str, NormStats] = {}
-        for mod in self.modalities:
+        for mod in mods:
             path = stats_path(self.root, mod)
-            if path.exists() or normalize == "compute":
-                stats[mod] = load_or_compute_stats(self.root, mod, self._train_samples_raw() if not path.exists() else None)
+            if path.exists() or compute:
+                samples = None if path.exists() else self._train_samples_raw(mods)
+                stats[mod] = load_or_compute_stats(self.root, mod, samples)
             elif self.name in MODALITIES[mod].stats:
                 stats[mod] = MODALITIES[mod].stats[self.name]
             else:
@@ -160,16 +198,17 @@ class AnySatDataset(torch.utils.data.Dataset):
                     f"with `python -m anysat_core.data.normalize {self.name} {self.root}`, or pass normalize='compute' "
                     "(or normalize=False for raw values)."
                 )
-        return Normalize(stats)
+        return stats
 
     def _options(self) -> dict[str, Any]:
         """Constructor keyword arguments of the subclass (crop, task...) to rebuild it on another split."""
         return {}
 
-    def _train_samples_raw(self):  # noqa: ANN202 - generator of raw samples
+    def _train_samples_raw(self, modalities: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        """Raw samples of the train split with ``modalities`` (this dataset itself when it is that)."""
         ds = self
-        if self.split != "train":
-            ds = type(self)(self.root, "train", self.modalities, normalize=False, **self._options())
+        if self.split != "train" or modalities != self.modalities:
+            ds = type(self)(self.root, "train", modalities, normalize=False, **self._options())
         log.info("computing %s normalisation statistics over %d %s samples", self.name, len(ds), ds.split)
         for i in range(len(ds)):
             yield ds._load_sample(i)

@@ -15,6 +15,7 @@ import torch
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.sample import GeoInfo
+from anysat_core.modalities import MODALITIES
 
 __all__ = ["BraDDS1TS"]
 
@@ -152,7 +153,7 @@ class BraDDS1TS(AnySatDataset):
             "meta": GeoInfo(
                 dataset=self.name,
                 tile_id=file,
-                gsd_m=10.0,
+                gsd_m=MODALITIES["s1"].gsd_m,
                 shape=(H, W),
                 split=self.split,
                 extra={

@@ -21,7 +21,7 @@ from anysat_core.dates import yyyymmdd_date
 from anysat_core.errors import ConfigError
 from anysat_core.modalities import MODALITIES, NormStats
 
-__all__ = ["PASTIS_CLASSES", "PASTISHD", "REFERENCE_DATE"]
+__all__ = ["PASTISHD", "PASTIS_CLASSES", "REFERENCE_DATE"]
 
 #: The 20 semantic classes of PASTIS (index = value in TARGET channel 0).
 PASTIS_CLASSES: tuple[str, ...] = (
@@ -227,7 +227,10 @@ class PASTISHD(AnySatDataset):
             sample["label"] = present[1:_VOID]
         if geo is None:
             H, W = sem.shape
-            geo = GeoInfo(dataset=self.name, tile_id=pid, crs=self.crs, gsd_m=10.0, shape=(H, W), split=self.split)
+            geo = GeoInfo(
+                dataset=self.name, tile_id=pid, crs=self.crs, gsd_m=MODALITIES["s2"].gsd_m, shape=(H, W),
+                split=self.split,
+            )
             projected = self.crs is not None and self.crs.startswith("EPSG:") and self.crs != "EPSG:4326"
             if p["bounds"] is not None and projected:  # patch polygon on the 10 m grid of the Sentinel arrays
                 left, bottom, right, top = p["bounds"]
@@ -236,27 +239,17 @@ class PASTISHD(AnySatDataset):
         return sample
 
     # ------------------------------------------------------------------ normalisation
-    def _make_normalizer(self, normalize: bool | str | Normalize) -> Normalize | None:
+    def _load_stats(self, *, compute: bool, modalities: Sequence[str] | None = None) -> dict[str, NormStats]:
         """As the base class, but the shipped ``NORM_S2_patch.json``/``NORM_S1A_patch.json`` count as cached."""
-        if normalize is True or normalize == "compute":
-            shipped: dict[str, NormStats] = {}
-            for mod in self.modalities:
-                if mod in _SERIES and not stats_path(self.root, mod).exists():
-                    path = self.root / f"NORM_{_SERIES[mod][3]}_patch.json"
-                    if path.is_file():
-                        shipped[mod] = self._shipped_stats(path, mod)
-            if shipped:
-                rest = [m for m in self.modalities if m not in shipped]
-                base = None
-                if rest:
-                    saved = self.modalities
-                    self.modalities = tuple(rest)
-                    try:
-                        base = super()._make_normalizer(normalize)
-                    finally:
-                        self.modalities = saved
-                return Normalize({**shipped, **(base.stats if base else {})})
-        return super()._make_normalizer(normalize)
+        mods = self.modalities if modalities is None else tuple(modalities)
+        shipped: dict[str, NormStats] = {}
+        for mod in mods:
+            if mod in _SERIES and not stats_path(self.root, mod).exists():
+                path = self.root / f"NORM_{_SERIES[mod][3]}_patch.json"
+                if path.is_file():
+                    shipped[mod] = self._shipped_stats(path, mod)
+        rest = [m for m in mods if m not in shipped]
+        return {**shipped, **(super()._load_stats(compute=compute, modalities=rest) if rest else {})}
 
     def _shipped_stats(self, path: Path, mod: str) -> NormStats:
         """Per-fold statistics ``{"Fold_k": {"mean", "std"}}`` averaged over this split's folds."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import warnings
@@ -85,7 +86,7 @@ def rasterize_osm(features: Sequence[dict[str, Any]], shape: tuple[int, int]) ->
             lines = [coords] if gtype == "LineString" else coords
             for line in lines:
                 pts = np.asarray(line, dtype=np.float64)[:, :2]
-                for a, b in zip(pts[:-1], pts[1:]):
+                for a, b in itertools.pairwise(pts):
                     _disk(out, a, b, 1.0, value)
         elif gtype in ("Point", "MultiPoint"):
             for p in [coords] if gtype == "Point" else coords:

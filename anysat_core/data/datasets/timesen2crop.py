@@ -12,6 +12,7 @@ import torch
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.sample import GeoInfo
 from anysat_core.dates import yyyymmdd_to_doy
+from anysat_core.modalities import MODALITIES
 
 __all__ = ["TimeSen2Crop"]
 
@@ -135,6 +136,12 @@ class TimeSen2Crop(AnySatDataset):
             "s2_mask": mask,
             "label": torch.tensor(c, dtype=torch.int64),
             "name": name,
-            "meta": GeoInfo(dataset=self.name, tile_id=name, gsd_m=10.0, shape=(1, 1), split=self.split,
-                            extra={"tile": tile, "dates": raw_dates}),  # fmt: skip
+            "meta": GeoInfo(
+                dataset=self.name,
+                tile_id=name,
+                gsd_m=MODALITIES["s2"].gsd_m,
+                shape=(1, 1),
+                split=self.split,
+                extra={"tile": tile, "dates": raw_dates},
+            ),
         }

@@ -29,11 +29,7 @@ TREESAT_GENERA: tuple[str, ...] = (
     "Picea", "Pinus", "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia",
 )  # fmt: skip
 
-_CROPS = ("auto", "centre", "random", None)
 
-
-# ------------------------------------------------------------------------------------------------ helpers
-# ------------------------------------------------------------------------------------------------ dataset
 @register_dataset
 class TreeSatAITS(AnySatDataset):
     """TreeSatAI-TS (Ahlswede et al. 2023; OmniSat 2024): 60 m tiles, 15 tree genera, multi-label.
@@ -179,7 +175,7 @@ class TreeSatAITS(AnySatDataset):
 
     def _load_sample(self, index: int) -> dict[str, Any]:
         fname = self.names[index]
-        stem = fname[:-4] if fname.endswith(".tif") else fname
+        stem = fname.removesuffix(".tif")
         sample: dict[str, Any] = {}
         geo: GeoInfo | None = None
         extra: dict[str, Any] = {}
@@ -197,8 +193,10 @@ class TreeSatAITS(AnySatDataset):
             if f"{m}_dates" in sample:
                 ordered[f"{m}_dates"] = sample[f"{m}_dates"]
         ordered["label"] = self.labels[index].clone()
-        if geo is None:
-            geo = GeoInfo(dataset=self.name, tile_id=stem, gsd_m=10.0, shape=(6, 6), split=self.split)
+        if geo is None:  # no aerial: the Sentinel grid
+            series = next(sample[m] for m in self.modalities if m in sample)
+            shape = (int(series.shape[-2]), int(series.shape[-1]))
+            geo = GeoInfo(dataset=self.name, tile_id=stem, gsd_m=MODALITIES["s2"].gsd_m, shape=shape, split=self.split)
         ordered["meta"] = replace(geo, tile_id=stem, extra={**geo.extra, **extra})
         return ordered
 
