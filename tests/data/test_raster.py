@@ -309,7 +309,7 @@ def test_end_to_end_patch_features_on_the_map(two_crs: RasterScene) -> None:
     torch.manual_seed(0)
     model = AnySat(size="tiny").eval()  # not "test": the localisation margins below need tiny's random features
     with torch.no_grad():
-        feats = model(batch, patch_size=40, output="patch")
+        feats = model(batch, patch_size_m=40, output="patch")
     assert feats.shape[:3] == (len(tiles), 3, 3)
     for b, meta in enumerate(batch["meta"]):
         xs, ys = tile_cell_coords(meta, feats.shape[1:3])
@@ -321,7 +321,7 @@ def test_end_to_end_patch_features_on_the_map(two_crs: RasterScene) -> None:
     # the sub-patch half of the dense output comes from the spatial encoder, which sees only its own patch.
     b = next(i for i, m in enumerate(batch["meta"]) if m.extra["row"] == 0 and m.extra["col"] == 1)
     with torch.no_grad():
-        dense = model(batch, patch_size=40, output="dense", output_modality="s2")
+        dense = model(batch, patch_size_m=40, output="dense", output_modality="s2")
     D = feats.shape[-1]
     r = dense.shape[1] // 3  # sub-patch cells per patch side (40 m / 10 m = 4)
     assert dense.shape[1:3] == (12, 12) and r == 4

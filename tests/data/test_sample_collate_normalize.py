@@ -48,7 +48,7 @@ def test_collated_batch_feeds_the_model_directly():
     batch = collate([_sample(3, 1, 0), _sample(5, 2, 1)])
     model = AnySat(size="test").eval()
     with torch.no_grad():
-        assert model(batch, patch_size=20, output="patch").shape == (2, 2, 2, model.embed_dim)
+        assert model(batch, patch_size_m=20, output="patch").shape == (2, 2, 2, model.embed_dim)
 
 
 def test_collate_errors():

@@ -11,7 +11,7 @@ Map each raster (or each list of dated rasters) to a modality with :class:`Raste
         tile_m=120,
     )
     batch = collate(list(scene.tiles()))
-    feats = model(batch, patch_size=40, output="patch")           # (B, 3, 3, D)
+    feats = model(batch, patch_size_m=40, output="patch")         # (B, 3, 3, D)
     xs, ys = tile_cell_coords(batch["meta"][0], feats.shape[1:3])  # map coordinates of the 3 x 3 patches
 
 **Bands.** ``bands`` selects and orders the bands of each file: 1-based band numbers (as in GDAL, rasterio and

@@ -19,6 +19,7 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rioxarray
+import rioxarray.exceptions
 import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
@@ -153,7 +154,7 @@ def _standard_dims(da: xr.DataArray, name: str) -> xr.DataArray:
     """Rename spatial dims to ``y``/``x`` and order as ``([time,] band, y, x)``."""
     try:
         xd, yd = da.rio.x_dim, da.rio.y_dim
-    except Exception as e:  # rioxarray raises MissingSpatialDimensionError
+    except rioxarray.exceptions.RioXarrayError as e:  # MissingSpatialDimensionError
         raise InputShapeError(
             f"{name} has dims {da.dims}; expected spatial dims named x/y (or longitude/latitude) as rioxarray "
             "reads them"
