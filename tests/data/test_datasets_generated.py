@@ -1,4 +1,5 @@
-"""Loaders of PLANTED, S2NAIP-URBAN, BraDD-S1TS, SICKLE and TimeSen2Crop on the tiny generated copies of their layouts.
+"""Every on-disk loader on the tiny generated copy of its layout (TreeSatAI-TS, PASTIS-HD, FLAIR, PLANTED, S2NAIP-URBAN,
+BraDD-S1TS, SICKLE, TimeSen2Crop).
 
 The committed copies under ``tests/data/<dataset>/`` are written by ``tests/data/<dataset>/data.py``; the band-order
 tests regenerate a copy with band-identifying values (band k filled with k) in a temporary folder.
@@ -10,9 +11,11 @@ import importlib.util
 import json
 import shutil
 import warnings
+from datetime import date
 from pathlib import Path
 from types import ModuleType
 
+import h5py
 import numpy as np
 import pytest
 import rasterio
@@ -23,10 +26,13 @@ from anysat_core import AnySat
 from anysat_core.data.collate import collate
 from anysat_core.data.datasets import DATASETS
 from anysat_core.data.datasets.bradd_s1ts import BraDDS1TS
+from anysat_core.data.datasets.flair import FLAIR
+from anysat_core.data.datasets.pastis_hd import PASTISHD
 from anysat_core.data.datasets.planted import Planted
 from anysat_core.data.datasets.s2naip_urban import S2NaipUrban
 from anysat_core.data.datasets.sickle import Sickle
 from anysat_core.data.datasets.timesen2crop import TimeSen2Crop
+from anysat_core.data.datasets.treesatai_ts import TREESAT_GENERA, TreeSatAITS
 from anysat_core.errors import CorruptFileError, DatasetNotFoundError
 from anysat_core.modalities import MODALITIES
 
@@ -56,11 +62,144 @@ def run_model(model: AnySat, samples: list[dict], patch_size_m: int) -> torch.Te
     return out
 
 
-def test_registered() -> None:
-    for name, cls in [("planted", Planted), ("s2naip-urban", S2NaipUrban), ("bradd-s1ts", BraDDS1TS),
-                      ("sickle", Sickle), ("timesen2crop", TimeSen2Crop)]:  # fmt: skip
+def test_every_on_disk_loader_has_a_generator() -> None:
+    on_disk = {name for name, cls in DATASETS.items() if not cls.generated}
+    assert on_disk == {p.parent.name for p in HERE.glob("*/data.py")} == set(CASES)
+    for name, (cls, *_) in CASES.items():
         assert DATASETS[name] is cls
-        assert cls.__doc__ and cls.url and cls.layout
+
+
+def _doy(iso: str) -> int:
+    return date.fromisoformat(iso).timetuple().tm_yday
+
+
+# ------------------------------------------------------------------------------------------------ TreeSatAI-TS
+TREESAT = HERE / "treesatai-ts"
+
+
+def test_treesat_splits_and_values() -> None:
+    lens = {s: len(TreeSatAITS(TREESAT, s, normalize=False)) for s in ("train", "val", "test")}
+    assert lens == {"train": 2, "val": 1, "test": 1}  # the train tile with no genus above 7 % is dropped
+    train = TreeSatAITS(TREESAT, "train", modalities=["aerial", "s2", "s1-asc", "s1"], normalize=False)
+    assert train.names == ["Abies_alba_1_1005_WEFL_NLF.tif", "Fagus_sylvatica_3_2107_WEFL_NLF.tif"]
+    assert [TREESAT_GENERA[i] for i in train.labels[0].nonzero().flatten()] == ["Abies", "Picea"]
+    s = train[0]  # s1 from the .pth; its first two channels are s1-asc
+    pth = torch.load(TREESAT / "s1-asc" / "Abies_alba_1_1005_WEFL_NLF.pth", weights_only=True)
+    assert torch.equal(s["s1"], pth) and torch.equal(s["s1-asc"], pth[:, :2])
+    assert s["aerial"].shape == (4, 300, 300) and s["s2"].shape == (4, 10, 6, 6)
+    assert s["s2_dates"].tolist() == [2, 19, 36, 53] and s["s1-asc_dates"].tolist() == [3, 15, 27]
+    test = TreeSatAITS(TREESAT, "test", modalities=["aerial", "s2", "s1"], normalize=False)[0]  # centre crop
+    name = "Pinus_sylvestris_4_6032_WEFL_NLF"
+    with rasterio.open(TREESAT / "aerial" / f"{name}.tif") as f:
+        assert torch.equal(test["aerial"], torch.from_numpy(f.read()[:, 2:302, 2:302].astype(np.float32)))
+        left, top = f.transform.c, f.transform.f
+    with h5py.File(TREESAT / "sentinel" / f"{name}.h5") as f:  # no .pth: VV, VH from the h5 and their ratio
+        assert torch.equal(test["s2"], torch.from_numpy(f["sen-2-data"][:]))
+        asc = torch.from_numpy(f["sen-1-asc-data"][:])
+    torch.testing.assert_close(test["s1"], torch.cat([asc, asc[:, :1] / asc[:, 1:]], dim=1))
+    assert test["meta"].crs == "EPSG:25832" and test["meta"].bounds == pytest.approx(
+        (left + 0.4, top - 60.4, left + 60.4, top - 0.4)
+    )
+    assert [_doy(d) for d in test["meta"].extra["s2_dates"]] == test["s2_dates"].tolist()
+
+
+def test_treesat_band_order(tmp_path: Path) -> None:
+    generator("treesatai-ts").generate(tmp_path, band_ids=True)
+    s = TreeSatAITS(tmp_path, "val", modalities=["aerial", "s2", "s1-asc", "s1"], normalize=False)[0]
+    assert s["aerial"][:, 0, 0].tolist() == [1, 2, 3, 4]  # NIR, G, B, R kept in file order
+    assert s["s2"][0, :, 0, 0].tolist() == list(range(1, 11))
+    assert s["s1-asc"][0, :, 0, 0].tolist() == [2, 4] and s["s1"][0, :, 0, 0].tolist() == [2, 4, 0.5]
+
+
+def test_treesat_model(model: AnySat) -> None:
+    ds = TreeSatAITS(TREESAT, "train", modalities=["aerial", "s2", "s1"], normalize=False)
+    run_model(model, [ds[0], ds[1]], patch_size_m=ds.patch_size_m)
+
+
+# ------------------------------------------------------------------------------------------------ PASTIS-HD
+PASTIS = HERE / "pastis-hd"
+
+
+def test_pastis_splits_and_values() -> None:
+    lens = {s: len(PASTISHD(PASTIS, s, normalize=False)) for s in ("train", "val", "test")}
+    assert lens == {"train": 3, "val": 1, "test": 1}
+    ds = PASTISHD(PASTIS, "train", modalities=["spot", "s2", "s1"], normalize=False)
+    s = ds[1]
+    assert s["s2"].shape == (3, 10, 8, 8) and s["s1"].shape == (4, 3, 8, 8) and s["spot"].shape == (3, 80, 80)
+    assert torch.equal(s["s2"], torch.from_numpy(np.load(PASTIS / "DATA_S2" / "S2_10001.npy").astype(np.float32)))
+    assert torch.equal(s["s1"], torch.from_numpy(np.load(PASTIS / "DATA_S1A" / "S1A_10001.npy")))
+    # days since 2018-09-01: S2 from 2018-09-20 every 25 days (a JSON string in the metadata), S1A from 2018-10-03
+    assert s["s2_dates"].tolist() == [19, 44, 69] and s["s1_dates"].tolist() == [32, 62, 92, 122]
+    target = np.load(PASTIS / "ANNOTATIONS" / "TARGET_10001.npy")[0]
+    assert torch.equal(s["label"], torch.from_numpy(target.astype(np.int64)))
+    m = s["meta"]  # from the SPOT GeoTIFF
+    assert m.crs == "EPSG:2154" and m.tile_id == "10001" and m.extra["fold"] == 2 and m.gsd_m == 1.0
+    assert m.bounds == pytest.approx((651000, 6859920, 651080, 6860000))
+    s2_only = PASTISHD(PASTIS, "train", modalities=["s2"], normalize=False)[1]["meta"]  # the polygon on the 10 m grid
+    assert s2_only.transform == (10.0, 0.0, 651000.0, 0.0, -10.0, 6860000.0) and s2_only.bounds == m.bounds
+    ml = PASTISHD(PASTIS, "test", modalities=["s1-asc"], normalize=False, task="multilabel")[0]
+    target = np.load(PASTIS / "ANNOTATIONS" / "TARGET_10004.npy")[0]
+    assert set((ml["label"].nonzero().flatten() + 1).tolist()) == set(np.unique(target).tolist()) - {0, 19}
+    assert ml["s1-asc"].shape[1] == 2
+
+
+def test_pastis_shipped_statistics() -> None:
+    ds = PASTISHD(PASTIS, "train", modalities=["s2", "s1"])  # NORM_{S2,S1A}_patch.json averaged over folds 1-3
+    assert ds.normalizer.stats["s2"].mean == pytest.approx((1502.0,) * 10)
+    assert ds.normalizer.stats["s1"].std == pytest.approx((4.0,) * 3)
+    raw = PASTISHD(PASTIS, "train", modalities=["s2"], normalize=False)[0]["s2"]
+    torch.testing.assert_close(ds[0]["s2"], (raw - 1502.0) / 4.0)
+
+
+def test_pastis_band_order(tmp_path: Path) -> None:
+    generator("pastis-hd").generate(tmp_path, band_ids=True)
+    s = PASTISHD(tmp_path, "val", modalities=["spot", "s2", "s1", "s1-asc"], normalize=False)[0]
+    assert s["spot"][:, 0, 0].tolist() == [1, 2, 3] and s["s2"][0, :, 0, 0].tolist() == list(range(1, 11))
+    assert s["s1"][0, :, 0, 0].tolist() == [1, 2, 3] and s["s1-asc"][0, :, 0, 0].tolist() == [1, 2]
+
+
+def test_pastis_model(model: AnySat) -> None:
+    ds = PASTISHD(PASTIS, "train", modalities=["spot", "s2", "s1"], normalize=False)
+    run_model(model, [ds[0], ds[1]], patch_size_m=ds.patch_size_m)  # T differ: padded
+
+
+# ------------------------------------------------------------------------------------------------ FLAIR
+FLAIR_ROOT = HERE / "flair"
+
+
+def test_flair_splits_and_values() -> None:
+    lens = {s: len(FLAIR(FLAIR_ROOT, s, normalize=False, crop=None)) for s in ("train", "val", "test")}
+    assert lens == {"train": 2, "val": 1, "test": 2}  # the test domain lives in the flair_2_*_test release
+    ds = FLAIR(FLAIR_ROOT, "train", normalize=False, crop=None, s2_window_px=2, cloud_threshold=50)
+    s = ds[1]
+    img = FLAIR_ROOT / "flair_aerial_train/D013_2020/Z1_NF/img/IMG_100102.tif"
+    assert ds.items[1]["img"] == img
+    with rasterio.open(img) as f:
+        assert torch.equal(s["aerial-flair"], torch.from_numpy(f.read().astype(np.float32)))
+    sen = FLAIR_ROOT / "flair_sen_train/D013_2020/Z1_NF/sen"
+    data = np.load(sen / "SEN2_sp_D013_2020-Z1_NF_data.npy")
+    assert torch.equal(s["s2"], torch.from_numpy(data[:, :, 2:4, 3:5].astype(np.float32)))  # centroid [3, 4]
+    masks = np.load(sen / "SEN2_sp_D013_2020-Z1_NF_masks.npy")[:, :, 2:4, 3:5]
+    assert torch.equal(s["s2_mask"], torch.from_numpy((masks <= 50).all(axis=1, keepdims=True)))
+    assert s["s2_dates"].tolist() == [70, 110, 150, 190]  # 2020-03-10 + 40 days... (leap year)
+    with rasterio.open(FLAIR_ROOT / "flair_labels_train/D013_2020/Z1_NF/msk/MSK_100102.tif") as f:
+        raw = f.read(1).astype(np.int64)
+    assert torch.equal(s["label"], torch.from_numpy(np.minimum(raw, 13) - 1))
+    assert s["meta"].crs == "EPSG:2154" and s["meta"].extra["domain"] == "D013_2020"
+    ml = FLAIR(FLAIR_ROOT, "val", modalities=["aerial-flair"], normalize=False, crop=None, task="multilabel")[0]
+    assert ml["label"].shape == (13,) and ml["label"].sum() >= 1
+
+
+def test_flair_band_order(tmp_path: Path) -> None:
+    generator("flair").generate(tmp_path, band_ids=True)
+    s = FLAIR(tmp_path, "test", normalize=False, crop=None, s2_window_px=2)[0]
+    assert s["aerial-flair"][:, 0, 0].tolist() == [1, 2, 3, 4, 5]  # R, G, B, NIR, elevation
+    assert s["s2"][0, :, 0, 0].tolist() == list(range(1, 11))
+
+
+def test_flair_model(model: AnySat) -> None:
+    ds = FLAIR(FLAIR_ROOT, "test", normalize=False, crop=None, s2_window_px=2)
+    run_model(model, [ds[0], ds[1]], patch_size_m=ds.patch_size_m)
 
 
 # ------------------------------------------------------------------------------------------------ PLANTED
@@ -283,11 +422,14 @@ def test_timesen2crop_compute_stats(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ errors
 CASES = {
-    "planted": (Planted, PLANTED, "train", "train/100003/100003_s2.npz"),
-    "s2naip-urban": (S2NaipUrban, S2NAIP, "train", "sentinel2/32610_843_-6594_8.tif"),
-    "bradd-s1ts": (BraDDS1TS, BRADD, "train", "Samples/0000000_2021-08-21.pt"),
-    "sickle": (Sickle, SICKLE, "train", "masks/10m/101.tif"),
-    "timesen2crop": (TimeSen2Crop, TS2C, "train", "33TUM/0/0.csv"),
+    "treesatai-ts": (TreeSatAITS, TREESAT, "train", "sentinel/Abies_alba_1_1005_WEFL_NLF.h5", {}),
+    "pastis-hd": (PASTISHD, PASTIS, "train", "DATA_S2/S2_10000.npy", {}),
+    "flair": (FLAIR, FLAIR_ROOT, "train", "flair_aerial_train/D013_2020/Z1_NF/img/IMG_100101.tif", {"crop": None}),
+    "planted": (Planted, PLANTED, "train", "train/100003/100003_s2.npz", {}),
+    "s2naip-urban": (S2NaipUrban, S2NAIP, "train", "sentinel2/32610_843_-6594_8.tif", {}),
+    "bradd-s1ts": (BraDDS1TS, BRADD, "train", "Samples/0000000_2021-08-21.pt", {}),
+    "sickle": (Sickle, SICKLE, "train", "masks/10m/101.tif", {}),
+    "timesen2crop": (TimeSen2Crop, TS2C, "train", "33TUM/0/0.csv", {}),
 }
 
 
@@ -302,12 +444,12 @@ def test_missing_root(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_truncated_file(name: str, tmp_path: Path) -> None:
-    cls, src, split, rel = CASES[name]
+    cls, src, split, rel, kw = CASES[name]
     root = tmp_path / name
     shutil.copytree(src, root, ignore=shutil.ignore_patterns("data.py", "__pycache__"))
     data = (root / rel).read_bytes()
     (root / rel).write_bytes(data[: len(data) // 2])
-    ds = cls(root, split, normalize=False)
+    ds = cls(root, split, normalize=False, **kw)
     with pytest.raises(CorruptFileError) as e:
         ds[0]
     assert str(root / rel) in str(e.value)

@@ -12,10 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from anysat_core import AnySat
-from anysat_core.data.geoplex_mini import signals, world
 from anysat_core.data.collate import collate
 from anysat_core.data.datasets import get_dataset, list_datasets
-from anysat_core.data.geoplex_mini import CLASSES, GeoPlexMini
+from anysat_core.data.geoplex_mini import CLASSES, GeoPlexMini, signals, world
 from anysat_core.errors import ConfigError, ExtentMismatchError, UnknownModalityError
 from anysat_core.modalities import MODALITIES
 
