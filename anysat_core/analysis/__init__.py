@@ -1,10 +1,16 @@
 """Evaluation and exploration of AnySat outputs (numpy/xarray/scikit-learn only, no torch needed).
 
 * :mod:`anysat_core.analysis.metrics`: the metrics the paper reports (definitions, which call gives which number).
-* :mod:`anysat_core.analysis.pca`: false-colour RGB of feature maps (:class:`PCARGB`) and PNG export.
+* :mod:`anysat_core.analysis.grid`: checking feature maps ``(feature, y, x)``, their cells, results on their grid and
+  the NaN rule every tool follows (NaN marks a masked cell, an infinite value raises).
+* :mod:`anysat_core.analysis.pca`: false-colour RGB of feature maps (:class:`PCARGB`).
 * :mod:`anysat_core.analysis.similarity`: cosine-similarity maps, top-k, thresholds, refinement, map agreement.
 * :mod:`anysat_core.analysis.clustering`: k-means segmentation with cluster ids shared across tiles.
+* :mod:`anysat_core.analysis.labels`: ground-truth label maps, points and polygons placed on feature grids.
 * :mod:`anysat_core.analysis.probes`: linear probes (tile, pixel, few labels) and label-efficiency curves.
+
+Class maps the tools predict are named ``prediction`` (``PixelProbe.predict_map``, ``kmeans_map``), with
+``confidence`` for the probability where there is one.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from anysat_core.analysis.metrics import (
 
 if TYPE_CHECKING:
     from anysat_core.analysis.clustering import kmeans_map, predict_map
+    from anysat_core.analysis.labels import labels_to_dataarray
     from anysat_core.analysis.pca import PCARGB
     from anysat_core.analysis.probes import PixelProbe, TileProbe, fit_from_points, label_efficiency
     from anysat_core.analysis.similarity import (
@@ -57,6 +64,7 @@ _LAZY = {
     "PixelProbe": "probes",
     "fit_from_points": "probes",
     "label_efficiency": "probes",
+    "labels_to_dataarray": "labels",
 }
 
 
@@ -70,16 +78,17 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PCARGB",
+    "MetricInputError",
     "PixelProbe",
     "TileProbe",
-    "fit_from_points",
-    "label_efficiency",
-    "MetricInputError",
     "confusion_matrix",
     "cosine_similarity_map",
     "difference_map",
+    "fit_from_points",
     "iou_of_class",
     "kmeans_map",
+    "label_efficiency",
+    "labels_to_dataarray",
     "miou",
     "multiclass_f1",
     "multilabel_f1",

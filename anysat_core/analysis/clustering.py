@@ -2,15 +2,16 @@
 
 ::
 
-    labels, model = kmeans_map(da, k=6, seed=0)             # DataArray (y, x) int32, -1 on masked cells
-    labels_list, model = kmeans_map([da1, da2], k=6)        # one fit on the pooled cells: same ids in every tile
-    more = predict_map(model, da3)                          # a new tile labelled with the same clusters
+    prediction, model = kmeans_map(da, k=6, seed=0)        # DataArray (y, x) int32, -1 on masked cells
+    predictions, model = kmeans_map([da1, da2], k=6)       # one fit on the pooled cells: same ids in every tile
+    more = predict_map(model, da3)                         # a new tile labelled with the same clusters
 
 Features are L2-normalised before clustering by default (``normalize=True``), so clusters group cells by the
 direction of their feature vectors, the geometry of :mod:`~anysat_core.analysis.similarity`; pass
 ``normalize=False`` for plain Euclidean k-means.  The fit uses scikit-learn's :class:`~sklearn.cluster.KMeans`
 (k-means++, ``n_init`` restarts, ``random_state=seed``) on at most ``max_samples`` pooled cells drawn
-deterministically with ``seed``; every cell is then labelled by its nearest centre.  Same data and seed, same labels.
+deterministically with ``seed``; every cell is then labelled by its nearest centre.  Same data and seed, same
+cluster ids.  Masked cells (a NaN feature, see :mod:`~anysat_core.analysis.grid`) get ``-1``.
 
 This module imports numpy, xarray and scikit-learn only (no torch).
 """
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from anysat_core.analysis.pca import _as_map_list, _cell_matrix, _feature_map, _grid_like, _pooled_sample
+from anysat_core.analysis.grid import cell_matrix, feature_map, feature_maps, grid_like, pooled_sample
 from anysat_core.errors import InputShapeError
 
 if TYPE_CHECKING:
@@ -47,13 +48,13 @@ def predict_map(model: KMeans, da: xr.DataArray) -> xr.DataArray:
         da: DataArray ``(feature, y, x)`` with the D fitted on.
 
     Returns:
-        int32 DataArray ``(y, x)`` named ``kmeans_labels``: cluster ids ``0 .. k-1``, ``-1`` on masked (NaN) cells;
+        int32 DataArray ``(y, x)`` named ``prediction``: cluster ids ``0 .. k-1``, ``-1`` on masked (NaN) cells;
         coordinates, CRS and attributes of ``da`` plus ``analysis``, ``k``, ``seed``, ``normalize``.
 
     Raises:
         InputShapeError: wrong dims, or a feature size other than the fitted one.
     """
-    da = _feature_map(da)
+    da = feature_map(da)
     D = da.sizes["feature"]
     fitted = model.cluster_centers_.shape[1]
     if D != fitted:
@@ -62,17 +63,17 @@ def predict_map(model: KMeans, da: xr.DataArray) -> xr.DataArray:
             "model (same width D)"
         )
     normalize = bool(getattr(model, "anysat_normalize", True))
-    X, valid = _cell_matrix(da)
-    labels = np.full(X.shape[0], -1, dtype=np.int32)
+    X, valid = cell_matrix(da)
+    prediction = np.full(X.shape[0], -1, dtype=np.int32)
     if valid.any():
-        labels[valid] = model.predict(_prepare(X[valid], normalize).astype(model.cluster_centers_.dtype))
+        prediction[valid] = model.predict(_prepare(X[valid], normalize).astype(model.cluster_centers_.dtype))
     attrs = {
         "analysis": "kmeans",
         "k": str(model.n_clusters),
         "seed": str(model.random_state),
         "normalize": str(normalize),
     }
-    return _grid_like(labels.reshape(da.sizes["y"], da.sizes["x"]), da, "kmeans_labels", attrs)
+    return grid_like(prediction.reshape(da.sizes["y"], da.sizes["x"]), da, "prediction", attrs)
 
 
 def kmeans_map(
@@ -96,7 +97,7 @@ def kmeans_map(
         n_init: k-means++ restarts (the best inertia is kept).
 
     Returns:
-        ``(labels, model)``: ``labels`` is an int32 DataArray ``(y, x)`` (see :func:`predict_map`) for one input
+        ``(prediction, model)``: ``prediction`` is an int32 DataArray ``(y, x)`` (see :func:`predict_map`) for one input
         map, or a list of them in input order for a list; ``model`` is the fitted scikit-learn ``KMeans`` (apply it
         to other maps with :func:`predict_map`).
 
@@ -109,8 +110,8 @@ def kmeans_map(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputShapeError(f"k={k!r}; expected a positive integer number of clusters")
     single = isinstance(data, xr.DataArray)
-    maps = _as_map_list(data, "kmeans_map")
-    X = _pooled_sample(maps, max_samples, seed, "kmeans_map")
+    maps = feature_maps(data, "kmeans_map")
+    X = pooled_sample(maps, max_samples, seed, "kmeans_map")
     n_unique = len(np.unique(X, axis=0))
     if k > n_unique:
         raise InputShapeError(
@@ -121,6 +122,6 @@ def kmeans_map(
 
     model = KMeans(n_clusters=int(k), n_init=int(n_init), random_state=int(seed)).fit(_prepare(X, normalize))
     model.anysat_normalize = bool(normalize)
-    labels = [predict_map(model, m) for m in maps]
-    out: Any = labels[0] if single else labels
+    predictions = [predict_map(model, m) for m in maps]
+    out: Any = predictions[0] if single else predictions
     return out, model

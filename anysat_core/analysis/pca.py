@@ -18,9 +18,9 @@ that its largest loading is positive, so refits on the same data give the same c
 ``percentiles`` (default 2 and 98) of the projections.  ``transform`` projects any map on that basis and maps
 ``[low, high]`` of each component linearly to ``[0, 1]``, clipping outside values.
 
-This module imports numpy, xarray and Pillow only (no torch).  Its private helpers ``_feature_map``,
-``_cell_matrix`` and ``_pooled_sample`` are shared with :mod:`~anysat_core.analysis.similarity` and
-:mod:`~anysat_core.analysis.clustering`.
+Maps are checked and read by :mod:`~anysat_core.analysis.grid` (its NaN rule: NaN marks a masked cell, an infinite
+value raises).  This module imports numpy and xarray only (no torch); the PNG goes through
+:func:`anysat_core.writers.write_png`.
 """
 
 from __future__ import annotations
@@ -31,124 +31,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from anysat_core.errors import (
-    EmptyTileError,
-    InputShapeError,
-    NonFiniteInputError,
-)
+from anysat_core.analysis.grid import cell_matrix, feature_map, feature_maps, pooled_sample, spatial_coords
+from anysat_core.errors import InputShapeError
 
 __all__ = ["PCARGB"]
-
-_FEATURE_DIMS = ("feature", "y", "x")
-
-
-# ----------------------------------------------------------------------------------------------- shared helpers
-def _feature_map(da: Any, name: str = "feature map") -> xr.DataArray:
-    """Check that ``da`` is one spatial feature map and return it transposed to ``(feature, y, x)``.
-
-    Raises:
-        InputShapeError: not a DataArray, dims other than ``feature``, ``y``, ``x``, or an empty grid.
-    """
-    if not isinstance(da, xr.DataArray):
-        raise InputShapeError(
-            f"the {name} is a {type(da).__name__}; expected an xarray.DataArray with dims ('feature', 'y', 'x') "
-            "such as extract_features(model, sample, patch_size_m=..., output='patch') returns"
-        )
-    if set(da.dims) != set(_FEATURE_DIMS) or da.ndim != 3:
-        hint = (
-            " (tile embeddings (sample, feature) have no map grid: use output='patch' or 'dense')"
-            if "sample" in da.dims
-            else ""
-        )
-        raise InputShapeError(f"the {name} has dims {da.dims}; expected ('feature', 'y', 'x'){hint}")
-    da = da.transpose(*_FEATURE_DIMS)
-    if 0 in da.shape:
-        raise InputShapeError(f"the {name} has shape {dict(da.sizes)}; expected at least one feature and one cell")
-    return da
-
-
-def _cell_matrix(da: xr.DataArray, name: str = "feature map") -> tuple[np.ndarray, np.ndarray]:
-    """Cells of a ``(feature, y, x)`` map as rows: ``(h*w, D)`` float64 (row-major over y, x) and a valid mask.
-
-    A cell is valid when none of its features is NaN.
-
-    Raises:
-        NonFiniteInputError: an infinite feature value (NaN marks masked cells; +-inf is a bug upstream).
-    """
-    arr = np.asarray(da.values, dtype=np.float64)
-    D = arr.shape[0]
-    X = arr.reshape(D, -1).T
-    if np.isinf(X).any():
-        raise NonFiniteInputError(
-            f"the {name} holds {int(np.isinf(X).sum())} infinite value(s); expected finite features, with NaN "
-            "marking masked cells (replace inf with NaN to mask those cells)"
-        )
-    valid = ~np.isnan(X).any(axis=1)
-    return X, valid
-
-
-def _as_map_list(data: Any, what: str) -> list[xr.DataArray]:
-    """One feature map or a sequence of them, as a list of ``(feature, y, x)`` maps with one feature size."""
-    maps = [data] if isinstance(data, xr.DataArray) else list(data) if isinstance(data, Sequence) else [data]
-    if not maps:
-        raise InputShapeError(f"{what} got an empty list; expected one feature map (feature, y, x) or several")
-    out = [_feature_map(m, f"feature map #{i}" if len(maps) > 1 else "feature map") for i, m in enumerate(maps)]
-    sizes = sorted({m.sizes["feature"] for m in out})
-    if len(sizes) > 1:
-        raise InputShapeError(
-            f"{what} got feature maps with different feature sizes {sizes}; all maps must come from the same model "
-            "(same width D)"
-        )
-    return out
-
-
-def _pooled_sample(maps: list[xr.DataArray], max_samples: int, seed: int, what: str) -> np.ndarray:
-    """Valid feature vectors of all ``maps`` pooled, at most ``max_samples`` of them: ``(n, D)`` float64.
-
-    When there are more valid cells than ``max_samples``, each map contributes a share proportional to its number
-    of valid cells, chosen without replacement by a generator seeded with ``seed`` (same inputs, same sample).
-
-    Raises:
-        EmptyTileError: no valid cell in any map.
-    """
-    if not (isinstance(max_samples, (int, np.integer)) and max_samples > 0):
-        raise InputShapeError(f"max_samples={max_samples!r}; expected a positive integer (e.g. 100_000)")
-    mats = [_cell_matrix(m, f"feature map #{i}") for i, m in enumerate(maps)]
-    counts = np.array([int(v.sum()) for _, v in mats])
-    total = int(counts.sum())
-    if total == 0:
-        raise EmptyTileError(
-            f"{what}: every cell of the {len(maps)} feature map(s) is masked (NaN features); nothing to fit on"
-        )
-    rng = np.random.default_rng(seed)
-    parts = []
-    if total <= max_samples:
-        quotas = counts
-    else:  # proportional shares, largest remainders get the leftover so that the quotas sum to max_samples
-        raw = counts * (max_samples / total)
-        quotas = np.floor(raw).astype(int)
-        rest = max_samples - int(quotas.sum())
-        quotas[np.argsort(-(raw - quotas), kind="stable")[:rest]] += 1
-    for (X, valid), n, q in zip(mats, counts, quotas, strict=True):
-        rows = X[valid]
-        if q < n:
-            rows = rows[np.sort(rng.choice(n, size=int(q), replace=False))]
-        parts.append(rows)
-    return np.concatenate(parts, axis=0)
-
-
-def _spatial_coords(da: xr.DataArray) -> dict[str, xr.DataArray]:
-    """Coordinates of ``da`` that do not depend on ``feature`` (``x``, ``y``, ``spatial_ref``...)."""
-    return {k: v for k, v in da.coords.items() if "feature" not in v.dims}
-
-
-def _grid_like(values: np.ndarray, da: xr.DataArray, name: str, attrs: dict[str, str]) -> xr.DataArray:
-    """A ``(y, x)`` DataArray on the grid of the ``(feature, y, x)`` map ``da`` (coords, CRS, attrs kept)."""
-    out = xr.DataArray(values, dims=("y", "x"), coords=_spatial_coords(da), name=name, attrs={**da.attrs, **attrs})
-    if "grid_mapping" in da.encoding:
-        out.encoding["grid_mapping"] = da.encoding["grid_mapping"]
-    return out
-
 
 def _fmt(values: Any) -> str:
     return ",".join(f"{float(v):.6g}" for v in np.atleast_1d(values))
@@ -207,8 +93,8 @@ class PCARGB:
             EmptyTileError: every cell is masked.
             NonFiniteInputError: infinite feature values.
         """
-        maps = _as_map_list(data, "PCARGB.fit")
-        X = _pooled_sample(maps, self.max_samples, self.seed, "PCARGB.fit")
+        maps = feature_maps(data, "PCARGB.fit")
+        X = pooled_sample(maps, self.max_samples, self.seed, "PCARGB.fit")
         n, D = X.shape
         mean = X.mean(axis=0)
         Xc = X - mean
@@ -253,14 +139,14 @@ class PCARGB:
             NonFiniteInputError: infinite feature values.
         """
         self._check_fitted()
-        da = _feature_map(da)
+        da = feature_map(da)
         D = da.sizes["feature"]
         if D != self.n_features_:
             raise InputShapeError(
                 f"the feature map has {D} features but this PCARGB was fitted on {self.n_features_}; fit it on maps "
                 "of the same model (same width D) or fit a new one"
             )
-        X, valid = _cell_matrix(da)
+        X, valid = cell_matrix(da)
         proj = (X - self.mean_) @ self.components_.T  # (h*w, 3); NaN rows stay NaN
         span = self.high_ - self.low_
         flat = span <= 0
@@ -281,7 +167,7 @@ class PCARGB:
         out = xr.DataArray(
             cube,
             dims=("band", "y", "x"),
-            coords={"band": ["r", "g", "b"], **_spatial_coords(da)},
+            coords={"band": ["r", "g", "b"], **spatial_coords(da)},
             name="pca_rgb",
             attrs={**da.attrs, **attrs},
         )

@@ -10,7 +10,8 @@
     agree = difference_map(da_s2, da_s2_s1)                     # per-cell agreement of two maps of the same place
 
 Feature maps are DataArrays ``(feature, y, x)`` (see :func:`anysat_core.features.extract_features`): ``x``/``y`` are
-cell centres on a regular grid in the map's CRS.  Cells with a NaN feature are masked and give NaN similarities.
+cell centres on a regular grid in the map's CRS.  Cells with a NaN feature are masked and give NaN similarities; an
+infinite feature raises (the NaN rule of :mod:`~anysat_core.analysis.grid`).
 
 **Queries.**  A *location* is a ``tuple`` ``(x, y)`` of two numbers in the map's coordinates: the cell whose centre is
 nearest is used, and a point outside the map's extent (cell centres +- half a cell) raises
@@ -34,11 +35,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import rioxarray  # noqa: F401  (registers the .rio accessor used for CRS and transform)
 import xarray as xr
 
-from anysat_core.analysis.pca import _cell_matrix, _feature_map, _grid_like
+from anysat_core.analysis.grid import bounds, cell_matrix, cell_sizes, feature_map, grid_like, locate
 from anysat_core.errors import ExtentMismatchError, InputShapeError, MissingCRSError, NonFiniteInputError
+from anysat_core.geo import nearest_cell
 
 __all__ = [
     "cosine_similarity_map",
@@ -53,64 +54,22 @@ __all__ = [
 Reduce = Literal["mean", "max"]
 
 
-# ----------------------------------------------------------------------------------------------- geometry helpers
-def _steps(da: xr.DataArray) -> tuple[float, float]:
-    """Absolute cell sizes ``(dx, dy)`` of a map, from its coordinates (or its affine transform for 1-cell axes)."""
-    gt: list[float] = []
-    ref = da.coords.get("spatial_ref")
-    if ref is not None and "GeoTransform" in ref.attrs:  # GDAL order: x0, a, b, y0, d, e
-        try:
-            gt = [float(v) for v in str(ref.attrs["GeoTransform"]).split()]
-        except ValueError:
-            gt = []
-    out = []
-    for dim, k in (("x", 1), ("y", 5)):
-        c = np.asarray(da[dim].values, dtype=np.float64)
-        if c.size > 1:
-            out.append(abs(float(c[1] - c[0])))
-        elif len(gt) == 6 and gt[k] != 0:
-            out.append(abs(gt[k]))
-        else:  # one cell and no transform written: pixel-index coordinates, unit cells
-            out.append(1.0)
-    return out[0], out[1]
-
-
-def _extent(da: xr.DataArray) -> tuple[float, float, float, float]:
-    """``(xmin, ymin, xmax, ymax)`` covered by the cells of a map (centres +- half a cell)."""
-    dx, dy = _steps(da)
-    xs, ys = np.asarray(da["x"].values, np.float64), np.asarray(da["y"].values, np.float64)
-    return xs.min() - dx / 2, ys.min() - dy / 2, xs.max() + dx / 2, ys.max() + dy / 2
-
-
-def _nearest_index(coords: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Index in ``coords`` (any order) of the value nearest to each of ``targets``."""
-    order = np.argsort(coords, kind="stable")
-    s = coords[order]
-    pos = np.clip(np.searchsorted(s, targets), 1, max(s.size - 1, 1))
-    left = np.clip(pos - 1, 0, s.size - 1)
-    right = np.clip(pos, 0, s.size - 1)
-    pick = np.where(np.abs(targets - s[left]) <= np.abs(s[right] - targets), left, right)
-    return order[pick]
-
-
+# ----------------------------------------------------------------------------------------------- locations
 def _cell_of(da: xr.DataArray, x: float, y: float) -> tuple[int, int]:
     """Row and column of the cell of ``da`` containing map point ``(x, y)``.
 
     Raises:
         ExtentMismatchError: the point lies outside the map's extent.
     """
-    xmin, ymin, xmax, ymax = _extent(da)
-    dx, dy = _steps(da)
-    tol = 1e-9 * max(dx, dy, 1.0)
-    if not (xmin - tol <= x <= xmax + tol and ymin - tol <= y <= ymax + tol):
+    rows, cols, inside = locate(da, x, y)
+    if not inside[0]:
+        xmin, ymin, xmax, ymax = bounds(da)
         crs = da.rio.crs
         raise ExtentMismatchError(
             f"query point (x={x:g}, y={y:g}) is outside the feature map, which covers x {xmin:g}..{xmax:g}, "
             f"y {ymin:g}..{ymax:g}{f' in {crs}' if crs else ''}; pass a point inside the map, in its coordinates"
         )
-    j = int(_nearest_index(np.asarray(da["x"].values, np.float64), np.array([x]))[0])
-    i = int(_nearest_index(np.asarray(da["y"].values, np.float64), np.array([y]))[0])
-    return i, j
+    return int(rows[0]), int(cols[0])
 
 
 def _is_location(q: Any) -> bool:
@@ -136,7 +95,7 @@ def vector_at(da: xr.DataArray, x: float, y: float) -> np.ndarray:
         ExtentMismatchError: the point is outside the map.
         NonFiniteInputError: that cell is masked (NaN features).
     """
-    da = _feature_map(da)
+    da = feature_map(da)
     i, j = _cell_of(da, float(x), float(y))
     v = np.asarray(da.values[:, i, j], dtype=np.float64)
     if not np.isfinite(v).all():
@@ -163,7 +122,7 @@ def _query_vectors(da: xr.DataArray | None, query: Any, D: int) -> tuple[np.ndar
         if "feature" not in query.dims:
             raise InputShapeError(f"the query DataArray has dims {query.dims}; expected a 'feature' dim")
         if query.ndim == 3:
-            X, valid = _cell_matrix(_feature_map(query, "query map"), "query map")
+            X, valid = cell_matrix(feature_map(query, "query map"), "query map")
             rows = X[valid]
         elif query.ndim <= 2:
             other = [d for d in query.dims if d != "feature"]
@@ -246,12 +205,12 @@ def cosine_similarity_map(da: xr.DataArray, query: Any, *, reduce: Reduce = "mea
         ExtentMismatchError: a query location outside the map.
         NonFiniteInputError: a masked query cell, a zero or non-finite query vector, infinite features.
     """
-    da = _feature_map(da)
+    da = feature_map(da)
     D = da.sizes["feature"]
     Q, desc = _query_vectors(da, query, D)
-    X, _ = _cell_matrix(da)
+    X, _ = cell_matrix(da)
     s = _similarities(X, Q, reduce).reshape(da.sizes["y"], da.sizes["x"]).astype(np.float32)
-    return _grid_like(s, da, "cosine_similarity", {"analysis": "cosine_similarity", "query": desc, "reduce": reduce})
+    return grid_like(s, da, "cosine_similarity", {"analysis": "cosine_similarity", "query": desc, "reduce": reduce})
 
 
 def similarity_to_query(maps: Sequence[xr.DataArray], query: Any, *, reduce: Reduce = "mean") -> list[xr.DataArray]:
@@ -267,7 +226,7 @@ def similarity_to_query(maps: Sequence[xr.DataArray], query: Any, *, reduce: Red
     """
     if isinstance(maps, xr.DataArray):
         maps = [maps]
-    maps = [_feature_map(m, f"feature map #{i}") for i, m in enumerate(maps)]
+    maps = [feature_map(m, f"feature map #{i}") for i, m in enumerate(maps)]
     if not maps:
         raise InputShapeError("similarity_to_query got no feature map; pass a list of DataArrays (feature, y, x)")
     out = []
@@ -359,14 +318,14 @@ def refine(
         ExtentMismatchError: an example outside the map.
         NonFiniteInputError: an example on a masked cell.
     """
-    da = _feature_map(da)
+    da = feature_map(da)
     pos = _locations(positives, "positives")
     neg = _locations(negatives, "negatives") if len(negatives) else []
     if method not in ("difference", "logistic"):
         raise InputShapeError(f"method={method!r}; expected 'difference' or 'logistic'")
     P = np.stack([vector_at(da, x, y) for x, y in pos])
     N = np.stack([vector_at(da, x, y) for x, y in neg]) if neg else np.zeros((0, P.shape[1]))
-    X, valid = _cell_matrix(da)
+    X, valid = cell_matrix(da)
     if method == "difference":
         score = _similarities(X, P, "mean")
         if len(N):
@@ -389,7 +348,7 @@ def refine(
         score[valid] = part
     s = score.reshape(da.sizes["y"], da.sizes["x"]).astype(np.float32)
     attrs = {"analysis": "refine", "method": method, "n_positives": str(len(P)), "n_negatives": str(len(N))}
-    return _grid_like(s, da, "refined_similarity", attrs)
+    return grid_like(s, da, "refined_similarity", attrs)
 
 
 def difference_map(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
@@ -414,7 +373,7 @@ def difference_map(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
         MissingCRSError: a map has no CRS (coordinates cannot be trusted to match).
         ExtentMismatchError: the CRSs differ, or the maps do not overlap.
     """
-    a, b = _feature_map(a, "first feature map"), _feature_map(b, "second feature map")
+    a, b = feature_map(a, "first feature map"), feature_map(b, "second feature map")
     if a.sizes["feature"] != b.sizes["feature"]:
         raise InputShapeError(
             f"the maps have {a.sizes['feature']} and {b.sizes['feature']} features; compare maps of the same model"
@@ -434,32 +393,27 @@ def difference_map(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
         raise ExtentMismatchError(
             f"the maps are in different CRSs ({ca} and {cb}); reproject one onto the other's CRS first"
         )
-    (adx, ady), (bdx, bdy) = _steps(a), _steps(b)
+    (adx, ady), (bdx, bdy) = cell_sizes(a), cell_sizes(b)
     b_is_finer = bdx * bdy < adx * ady
     fine, coarse = (b, a) if b_is_finer else (a, b)
-    cdx, cdy = _steps(coarse)
+    cdx, cdy = cell_sizes(coarse)
     fx, fy = np.asarray(fine["x"].values, np.float64), np.asarray(fine["y"].values, np.float64)
     cx, cy = np.asarray(coarse["x"].values, np.float64), np.asarray(coarse["y"].values, np.float64)
-    j = _nearest_index(cx, fx)
-    i = _nearest_index(cy, fy)
-    tol = 1e-9 * max(cdx, cdy, 1.0)
-    in_x = np.abs(fx - cx[j]) <= cdx / 2 + tol
-    in_y = np.abs(fy - cy[i]) <= cdy / 2 + tol
+    j, in_x = nearest_cell(cx, cdx, fx)  # the coarse cell holding each fine cell centre
+    i, in_y = nearest_cell(cy, cdy, fy)
     if not in_x.any() or not in_y.any():
-        fa, fb = _extent(a), _extent(b)
+        fa, fb = bounds(a), bounds(b)
         raise ExtentMismatchError(
             f"the maps do not overlap: the first covers x {fa[0]:g}..{fa[2]:g}, y {fa[1]:g}..{fa[3]:g}, the second "
             f"x {fb[0]:g}..{fb[2]:g}, y {fb[1]:g}..{fb[3]:g} (in {ca}); compare feature maps of the same place"
         )
-    Xf, _ = _cell_matrix(fine)
-    cvals = np.asarray(coarse.values, dtype=np.float64)[:, i[:, None], j[None, :]]  # (D, hf, wf)
-    if np.isinf(cvals).any():
-        raise NonFiniteInputError("a feature map holds infinite values; use NaN to mark masked cells")
-    Xc = cvals.reshape(cvals.shape[0], -1).T
+    Xf, _ = cell_matrix(fine)
+    Xc, _ = cell_matrix(coarse)
+    Xc = Xc[(i[:, None] * coarse.sizes["x"] + j[None, :]).ravel()]  # (hf * wf, D): coarse vectors on the fine grid
     agree = np.clip(np.einsum("nd,nd->n", _unit_rows(Xf), _unit_rows(Xc)), -1.0, 1.0)
     inside = (in_y[:, None] & in_x[None, :]).ravel()
     agree[~inside] = np.nan
     s = agree.reshape(fine.sizes["y"], fine.sizes["x"]).astype(np.float32)
     same = fx.shape == cx.shape and fy.shape == cy.shape and np.allclose(fx, cx) and np.allclose(fy, cy)
     resampled = "none" if same else ("a" if b_is_finer else "b")
-    return _grid_like(s, fine, "feature_agreement", {"analysis": "difference_map", "resampled": resampled})
+    return grid_like(s, fine, "feature_agreement", {"analysis": "difference_map", "resampled": resampled})

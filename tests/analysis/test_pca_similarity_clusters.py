@@ -30,7 +30,6 @@ from anysat_core.analysis import (
     top_k,
     vector_at,
 )
-from anysat_core.writers import write_png
 from anysat_core.errors import (
     AnySatError,
     EmptyTileError,
@@ -40,6 +39,7 @@ from anysat_core.errors import (
     NonFiniteInputError,
     OutputExistsError,
 )
+from anysat_core.writers import write_png
 
 D = 16
 CRS = "EPSG:32631"

@@ -19,16 +19,9 @@ import pytest
 import torch
 import xarray as xr
 
+from anysat_core.analysis import PixelProbe, TileProbe, fit_from_points, label_efficiency, labels_to_dataarray
 from anysat_core.analysis.metrics import overall_accuracy
-from anysat_core.analysis.probes import (
-    PixelProbe,
-    ProbeError,
-    TileProbe,
-    fit_from_points,
-    label_efficiency,
-    labels_to_dataarray,
-)
-from anysat_core.errors import AnySatError, ExtentMismatchError, InputShapeError, NonFiniteInputError
+from anysat_core.errors import AnySatError, ExtentMismatchError, InputShapeError, NonFiniteInputError, ProbeError
 
 CRS = "EPSG:32631"
 
@@ -180,7 +173,7 @@ def test_pixel_probe_geoplex_segmentation(tiny_model) -> None:
     # measured: OA 91.7 % (mIoU 0.46) vs 51.0 % majority chance
     assert res["OA"] > chance + 25
     ds = probe.predict_map(Fte[0])
-    assert set(ds.data_vars) == {"label", "confidence"} and ds["label"].dims == ("y", "x")
+    assert set(ds.data_vars) == {"prediction", "confidence"} and ds["prediction"].dims == ("y", "x")
     assert np.array_equal(ds.x.values, Fte[0].x.values) and ds.rio.crs == Fte[0].rio.crs
     assert ((ds["confidence"] > 0) & (ds["confidence"] <= 1)).all()
     # the same labels on the coarser patch grid (20 m cells, 10 m labels): majority by coordinates
@@ -206,7 +199,7 @@ def test_fit_from_points_recovers_two_regions() -> None:
     ]  # off-centre: the cell containing the point
     probe = fit_from_points(da, points)
     ds = probe.predict_map(da)
-    acc = (ds["label"].values == truth).mean()
+    acc = (ds["prediction"].values == truth).mean()
     assert acc > 0.95
     assert ds.rio.crs == da.rio.crs
     # polygons (GeoJSON dict and shapely-like object) label every cell whose centre is inside
@@ -227,7 +220,7 @@ def test_fit_from_points_recovers_two_regions() -> None:
     }
     probe2 = fit_from_points(da, [left, (Geo(), 1)], C=0.5)
     assert probe2.n_fitted_ == 12 + 36
-    assert (probe2.predict_map(da)["label"].values == truth).mean() > 0.95
+    assert (probe2.predict_map(da)["prediction"].values == truth).mean() > 0.95
 
 
 def test_pixel_probe_label_resampling() -> None:
@@ -289,7 +282,7 @@ def test_nan_features() -> None:
     probe = PixelProbe(2, nan="drop").fit(da, truth)
     assert probe.n_fitted_ == 143
     ds = probe.predict_map(da)
-    assert ds["label"].values[4, 5] == -1 and np.isnan(ds["confidence"].values[4, 5])
+    assert ds["prediction"].values[4, 5] == -1 and np.isnan(ds["confidence"].values[4, 5])
     assert probe.evaluate(da, truth)["n_pixels"] == 143
     with pytest.raises(NonFiniteInputError, match="nan='drop'"):
         fit_from_points(da, [(da.x.values[5], da.y.values[4], 0), (da.x.values[11], da.y.values[0], 1)])
