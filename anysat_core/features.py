@@ -1,4 +1,4 @@
-"""Model outputs as georeferenced :mod:`xarray` objects, and GeoTIFF export.
+"""Model outputs as georeferenced :mod:`xarray` objects.
 
 :func:`extract_features` runs an :class:`~anysat_core.model.anysat.AnySat` model on one sample or a collated
 batch and labels the result with map coordinates taken from the samples' :class:`~anysat_core.data.sample.GeoInfo`::
@@ -6,7 +6,7 @@ batch and labels the result with map coordinates taken from the samples' :class:
     model = AnySat(size="tiny")
     da = extract_features(model, dataset[0], patch_size_m=20, output="patch")  # dims (feature, y, x)
     da.sel(x=389_050, y=5_351_350, method="nearest")                             # the patch at that point
-    write_geotiff(da, "features.tif")                                            # one band per feature
+    write_geotiff(da, "features.tif")                       # one band per feature (anysat_core.writers)
 
 Return types:
 
@@ -23,14 +23,14 @@ each DataArray carries its own coordinates.
 
 Coordinates.  ``x``/``y`` are the **cell centres** of the feature grid in the tile's CRS: the ``h x w`` grid covers
 the tile's reference grid extent (``meta.shape`` pixels of ``meta.transform``), so cell ``(i, j)`` is centred on
-``x = c + a * W / w * (j + 0.5)``, ``y = f + e * H / h * (i + 0.5)`` (see
-:func:`anysat_core.data.raster.tile_cell_coords`).  The CRS is written with ``rio.write_crs`` (a ``spatial_ref``
+``x = c + a * W / w * (j + 0.5)``, ``y = f + e * H / h * (i + 0.5)`` (see :func:`anysat_core.geo.grid_transform`
+and :func:`anysat_core.geo.cell_centres`).  The CRS is written with ``rio.write_crs`` (a ``spatial_ref``
 coordinate) and the grid's affine transform with ``rio.write_transform``.  The ``sample`` coordinate of tile
 outputs holds the tile ids, with the tile centres as ``x``/``y`` coordinates along ``sample`` when known.
 
 Without georeferencing (``meta`` absent, or without ``transform``/``shape``) the coordinates are pixel indices
 of the feature grid (``0 .. w-1``, ``0 .. h-1``) and there is no ``spatial_ref``; with a transform but no CRS the
-coordinates are map coordinates and ``spatial_ref`` holds only the transform.  :func:`write_geotiff` then raises
+coordinates are map coordinates and ``spatial_ref`` holds only the transform.  :func:`~anysat_core.writers.write_geotiff` then raises
 :class:`~anysat_core.errors.MissingCRSError`.
 
 Attributes (all strings): ``model`` (``"AnySat-tiny"``...), ``checkpoint`` (SHA-256 of the weights, see
@@ -52,23 +52,13 @@ from affine import Affine
 from torch import nn
 
 from anysat_core.data.collate import collate
-from anysat_core.data.raster import tile_cell_coords
 from anysat_core.data.sample import GeoInfo, modalities_of
-from anysat_core.errors import InputShapeError, OutputError, OutputExistsError, OutputWriteError
+from anysat_core.errors import InputShapeError, OutputError
+from anysat_core.geo import cell_centres, grid_transform
 from anysat_core.modalities import MODALITIES
-from anysat_core.writers import FEATURES_NAME, write_geotiff
+from anysat_core.writers import FEATURES_NAME
 
-__all__ = [
-    "FEATURES_NAME",
-    "OutputExistsError",
-    "OutputWriteError",
-    "extract_features",
-    "features_to_dataarray",
-    "provenance_attrs",
-    "run_model",
-    "weights_sha256",
-    "write_geotiff",
-]
+__all__ = ["extract_features", "features_to_dataarray", "provenance_attrs", "run_model", "weights_sha256"]
 
 _SPATIAL_OUTPUTS = ("patch", "dense")
 
@@ -148,7 +138,7 @@ def run_model(
     model.eval()
     try:
         with torch.inference_mode():
-            return model(batch, patch_size=patch_size_m, output=output, output_modality=om)
+            return model(batch, patch_size_m=patch_size_m, output=output, output_modality=om)
     finally:
         for m, flag in flags:
             m.training = flag
@@ -163,16 +153,12 @@ def provenance_attrs(
     return {
         "model": f"AnySat-{size}" if size else type(model).__name__,
         "checkpoint": weights_sha256(model),
-        "patch_size_m": _fmt(patch_size_m),
+        "patch_size_m": f"{float(patch_size_m):g}",
         "output": output,
         "output_modality": (output_modality or modalities[0]) if output == "dense" else "none",
         "modalities": ",".join(modalities),
         "anysat_core_version": _version(),
     }
-
-
-def _fmt(v: float) -> str:
-    return f"{float(v):g}"
 
 
 def features_to_dataarray(features: np.ndarray | torch.Tensor, meta: GeoInfo | None, **attrs: str) -> xr.DataArray:
@@ -195,9 +181,10 @@ def features_to_dataarray(features: np.ndarray | torch.Tensor, meta: GeoInfo | N
         raise InputShapeError(f"features have shape {arr.shape}; expected (h, w, D) for one tile")
     h, w, D = arr.shape
     data = np.ascontiguousarray(np.moveaxis(arr.astype(np.float32, copy=False), -1, 0))  # (D, h, w)
-    georef = meta is not None and meta.transform is not None and meta.shape is not None
-    if georef:
-        xs, ys = tile_cell_coords(meta, (h, w))
+    transform = None
+    if meta is not None and meta.transform is not None and meta.shape is not None:
+        transform = grid_transform(meta.transform, meta.shape, (h, w))  # cells of W / w by H / h tile pixels
+        xs, ys = cell_centres(transform, (h, w))
     else:
         xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
     da = xr.DataArray(
@@ -207,10 +194,8 @@ def features_to_dataarray(features: np.ndarray | torch.Tensor, meta: GeoInfo | N
         name=FEATURES_NAME,
         attrs=dict(attrs),
     )
-    if georef:
-        a, _, c, _, e, f = meta.transform
-        H, W = meta.shape
-        da = da.rio.write_transform(Affine(a * W / w, 0.0, c, 0.0, e * H / h, f))
+    if transform is not None:
+        da = da.rio.write_transform(Affine(*transform))
         if meta.crs is not None:
             da = da.rio.write_crs(meta.crs)
     return da

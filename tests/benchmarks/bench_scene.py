@@ -56,8 +56,8 @@ def run_one(
         h_km, w_km = height_km, side_km
     else:  # the size sets the height (and the width unless it is fixed)
         h_km, w_km = side_km, width_km or side_km
-    nh = int(round(h_km * 100))  # pixels of 10 m: height
-    n = int(round(w_km * 100))  # width
+    nh = round(h_km * 100)  # pixels of 10 m: height
+    n = round(w_km * 100)  # width
     with tempfile.TemporaryDirectory() as d:
         rng = np.random.default_rng(0)
         files = []
@@ -72,7 +72,10 @@ def run_one(
                     f.write(rng.normal(0, 1, (C, h, n)).astype(np.float32), window=rasterio.windows.Window(0, y0, n, h))
             files.append(p)
         model = AnySat(size="tiny").eval()
-        kw = dict(patch_size_m=20, window_m=240, overlap_m=40, output=output, output_modality="s2", buffer_mb=buffer_mb)
+        kw = {
+            "patch_size_m": 20, "window_m": 240, "overlap_m": 40, "output": output, "output_modality": "s2",
+            "buffer_mb": buffer_mb,
+        }
         scene = open_rasters(RasterSource(files, modality="s2"), tile_m=240)
         plan = plan_scene(model, scene, **kw)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

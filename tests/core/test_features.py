@@ -11,22 +11,17 @@ import rioxarray.raster_array
 import torch
 from rasterio.crs import CRS
 
-from anysat_core import AnySat, AnySatError, MissingCRSError, OutputError, __version__
+from anysat_core import AnySat, AnySatError, MissingCRSError, OutputError, OutputExistsError, __version__
 from anysat_core.data.collate import collate
 from anysat_core.data.geoplex_mini import GeoPlexMini
-from anysat_core.features import (
-    FEATURES_NAME,
-    OutputExistsError,
-    extract_features,
-    weights_sha256,
-    write_geotiff,
-)
+from anysat_core.features import extract_features, weights_sha256
+from anysat_core.writers import FEATURES_NAME, write_geotiff
 
 
 @pytest.fixture(scope="module")
 def model() -> AnySat:
     torch.manual_seed(0)
-    return AnySat(size="tiny").eval()
+    return AnySat(size="test").eval()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,7 @@ def test_patch_coords_are_patch_centres_from_bounds(model, sample):
     assert (t.a, t.b, t.c, t.d, t.e, t.f) == (20, 0, left, 0, -20, top)
     # values are the model's own output, laid out (h, w, D) -> (D, h, w)
     with torch.inference_mode():
-        ref = model(collate([sample]), patch_size=20, output="patch")[0].numpy()
+        ref = model(collate([sample]), patch_size_m=20, output="patch")[0].numpy()
     np.testing.assert_allclose(da.values, np.moveaxis(ref, -1, 0), rtol=1e-5, atol=1e-6)
 
 
@@ -98,7 +93,7 @@ def test_attrs_crs_and_training_flag_restored(model, sample):
     assert da.rio.crs == CRS.from_user_input(sample["meta"].crs)
     assert "spatial_ref" in da.coords
     assert da.attrs == {
-        "model": "AnySat-tiny",
+        "model": "AnySat-test",
         "checkpoint": weights_sha256(model),
         "patch_size_m": "20",
         "output": "patch",
@@ -108,7 +103,7 @@ def test_attrs_crs_and_training_flag_restored(model, sample):
     }
     assert len(da.attrs["checkpoint"]) == 64
     # the hash follows the weights
-    other = AnySat(size="tiny")
+    other = AnySat(size="test")
     other.load_state_dict(model.state_dict())
     assert weights_sha256(other) == weights_sha256(model)
     with torch.no_grad():
@@ -128,7 +123,7 @@ def test_tile_output_for_a_batch_of_two(model, ds):
         left, bottom, right, top = s["meta"].bounds
         assert float(da.x[k]) == (left + right) / 2 and float(da.y[k]) == (bottom + top) / 2
     with torch.inference_mode():
-        ref = model(batch, patch_size=20, output="tile").numpy()
+        ref = model(batch, patch_size_m=20, output="tile").numpy()
     np.testing.assert_allclose(da.values, ref, rtol=1e-5, atol=1e-6)
     # spatial outputs of a batch: one DataArray per tile with its own coordinates
     das = extract_features(model, batch, patch_size_m=20, output="patch")

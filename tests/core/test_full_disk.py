@@ -10,13 +10,14 @@ uninterrupted run gives.
 Two real ways to fill the disk:
 
 * ``full_disk`` (fixture): a tmpfs mounted under ``tmp_path`` (needs root and ``mount``; skipped otherwise) and a
-  ballast file filling it up to a few KiB, so that writes start and then fail with ``ENOSPC`` (errno 28).
+  ballast file filling it up to a few KiB, so that writes start and then fail with ``ENOSPC`` (errno 28).  These
+  tests are marked ``system`` (plain ``pytest`` leaves them out; ``make test`` runs them).
 * ``fsize_limited`` (fixture): a child Python process with ``RLIMIT_FSIZE`` set and ``SIGXFSZ`` ignored, so that
   writing a file past the limit fails with ``EFBIG`` (errno 27); available on any POSIX system.  The child reports
   the exception as JSON; the parent checks the folder.
 
 The scene for ``infer_scene`` follows tests/core/test_inference.py: three dated S2 GeoTIFFs of 36 x 24 pixels at 10 m
-(4 x 3 windows of 120 m with 40 m overlap, ``output="patch"``), AnySat tiny with random weights.
+(4 x 3 windows of 120 m with 40 m overlap, ``output="patch"``), the test-size AnySat with random weights.
 """
 
 from __future__ import annotations
@@ -41,16 +42,15 @@ import xarray as xr
 
 from anysat_core import AnySat, NormStats
 from anysat_core.analysis.pca import PCARGB
-from anysat_core.writers import write_png
 from anysat_core.data.normalize import stats_path, write_stats
 from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.errors import AnySatError, OutputWriteError
-from anysat_core.features import write_geotiff
-from anysat_core.inference import infer_scene, write_zarr
+from anysat_core.inference import infer_scene
+from anysat_core.writers import write_geotiff, write_png, write_zarr
 from tests.helpers.scenes import C_S2, UTM, X0, Y0, write_s2_series
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENE_KW: dict[str, Any] = dict(patch_size_m=20, window_m=120, overlap_m=40, output="patch", progress=False)
+SCENE_KW: dict[str, Any] = {"patch_size_m": 20, "window_m": 120, "overlap_m": 40, "output": "patch", "progress": False}
 N_WINDOWS = 12  # 3 strips of 4 windows
 PAGE = 4096
 
@@ -100,7 +100,7 @@ def features(variant: int, size: int = 64) -> xr.DataArray:
             "x": X0 + 10 * (np.arange(size) + 0.5),
         },
         name="anysat_features",
-        attrs={"model": "AnySat-tiny", "variant": str(variant)},
+        attrs={"model": "AnySat-test", "variant": str(variant)},
     )
     return da.rio.write_crs(UTM)
 
@@ -119,7 +119,7 @@ def _png(path: Path, variant: int) -> None:
 
 def _checkpoint(path: Path, variant: int) -> None:
     torch.manual_seed(variant)
-    AnySat(size="tiny").save(path)  # ~31 MiB; always overwrites
+    AnySat(size="test").save(path)  # ~2 MiB; always overwrites
 
 
 def _stats(path: Path, variant: int) -> None:
@@ -168,10 +168,10 @@ def scene(scene_files):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    """The tiny model's checkpoint: the child process loads the very weights the parent uses."""
+    """The test-size model's checkpoint: the child process loads the very weights the parent uses."""
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pth"
-    AnySat(size="tiny").save(path)
+    path = tmp_path_factory.mktemp("model") / "test.pth"
+    AnySat(size="test").save(path)
     return path
 
 
@@ -238,8 +238,8 @@ class FullDisk:
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[FullDisk]:
-    """An 80 MiB tmpfs (room for two tiny checkpoints) mounted under ``tmp_path`` and unmounted afterwards;
-    skipped without root or when mounting is refused."""
+    """A 48 MiB tmpfs mounted under ``tmp_path`` and unmounted afterwards (room for the COG conversion of the test
+    scene: 256-pixel tiles of 64 bands); skipped without root or when mounting is refused."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("mounting a tmpfs to fill up needs root")
     if shutil.which("mount") is None or shutil.which("umount") is None:
@@ -247,17 +247,18 @@ def full_disk(tmp_path: Path) -> Iterator[FullDisk]:
     root = tmp_path / "tmpfs"
     root.mkdir()
     res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=80m,mode=0755", "tmpfs", str(root)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs", str(root)], capture_output=True, text=True, check=False
     )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (mount exit {res.returncode}: {res.stderr.strip()})")
     try:
         yield FullDisk(root)
     finally:
-        if subprocess.run(["umount", str(root)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(root)], capture_output=True)
+        if subprocess.run(["umount", str(root)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(root)], capture_output=True, check=False)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_writer_on_full_disk(full_disk: FullDisk, name: str, existing: bool) -> None:
@@ -282,6 +283,7 @@ def test_writer_on_full_disk(full_disk: FullDisk, name: str, existing: bool) -> 
     assert listing(full_disk.folder) == [w.filename]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("suffix", [".zarr", ".tif"])
 def test_infer_scene_disk_fills_during_run(full_disk: FullDisk, model, scene, reference, suffix) -> None:
     """The disk fills up after the first strip (window 5 of 12): the run stops with OutputWriteError, keeps only its
@@ -364,7 +366,7 @@ def fsize_limited() -> Callable[[str, dict[str, Any]], Any]:
         script = _CHILD_PRELUDE + textwrap.dedent(code) + "\nprint('RESULT=' + json.dumps(RESULT))\n"
         proc = subprocess.run(
             [sys.executable, "-c", script, json.dumps({**args, "root": str(ROOT)})],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
         )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
         assert proc.returncode == 0 and lines, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
@@ -393,7 +395,7 @@ def test_writers_past_the_file_size_limit(fsize_limited, tmp_path: Path) -> None
     for name, w in WRITERS.items():
         folders[name] = tmp_path / name.replace(".", "_")
         folders[name].mkdir()
-        WRITERS[name].write(folders[name] / w.filename, 0)
+        w.write(folders[name] / w.filename, 0)
         originals[name] = snapshot(folders[name] / w.filename)
     code = """
     from tests.core.test_full_disk import WRITERS
@@ -446,11 +448,12 @@ except BaseException as e:
 @pytest.mark.parametrize(
     ("suffix", "limit_at", "fsize", "windows_left"),
     [
-        # lowered after the first strip: the next strip's chunk (~70 KiB) cannot be written; 2 strips left
-        (".zarr", 5, 16_384, N_WINDOWS - 4),
-        # from the start: the partial store's files (<= ~70 KiB) fit, the GeoTIFF made from it (> 200 KiB) does not;
-        # every strip is finished, so the rerun only converts the partial store
-        (".tif", 0, 150_000, 0),
+        # lowered after the first strip: the next strip's feature chunk (~17 KiB) cannot be written; 2 strips left
+        (".zarr", 5, 12_288, N_WINDOWS - 4),
+        # from the start: the partial store's files (<= ~17 KiB) fit, the GeoTIFF made from it (256-pixel tiles of
+        # 64 bands, > 1 MiB before the COG copy compresses them) does not; every strip is finished, so the rerun only
+        # converts the partial store
+        (".tif", 0, 65_536, 0),
     ],
     ids=["zarr-during-strips", "tif-while-finishing"],
 )

@@ -1,14 +1,14 @@
 """Scene-scale inference (anysat_core.inference): sliding windows, blending, streamed COG/Zarr output, resume.
 
 The scene: three dated S2 GeoTIFFs (file names carry the dates) of 36 x 24 pixels at 10 m (360 m x 240 m) in
-UTM 31N with random values, written by the tests.  The model is AnySat tiny with random weights.
+UTM 31N with random values, written by the tests.  The model is the test-size AnySat with random weights.
+Memory use measured on real runs is a benchmark (tests/benchmarks/bench_scene_memory.py), not a test: here the
+streaming loop is checked to hold nothing larger than the planned buffers.
 """
 
 from __future__ import annotations
 
-import gc
 import os
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +19,14 @@ import torch
 import xarray as xr
 from rio_cogeo.cogeo import cog_validate
 
-from anysat_core import AnySat, InputShapeError, OutputError, OutputExistsError, PatchSizeError
+from anysat_core import AnySat, InputShapeError, OutputError, OutputExistsError, OutputWriteError, PatchSizeError
 from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.features import extract_features, weights_sha256
-from anysat_core.inference import OutputWriteError, infer_scene, plan_scene, write_zarr
-from tests.helpers.scenes import DATES, X0, Y0, write_s2_series
+from anysat_core.inference import infer_scene, plan_scene, write_zarr
+from anysat_core.inference import stream as stream_module
+from tests.helpers.scenes import DATES, X0, Y0, panel_mb, write_s2_series
 
-KW = dict(patch_size_m=20, window_m=120, progress=False)
-
+KW = {"patch_size_m": 20, "window_m": 120, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def scene(files):
 @pytest.fixture(scope="module")
 def model() -> AnySat:
     torch.manual_seed(0)
-    return AnySat(size="tiny").eval()
+    return AnySat(size="test").eval()
 
 
 @pytest.fixture(scope="module")
@@ -113,21 +113,32 @@ def test_no_seams_across_window_borders(model, scene) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ files
-def test_cog_and_zarr_are_georeferenced_with_provenance(model, scene, patch_map, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def probe(model, patch_map):
+    """A 3-class logistic regression on the patch features (labels: cell index modulo 3)."""
     from sklearn.linear_model import LogisticRegression
 
+    X = patch_map.values.reshape(model.embed_dim, -1).T
+    return LogisticRegression(max_iter=200).fit(X, np.arange(X.shape[0]) % 3)
+
+
+@pytest.fixture(scope="module")
+def exports(model, scene, probe, tmp_path_factory) -> dict[str, Path]:
+    """Uninterrupted patch exports (40 m overlap) with the probe, as Zarr and COG, alone in their folder."""
+    folder = tmp_path_factory.mktemp("exports")
+    kw = dict(output="patch", overlap_m=40, probe=probe, **KW)
+    return {s: infer_scene(model, scene, out=folder / f"f{s}", **kw) for s in (".zarr", ".tif")}
+
+
+def test_cog_and_zarr_are_georeferenced_with_provenance(model, patch_map, probe, exports) -> None:
     D = model.embed_dim
     X = patch_map.values.reshape(D, -1).T
-    y = np.arange(X.shape[0]) % 3
-    probe = LogisticRegression(max_iter=200).fit(X, y)
-
-    zpath = infer_scene(model, scene, output="patch", overlap_m=40, out=tmp_path / "f.zarr", probe=probe, **KW)
-    tpath = infer_scene(model, scene, output="patch", overlap_m=40, out=tmp_path / "f.tif", probe=probe, **KW)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.tif", "f.zarr"]  # no partial/temporary leftovers
+    zpath, tpath = exports[".zarr"], exports[".tif"]
+    assert sorted(p.name for p in zpath.parent.iterdir()) == ["f.tif", "f.zarr"]  # no partial/temporary leftovers
     xs = X0 + 10 + 20 * np.arange(18)  # patch centres of 20 m cells from the scene corner
     ys = Y0 - 10 - 20 * np.arange(12)
     expected_attrs = {
-        "model": "AnySat-tiny", "checkpoint": weights_sha256(model), "patch_size_m": "20", "window_m": "120",
+        "model": "AnySat-test", "checkpoint": weights_sha256(model), "patch_size_m": "20", "window_m": "120",
         "overlap_m": "40", "output": "patch", "modalities": "s2", "anysat_core_version": __import__("anysat_core").__version__,
     }
 
@@ -164,8 +175,10 @@ class _Stop(RuntimeError):
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".tif"])
-def test_interrupted_export_resumes_to_the_same_file(model, scene, tmp_path, suffix) -> None:
-    full = infer_scene(model, scene, output="patch", overlap_m=40, out=tmp_path / f"full{suffix}", **KW)
+def test_interrupted_export_resumes_to_the_same_file(model, scene, probe, exports, tmp_path, suffix) -> None:
+    """An export with a probe, interrupted after its first strip, resumes and is byte-identical to an uninterrupted
+    export (the ``exports`` fixture)."""
+    kw = dict(output="patch", overlap_m=40, probe=probe, **KW)
 
     def stop_after_5(done: int, total: int) -> None:
         if done == 5:  # strip 0 (4 windows) is committed, strip 1 is half done
@@ -173,16 +186,18 @@ def test_interrupted_export_resumes_to_the_same_file(model, scene, tmp_path, suf
 
     out = tmp_path / f"resumed{suffix}"
     with pytest.raises(_Stop):
-        infer_scene(model, scene, output="patch", overlap_m=40, out=out, callback=stop_after_5, **KW)
+        infer_scene(model, scene, out=out, callback=stop_after_5, **kw)
     assert not out.exists()  # nothing under the final name
     assert (tmp_path / f".resumed{suffix}.partial.zarr").is_dir()
     seen: list[int] = []
-    infer_scene(model, scene, output="patch", overlap_m=40, out=out, callback=lambda d, t: seen.append(d), **KW)
+    infer_scene(model, scene, out=out, callback=lambda d, t: seen.append(d), **kw)
     assert len(seen) == 8  # strips 1 and 2 only: the finished strip was not recomputed
     assert not (tmp_path / f".resumed{suffix}.partial.zarr").exists()
+    full = exports[suffix]
     if suffix == ".zarr":
         a, b = xr.open_zarr(full), xr.open_zarr(out)
-        assert a["anysat_features"].values.tobytes() == b["anysat_features"].values.tobytes()
+        for v in ("anysat_features", "prediction", "confidence"):
+            assert a[v].values.tobytes() == b[v].values.tobytes(), v
         assert a.attrs == b.attrs
     else:
         with rasterio.open(full) as fa, rasterio.open(out) as fb:
@@ -272,34 +287,27 @@ def test_local_cluster_equals_in_process(model, scene, patch_map) -> None:
     assert da.attrs == patch_map.attrs
 
 
-# ------------------------------------------------------------------------------------------------ memory
-def _traced_peak(model, scene, kw: dict, out: Path) -> int:
-    """Peak of Python/numpy allocations (tracemalloc) of a streamed export, after a warm-up export (lazy imports,
-    caches, zarr's first use)."""
-    infer_scene(model, scene, **kw, progress=False, out=out.with_name(f"warm-{out.name}"), batch_size=4)
-    gc.collect()  # garbage left by earlier tests would otherwise be freed (or not) at random points of the run
-    tracemalloc.start()
-    try:
-        infer_scene(model, scene, **kw, progress=False, out=out, batch_size=4)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+# ------------------------------------------------------------------------------------------------ bounded memory
+def _plan_of(model, tmp_path: Path, name: str, height: int, width: int, **kw) -> object:
+    scene = open_rasters(RasterSource(write_s2_series(tmp_path / name, height=height, width=width), modality="s2"),
+                         tile_m=120)
+    return plan_scene(model, scene, patch_size_m=20, window_m=120, overlap_m=40, output="dense", **kw)
 
 
-def test_memory_is_bounded_by_the_strip_not_the_scene(model, tmp_path) -> None:
-    """The strip accumulator (the largest array held) has the same shape for a 240 m and a 720 m high scene, and
-    the traced peak of Python/numpy allocations (tracemalloc) of a streamed dense Zarr export grows by < 30 % for a
-    3x taller scene."""
-    small = open_rasters(RasterSource(write_s2_series(tmp_path / "s", height=24), modality="s2"), tile_m=120)
-    tall = open_rasters(RasterSource(write_s2_series(tmp_path / "t", height=72), modality="s2"), tile_m=120)
-    kw = dict(patch_size_m=20, window_m=120, overlap_m=40, output="dense")
-    ps, pt = plan_scene(model, small, **kw), plan_scene(model, tall, **kw)
-    assert pt.grid_shape[0] == 3 * ps.grid_shape[0] and pt.n_rows > 2 * ps.n_rows
-    assert ps.buffer_shape == pt.buffer_shape == (2 * model.embed_dim, 12, 36)
-
-    p_small = _traced_peak(model, small, kw, tmp_path / "s.zarr")
-    p_tall = _traced_peak(model, tall, kw, tmp_path / "t.zarr")
-    assert p_tall < 1.3 * p_small, (p_small, p_tall)
+def test_planned_strip_buffer_is_bounded_in_height_and_width(model, tmp_path) -> None:
+    """The strip accumulator (the largest array held while streaming) has the same shape for a 240 m x 360 m scene,
+    a 3x taller one and a 3x wider one: panels take the width, strips the height.  Without a bound (one panel) it
+    grows with the width."""
+    mb = panel_mb(model.embed_dim, "dense", 4)
+    base = _plan_of(model, tmp_path, "base", 24, 36, buffer_mb=mb)
+    tall = _plan_of(model, tmp_path, "tall", 72, 36, buffer_mb=mb)
+    wide = _plan_of(model, tmp_path, "wide", 24, 108, buffer_mb=mb)
+    assert tall.grid_shape == (72, 36) and tall.n_rows > 2 * base.n_rows
+    assert wide.grid_shape == (24, 108) and (base.n_panels, wide.n_panels) == (1, 4) and wide.panel_windows == 4
+    assert base.buffer_shape == tall.buffer_shape == wide.buffer_shape == (2 * model.embed_dim, 12, 36)
+    one_panel = _plan_of(model, tmp_path, "wide", 24, 108, buffer_mb=1000)
+    assert one_panel.n_panels == 1 and one_panel.buffer_shape == (2 * model.embed_dim, 12, 108)
+    assert np.prod(wide.buffer_shape) * 4 * 2 <= mb * 2**20  # acc + divided output within buffer_mb
 
 
 # ------------------------------------------------------------------------------------------------ panels (width)
@@ -310,45 +318,79 @@ def wide_scene(tmp_path_factory):
     return open_rasters(RasterSource(files, modality="s2"), tile_m=120)
 
 
-def _panel_mb(model, output: str, windows: int, overlap_m: float = 40) -> float:
-    """A ``buffer_mb`` that fits exactly ``windows`` window columns of 120 m (cells: 20 m patch, 10 m dense)."""
-    D = model.embed_dim * (2 if output == "dense" else 1)
-    cell = 20 if output == "patch" else 10
-    wc = 120 // cell
-    sc = wc - int(overlap_m // cell)
-    return ((windows - 1) * sc + wc) * 4 * (2 * D + 1) * wc / 2**20 + 1e-6
+@pytest.fixture(scope="module")
+def one_pass(model, wide_scene):
+    """``one_pass(output, overlap_m)``: the wide scene in one panel, in memory (computed once per setting)."""
+    cache: dict[tuple[str, float], xr.DataArray] = {}
+
+    def get(output: str, overlap_m: float) -> xr.DataArray:
+        if (output, overlap_m) not in cache:
+            cache[output, overlap_m] = infer_scene(model, wide_scene, output=output, overlap_m=overlap_m, **KW)
+        return cache[output, overlap_m]
+
+    return get
 
 
-@pytest.mark.parametrize("output,overlap", [("patch", 40), ("dense", 40), ("patch", 0)])
-def test_panels_equal_one_pass(model, wide_scene, output, overlap) -> None:
-    """A scene processed in panels of 2 window columns (5 panels, overlap columns carried between them) equals the
-    one-panel result: exactly where one panel finishes a column alone, up to float rounding in shared columns."""
-    kw = dict(output=output, overlap_m=overlap, **KW)
-    one = infer_scene(model, wide_scene, **kw)
-    plan = plan_scene(model, wide_scene, patch_size_m=20, window_m=120, overlap_m=overlap, output=output,
-                      buffer_mb=_panel_mb(model, output, 2, overlap))
+@pytest.mark.parametrize("output,overlap", [("dense", 40), ("patch", 0)])
+def test_panels_equal_one_pass(model, wide_scene, one_pass, output, overlap) -> None:
+    """A scene processed in memory in panels of 2 window columns (5 panels with the overlap columns carried between
+    them; 3 without overlap) equals the one-panel result: exactly where one panel finishes a column alone, up to
+    float rounding in shared columns.  (Patch output with overlap, in panels: the Zarr test below.)"""
+    mb = panel_mb(model.embed_dim, output, 2, overlap)
+    plan = plan_scene(model, wide_scene, patch_size_m=20, window_m=120, overlap_m=overlap, output=output, buffer_mb=mb)
     assert plan.n_panels == (5 if overlap else 3) and plan.panel_windows == 2
-    many = infer_scene(model, wide_scene, **kw, buffer_mb=_panel_mb(model, output, 2, overlap))
+    one = one_pass(output, overlap)
+    many = infer_scene(model, wide_scene, output=output, overlap_m=overlap, **KW, buffer_mb=mb)
     assert np.isfinite(many.values).all()
     np.testing.assert_allclose(many.values, one.values, rtol=1e-5, atol=1e-5)
     assert many.attrs == one.attrs and many.rio.transform() == one.rio.transform()
 
 
-def test_panels_with_a_probe_and_resume_across_panels(model, wide_scene, tmp_path) -> None:
+def _spy_on_buffers(monkeypatch) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """Record the shapes of the panel accumulators the stream allocates and of the blocks it writes to the store."""
+    allocated: list[tuple[int, ...]] = []
+    written: list[tuple[int, ...]] = []
+    alloc, write = stream_module.panel_buffers, stream_module.ZarrSink.write
+
+    def spy_alloc(plan, p):
+        panel = alloc(plan, p)
+        allocated.extend([panel.acc.shape, panel.fin.shape, (1, *panel.wsum.shape)])
+        return panel
+
+    def spy_write(self, y0, x0, feats, *args):
+        written.append(feats.shape)
+        return write(self, y0, x0, feats, *args)
+
+    monkeypatch.setattr(stream_module, "panel_buffers", spy_alloc)
+    monkeypatch.setattr(stream_module.ZarrSink, "write", spy_write)
+    return allocated, written
+
+
+def test_panels_with_a_probe_and_resume_across_panels(model, wide_scene, one_pass, tmp_path, monkeypatch) -> None:
     """A Zarr export in 5 panels with a probe, interrupted in the middle of panel 1, resumes (only the windows not
-    yet committed are run) and is byte-identical to an uninterrupted run with the same panels."""
+    yet committed are run) and is byte-identical to an uninterrupted run with the same panels.  The stream holds
+    no array larger than the planned strip buffer and writes one strip of one panel at a time."""
     from sklearn.linear_model import LogisticRegression
 
-    one = infer_scene(model, wide_scene, output="patch", overlap_m=40, **KW)
+    one = one_pass("patch", 40)
     X = one.values.reshape(one.shape[0], -1).T
     probe = LogisticRegression(max_iter=200).fit(X, (X[:, 0] > np.median(X[:, 0])).astype(int))
-    mb = _panel_mb(model, "patch", 2)
+    mb = panel_mb(model.embed_dim, "patch", 2)
     kw = dict(output="patch", overlap_m=40, buffer_mb=mb, probe=probe, **KW)
+    plan = plan_scene(model, wide_scene, patch_size_m=20, window_m=120, overlap_m=40, output="patch", buffer_mb=mb)
+    allocated, written = _spy_on_buffers(monkeypatch)
     full = infer_scene(model, wide_scene, out=tmp_path / "full.zarr", **kw)
+    monkeypatch.undo()
+    D, wc, width = plan.buffer_shape
+    assert (plan.n_panels, plan.grid_shape, plan.buffer_shape) == (5, (12, 36), (model.embed_dim, 6, 10))
+    assert len(allocated) == 3 * plan.n_panels
+    assert all(len(s) == 3 and s[0] <= D and s[1] <= wc and s[2] <= width for s in allocated), allocated
+    assert len(written) == plan.n_panels * plan.n_rows
+    assert all(s[0] == D and s[1] <= wc and s[2] <= plan.panel_windows * plan.stride_cells for s in written), written
     ref = xr.open_zarr(full)
-    single = infer_scene(model, wide_scene, output="patch", overlap_m=40, probe=probe, **KW)
-    np.testing.assert_allclose(ref["anysat_features"].values, single["anysat_features"].values, rtol=1e-5, atol=1e-5)
-    agree = (ref["prediction"].values == single["prediction"].values).mean()
+    np.testing.assert_allclose(ref["anysat_features"].values, one.values, rtol=1e-5, atol=1e-5)
+    single_prediction = probe.predict(X).reshape(one.shape[1:])  # what a one-panel run with the probe predicts
+    agree = (ref["prediction"].values == single_prediction).mean()
     assert agree > 0.99 and set(np.unique(ref["prediction"].values)) == {0, 1}
 
     def stop(done: int, total: int) -> None:
@@ -365,26 +407,6 @@ def test_panels_with_a_probe_and_resume_across_panels(model, wide_scene, tmp_pat
     for v in ("anysat_features", "prediction", "confidence"):
         assert got[v].values.tobytes() == ref[v].values.tobytes(), v
     assert not any(n.startswith("_anysat") for n in os.listdir(out)), "resume state dropped from the result"
-
-
-def test_memory_is_bounded_in_width_too(model, tmp_path) -> None:
-    """With panels the accumulator has the same shape for a 360 m and a 1080 m wide scene, and the traced peak of
-    Python/numpy allocations of a streamed dense Zarr export grows by < 30 % for the 3x wider scene (measured
-    1.02-1.05x), while the same wide scene in one panel peaks > 2x higher (measured 2.7x): the measure sees it."""
-    narrow = open_rasters(RasterSource(write_s2_series(tmp_path / "n", width=36), modality="s2"), tile_m=120)
-    wide = open_rasters(RasterSource(write_s2_series(tmp_path / "w", width=108), modality="s2"), tile_m=120)
-    base = dict(patch_size_m=20, window_m=120, overlap_m=40, output="dense")
-    kw = dict(base, buffer_mb=_panel_mb(model, "dense", 4))
-    pn, pw = plan_scene(model, narrow, **kw), plan_scene(model, wide, **kw)
-    assert pw.grid_shape[1] == 3 * pn.grid_shape[1] and pw.n_panels == 4 and pn.n_panels == 1
-    assert pn.buffer_shape == pw.buffer_shape == (2 * model.embed_dim, 12, 36)
-    assert plan_scene(model, wide, **base, buffer_mb=1000).n_panels == 1
-
-    p_narrow = _traced_peak(model, narrow, kw, tmp_path / "n.zarr")
-    p_wide = _traced_peak(model, wide, kw, tmp_path / "w.zarr")
-    p_one_panel = _traced_peak(model, wide, dict(base, buffer_mb=1000), tmp_path / "w1.zarr")
-    assert p_wide < 1.3 * p_narrow, (p_narrow, p_wide)
-    assert p_one_panel > 2 * p_narrow, (p_narrow, p_one_panel)
 
 
 def test_gdal_cache_is_capped_during_the_run(model, scene) -> None:
@@ -415,8 +437,9 @@ def test_dask_chunked_xarray_cube_equals_the_files(model, files, patch_map) -> N
 
 def test_cog_of_a_scene_wider_than_a_block_has_overviews(model, tmp_path) -> None:
     """A 3 km wide dense map (300 cells of 10 m, more than one 256-pixel block) gets an average overview and is a
-    valid COG; the full-resolution bands equal the Zarr export of the same run."""
-    wide = open_rasters(RasterSource(write_s2_series(tmp_path / "s", height=12, width=300), modality="s2"), tile_m=120)
+    valid COG; the full-resolution bands equal the Zarr export of the same run.  (One date: the size is the point.)"""
+    files = write_s2_series(tmp_path / "s", height=12, width=300, dates=DATES[:1])
+    wide = open_rasters(RasterSource(files, modality="s2"), tile_m=120)
     kw = dict(output="dense", overlap_m=0, **KW)
     tif = infer_scene(model, wide, out=tmp_path / "f.tif", **kw)
     zarr_path = infer_scene(model, wide, out=tmp_path / "f.zarr", **kw)

@@ -1,6 +1,6 @@
 """A small synthetic scene for the scene-inference tests: dated S2 GeoTIFFs with random (already normalised) values.
 
-Three dates, 10 bands, 10 m pixels in UTM 31N from (X0, Y0); the default 36 x 24 pixels are 360 m x 240 m.
+Three dates (by default), 10 bands, 10 m pixels in UTM 31N from (X0, Y0); the default 36 x 24 pixels are 360 m x 240 m.
 """
 
 from __future__ import annotations
@@ -19,12 +19,24 @@ DATES = ("20200110", "20200420", "20200805")
 C_S2 = MODALITIES["s2"].num_bands
 
 
-def write_s2_series(folder: Path, height: int = 24, width: int = 36, seed: int = 0) -> list[Path]:
-    """One float32 GeoTIFF per date, ``s2_<YYYYMMDD>.tif``, values ~ N(0, 1)."""
+def panel_mb(embed_dim: int, output: str, windows: int, overlap_m: float = 40) -> float:
+    """A ``buffer_mb`` that fits exactly ``windows`` window columns of 120 m (cells: 20 m patch, 10 m dense) for a
+    model of ``embed_dim`` (the accumulator formula of :func:`~anysat_core.inference.plan_scene`)."""
+    D = embed_dim * (2 if output == "dense" else 1)
+    cell = 20 if output == "patch" else 10
+    wc = 120 // cell
+    sc = wc - int(overlap_m // cell)
+    return ((windows - 1) * sc + wc) * 4 * (2 * D + 1) * wc / 2**20 + 1e-6
+
+
+def write_s2_series(
+    folder: Path, height: int = 24, width: int = 36, seed: int = 0, dates: tuple[str, ...] = DATES
+) -> list[Path]:
+    """One float32 GeoTIFF per date (default :data:`DATES`), ``s2_<YYYYMMDD>.tif``, values ~ N(0, 1)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
-    for d in DATES:
+    for d in dates:
         p = folder / f"s2_{d}.tif"
         with rasterio.open(
             p, "w", driver="GTiff", height=height, width=width, count=C_S2, dtype="float32", crs=UTM,

@@ -1,0 +1,98 @@
+"""Model runners of scene inference: a runner takes batches of window samples and returns their feature maps.
+
+``runner(batches)`` gets a list of batches (each a list of samples) and returns, in the same order, one float32
+array ``(B, h, w, D)`` per batch.  :func:`local_runner` runs them in this process; :func:`dask_runner` scatters the
+model once to the workers of a ``distributed`` cluster (each keeps one rebuilt model, by weights hash) and gathers
+the batches in submission order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from anysat_core.data.collate import collate
+from anysat_core.data.sample import Sample
+from anysat_core.errors import OutputError
+from anysat_core.features import run_model
+
+#: ``runner(batches) -> [(B, h, w, D) float32 per batch]``.
+Runner = Callable[[list[list[Sample]]], list[np.ndarray]]
+
+_WORKER_MODELS: dict[str, nn.Module] = {}  # one model per worker process, by weights hash
+
+
+def _run_batch(model: nn.Module, samples: list[Sample], patch_size_m: float, output: str, om: str) -> np.ndarray:
+    """One batch of windows -> ``(B, h, w, D)`` float32."""
+    return run_model(model, collate(samples), patch_size_m, output, om).float().cpu().numpy()
+
+
+def local_runner(model: nn.Module, patch_size_m: float, output: str, om: str) -> Runner:
+    """Runs the batches one after the other in this process."""
+
+    def run(batches: list[list[Sample]]) -> list[np.ndarray]:
+        return [_run_batch(model, b, patch_size_m, output, om) for b in batches]
+
+    return run
+
+
+def _model_payload(model: nn.Module, sha: str) -> dict[str, Any]:
+    """What a worker needs to rebuild the model: config + state dict for AnySat, the module itself otherwise."""
+    from anysat_core.model.anysat import AnySat
+
+    if type(model) is AnySat:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return {"sha": sha, "config": model.config.to_dict(), "state_dict": state}
+    return {"sha": sha, "module": model}
+
+
+def _worker_model(payload: dict[str, Any]) -> nn.Module:
+    """The payload's model, rebuilt once per worker (a new weights hash replaces the cached model)."""
+    sha = payload["sha"]
+    model = _WORKER_MODELS.get(sha)
+    if model is None:
+        if "module" in payload:
+            model = payload["module"]
+        else:
+            from anysat_core.config import AnySatConfig
+            from anysat_core.model.anysat import AnySat
+
+            model = AnySat(config=AnySatConfig.from_dict(payload["config"]))
+            model.load_state_dict(payload["state_dict"])
+        model.eval()
+        _WORKER_MODELS.clear()  # keep one model per worker
+        _WORKER_MODELS[sha] = model
+    return model
+
+
+def _worker_run(payload: dict[str, Any], samples: list[Sample], patch_size_m: float, output: str, om: str) -> np.ndarray:
+    """Runs on a dask worker: one batch of windows -> ``(B, h, w, D)`` float32."""
+    return _run_batch(_worker_model(payload), samples, patch_size_m, output, om)
+
+
+@contextlib.contextmanager
+def dask_runner(
+    client: Any, model: nn.Module, sha: str, patch_size_m: float, output: str, om: str
+) -> Iterator[Runner]:
+    """A runner on a ``distributed.Client`` (or a scheduler address, then connected and closed here)."""
+    try:
+        from distributed import Client
+    except ImportError as e:  # pragma: no cover - distributed is a dependency of this feature
+        raise OutputError("client= needs the 'distributed' package (pip install distributed)") from e
+    own = isinstance(client, str)
+    cl = Client(client) if own else client
+    try:
+        payload = cl.scatter(_model_payload(model, sha), broadcast=True)
+
+        def run(batches: list[list[Sample]]) -> list[np.ndarray]:
+            futs = [cl.submit(_worker_run, payload, b, patch_size_m, output, om, pure=False) for b in batches]
+            return list(cl.gather(futs))  # in submission order
+
+        yield run
+    finally:
+        if own:
+            cl.close()

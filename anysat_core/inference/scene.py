@@ -1,0 +1,225 @@
+"""The public entry :func:`infer_scene`: checks, provenance, the output (memory or a partial Zarr store), the run
+and the final file (Zarr store or COG); see :mod:`anysat_core.inference` for what it does."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from torch import nn
+
+from anysat_core.data.raster import RasterScene, RasterSource
+from anysat_core.data.sample import Sample
+from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputExistsError, OutputWriteError
+from anysat_core.features import provenance_attrs
+from anysat_core.inference.cog import write_cog
+from anysat_core.inference.plan import ScenePlan, as_scene, check_megabytes, check_output, plan_scene, window_scene
+from anysat_core.inference.runners import dask_runner, local_runner
+from anysat_core.inference.sinks import MemorySink, ZarrSink
+from anysat_core.inference.stream import SceneStream
+from anysat_core.writers import remove_path, replace_path
+
+__all__ = ["infer_scene"]
+
+
+def _write_error(path: Path, e: OSError, what: str, work: Path | None = None) -> OutputWriteError:
+    """:meth:`OutputWriteError.from_os_error`, saying whether a resumable partial store ``work`` was kept."""
+    if work is not None and work.exists():
+        left = (
+            f"the finished strips are kept in {str(work)!r}: the same call resumes from there once the problem is "
+            "fixed (resume=False, or deleting that folder, starts over)"
+        )
+    else:
+        left = "nothing was written there"
+    return OutputWriteError.from_os_error(path, e, what, left=left)
+
+
+def _output_kind(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix == ".zarr":
+        return "zarr"
+    if suffix in (".tif", ".tiff"):
+        return "cog"
+    raise OutputError(
+        f"out={str(out)!r} has the suffix {suffix or '(none)'!r}; expected '.tif'/'.tiff' (Cloud-Optimized GeoTIFF) "
+        "or '.zarr' (Zarr store)"
+    )
+
+
+def _gdal_env(gdal_cache_mb: float) -> Any:
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb * 2**20))  # in bytes
+
+
+def _open_partial(
+    out_path: Path, kind: str, plan: ScenePlan, attrs: dict[str, str], fingerprint: dict[str, Any], *, probe: bool,
+    resume: bool, overwrite: bool,
+) -> tuple[ZarrSink, Path]:
+    """The partial store ``.<name>.partial.zarr`` beside ``out_path`` (resumed when its fingerprint matches)."""
+    if (out_path.exists() or out_path.is_symlink()) and not overwrite:
+        raise OutputExistsError(
+            f"{str(out_path)!r} exists already; pass overwrite=True to replace it, or choose another path"
+        )
+    if out_path.is_dir() and kind == "cog":
+        raise OutputExistsError(f"{str(out_path)!r} is a folder; pass the path of a .tif file")
+    work = out_path.with_name(f".{out_path.name}.partial.zarr")
+    existed = work.exists()
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        return ZarrSink(work, plan, attrs, fingerprint, probe, resume), work
+    except OSError as e:
+        if work.exists() and not (existed and resume):  # a store being created holds nothing worth keeping
+            remove_path(work)
+        raise _write_error(out_path, e, "create the output", work) from e
+
+
+def _finish(sink: ZarrSink, out_path: Path, kind: str, attrs: dict[str, str], *, probe: bool, overwrite: bool,
+            gdal_cache_mb: float) -> None:
+    """Put the finished partial store in place as ``out_path``: renamed (Zarr) or converted (COG, the store keeps
+    its resume state until the COG is in place)."""
+    work = sink.path
+    try:
+        if kind == "zarr":
+            sink.finish()
+            replace_path(work, out_path, overwrite)
+        else:
+            with _gdal_env(gdal_cache_mb):
+                write_cog(work, out_path, attrs, probe, overwrite)
+            remove_path(work)
+    except OSError as e:
+        if isinstance(e, AnySatError):
+            raise
+        raise _write_error(out_path, e, "finish the output", work) from e
+
+
+def infer_scene(
+    model: nn.Module,
+    scene_or_sources: RasterScene | RasterSource | Sequence[RasterSource],
+    *,
+    patch_size_m: float,
+    window_m: float,
+    overlap_m: float,
+    output: str = "dense",
+    output_modality: str | None = None,
+    batch_size: int = 4,
+    normalize: Callable[[Sample], Sample] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+    client: Any = None,
+    probe: Any = None,
+    callback: Callable[[int, int], None] | None = None,
+    buffer_mb: float = 16.0,
+    gdal_cache_mb: float = 64.0,
+) -> Path | xr.DataArray | xr.Dataset:
+    """Feature map of a whole scene with sliding, blended windows (see :mod:`anysat_core.inference`).
+
+    Args:
+        model: an :class:`~anysat_core.AnySat` (run in eval mode under ``inference_mode``).
+        scene_or_sources: a :class:`RasterScene` from :func:`open_rasters`, or RasterSource(s) (then opened with
+            ``tile_m=window_m``).
+        patch_size_m: patch side in metres (a multiple of the modalities' patch step).
+        window_m: window side in metres, a multiple of ``patch_size_m``.
+        overlap_m: overlap of neighbouring windows in metres: 0 or a multiple of ``patch_size_m``, at most
+            ``window_m / 2``.
+        output: ``"dense"`` (cells of the output modality's sub-patch, ``2D`` channels) or ``"patch"``.
+        output_modality: modality of the dense sub-patches (default: the scene's first modality).
+        batch_size: windows per forward pass (batches never span two strips).
+        normalize: applied to every window sample before batching, e.g. a
+            :class:`~anysat_core.data.normalize.Normalize`; the scene's values are raw file values.
+        out: ``*.tif``/``*.tiff`` (Cloud-Optimized GeoTIFF) or ``*.zarr``; None returns the result in memory.
+        overwrite: replace an existing ``out``.
+        resume: continue a partial run of the same settings found beside ``out`` (False: start again).
+        progress: show a tqdm progress bar over the windows.
+        client: a ``distributed.Client`` or a scheduler address; None runs in this process.
+        probe: a fitted classifier with ``predict_proba((N, D)) -> (N, K)`` (and optionally ``classes_``): adds
+            per-cell ``prediction`` (class label, -1 where no data) and ``confidence`` (max probability).
+        callback: called as ``callback(windows_done, windows_total)`` after every window of this call.
+        buffer_mb: memory for the blending accumulator; wider scenes are processed in more panels (results are
+            the same up to float rounding in the columns shared by two panels).
+        gdal_cache_mb: GDAL block cache limit while reading and writing (GDAL's default is 5 % of the RAM).
+
+    Returns:
+        ``out`` as a Path when given; else a DataArray ``(feature, y, x)`` (a Dataset with ``anysat_features``,
+        ``prediction`` and ``confidence`` when ``probe`` is given).
+
+    Raises:
+        PatchSizeError: sizes that do not fit the modalities or each other.
+        OutputError: an unknown ``output``/``output_modality`` or an unsupported ``out`` suffix.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+        OutputWriteError: the output cannot be written (read-only folder, full disk, invalid path); a partial
+            store of the finished strips stays beside ``out`` so that a second call resumes.
+        AnySatError subclasses from reading the rasters or running the model.
+    """
+    check_megabytes("gdal_cache_mb", gdal_cache_mb, 64)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
+    check_output(output)
+    scene = as_scene(scene_or_sources, window_m, patch_size_m)
+    plan = plan_scene(
+        model, scene, patch_size_m=patch_size_m, window_m=window_m, overlap_m=overlap_m, output=output,
+        output_modality=output_modality, buffer_mb=buffer_mb,
+    )
+    om = output_modality or scene.modalities[0]
+    wscene = window_scene(scene, window_m, window_m - overlap_m)
+    attrs = provenance_attrs(
+        model, patch_size_m=patch_size_m, output=output, output_modality=om, modalities=scene.modalities
+    )
+    sha = attrs["checkpoint"]
+    attrs |= {
+        "window_m": f"{float(window_m):g}",
+        "overlap_m": f"{float(overlap_m):g}",
+        "blending": "raised-cosine ramp over the overlap, weighted mean",
+        "crs": plan.crs,
+    }
+    if probe is not None:
+        attrs["probe"] = type(probe).__name__
+
+    out_path = Path(out) if out is not None else None
+    work: Path | None = None
+    sink: MemorySink | ZarrSink
+    if out_path is None:
+        sink = MemorySink(plan, probe is not None)
+    else:
+        kind = _output_kind(out_path)
+        fingerprint = {
+            "attrs": attrs,
+            "grid": list(plan.grid_shape),
+            "transform": list(plan.transform),
+            "window_grid": [plan.n_rows, plan.n_cols],
+            "panel_windows": plan.panel_windows,
+            "batch_size": int(batch_size),
+            "normalize": type(normalize).__qualname__ if normalize is not None else None,
+        }
+        sink, work = _open_partial(
+            out_path, kind, plan, attrs, fingerprint, probe=probe is not None, resume=resume, overwrite=overwrite
+        )
+
+    runner_cm = (
+        dask_runner(client, model, sha, patch_size_m, output, om)
+        if client is not None
+        else contextlib.nullcontext(local_runner(model, patch_size_m, output, om))
+    )
+    try:
+        with _gdal_env(gdal_cache_mb), runner_cm as runner:
+            SceneStream(
+                wscene, plan, runner, sink, batch_size=batch_size, normalize=normalize, probe=probe,
+                progress=progress, callback=callback,
+            ).run()
+    except OSError as e:
+        if isinstance(e, AnySatError):
+            raise
+        raise _write_error(out_path or Path("."), e, "write the output", work) from e
+
+    if isinstance(sink, MemorySink):
+        return sink.result(attrs)
+    assert out_path is not None
+    _finish(sink, out_path, kind, attrs, probe=probe is not None, overwrite=overwrite, gdal_cache_mb=gdal_cache_mb)
+    return out_path

@@ -1,0 +1,270 @@
+"""The streaming loop of scene inference: panels of window columns, strips of windows, blended and flushed.
+
+:class:`SceneStream` walks the panels of a :class:`~anysat_core.inference.plan.ScenePlan` from the sink's resume
+point, and in each panel its strips (rows of windows) from top to bottom.  One strip is:
+
+1. :meth:`~SceneStream.seed_strip`: clear the accumulator and put back the ``overlap`` rows carried from the strip
+   above (weighted sums and weights);
+2. :meth:`~SceneStream.window_outputs`: read the strip's windows lazily, a few batches at a time
+   (:data:`INFLIGHT`), and run them (batches never cross strips, so a resumed run batches every window as an
+   uninterrupted one);
+3. :meth:`~SceneStream.blend`: add each window's features times the separable raised-cosine weight;
+4. :meth:`~SceneStream.flush_strip`: exchange the ``overlap`` columns shared with the neighbouring panels through the
+   sink, divide the finished rows (``stride`` rows, all of them for the last strip), apply the probe, write them;
+5. :meth:`~SceneStream.carry_rows` and the sink's ``commit``: keep the ``overlap`` band for the next strip and
+   record the progress.
+
+Progress counts *steps*: step ``p * n_rows + r`` is strip ``r`` of panel ``p``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from anysat_core.data.raster import RasterScene
+from anysat_core.data.sample import Sample
+from anysat_core.errors import EmptyTileError
+from anysat_core.inference.plan import ScenePlan
+from anysat_core.inference.runners import Runner
+from anysat_core.inference.sinks import MemorySink, ZarrSink
+
+#: batches of windows read and run together: bounds the inputs held in memory whatever the scene width
+INFLIGHT = 4
+
+
+def ramp(window_cells: int, overlap_cells: int) -> np.ndarray:
+    """``(window_cells,)`` float32 weight: 1 inside, raised cosine over ``overlap_cells`` at both ends."""
+    w = np.ones(window_cells, dtype=np.float64)
+    if overlap_cells > 0:
+        k = np.arange(overlap_cells)
+        up = 0.5 - 0.5 * np.cos(np.pi * (k + 0.5) / overlap_cells)
+        w[:overlap_cells] = up
+        w[window_cells - overlap_cells :] = up[::-1]
+    return w.astype(np.float32)
+
+
+def apply_probe(probe: Any, classes: Any, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell class and confidence of ``feats`` ``(D, h, w)``: int16 ``(h, w)`` (-1: no data), float32 ``(h, w)``."""
+    D, h, w = feats.shape
+    X = feats.reshape(D, -1).T  # (N, D)
+    ok = np.isfinite(X).all(axis=1)
+    prediction = np.full(h * w, -1, dtype=np.int16)
+    confidence = np.full(h * w, np.nan, dtype=np.float32)
+    if ok.any():
+        proba = np.asarray(probe.predict_proba(X[ok]))
+        idx = proba.argmax(axis=1)
+        labels = np.asarray(classes)[idx] if classes is not None else idx
+        prediction[ok] = labels.astype(np.int16)
+        confidence[ok] = proba.max(axis=1).astype(np.float32)
+    return prediction.reshape(h, w), confidence.reshape(h, w)
+
+
+@dataclass
+class Panel:
+    """One panel's window columns ``[c0, c1)``, the grid columns ``[x0, x1)`` it finishes, and its buffers.
+
+    Attributes:
+        acc: ``(D, window_cells, width)`` weighted feature sums of the current strip.
+        wsum: ``(window_cells, width)`` sums of the weights.
+        fin: ``(D, window_cells, x1 - x0)`` the divided output of the strip.
+    """
+
+    index: int
+    c0: int
+    c1: int
+    x0: int
+    x1: int
+    last: bool
+    acc: np.ndarray
+    wsum: np.ndarray
+    fin: np.ndarray
+
+
+def panel_buffers(plan: ScenePlan, p: int) -> Panel:
+    """Panel ``p`` with zeroed buffers (``acc``/``wsum`` at most ``plan.buffer_shape``)."""
+    D, wc, _ = plan.buffer_shape
+    c0, c1 = plan.panel_cols(p)
+    x0, x1 = plan.panel_span(p)
+    width = (c1 - c0 - 1) * plan.stride_cells + wc
+    return Panel(
+        index=p, c0=c0, c1=c1, x0=x0, x1=x1, last=p == plan.n_panels - 1,
+        acc=np.zeros((D, wc, width), dtype=np.float32),
+        wsum=np.zeros((wc, width), dtype=np.float32),
+        fin=np.empty((D, wc, x1 - x0), dtype=np.float32),
+    )
+
+
+class SceneStream:
+    """Runs the windows of ``wscene`` (the scene cut along the plan's windows) into ``sink``; see the module
+    docstring.  ``callback(windows_done, windows_total)`` is called after every window blended by this run."""
+
+    def __init__(
+        self,
+        wscene: RasterScene,
+        plan: ScenePlan,
+        runner: Runner,
+        sink: MemorySink | ZarrSink,
+        *,
+        batch_size: int,
+        normalize: Callable[[Sample], Sample] | None,
+        probe: Any,
+        progress: bool,
+        callback: Callable[[int, int], None] | None,
+    ) -> None:
+        self.wscene, self.plan, self.runner, self.sink = wscene, plan, runner, sink
+        self.batch_size, self.normalize, self.probe = batch_size, normalize, probe
+        self.progress, self.callback = progress, callback
+        self.classes = getattr(probe, "classes_", None)
+        r = ramp(plan.window_cells, plan.overlap_cells)
+        self.weight = r[:, None] * r[None, :]  # (wc, wc)
+        self.done = 0  # windows blended by this run
+        self.bar: Any = None
+
+    # ----------------------------------------------------------------------------------------- the loop
+    def run(self) -> None:
+        """Process panels, and strips inside a panel, from the sink's resume point."""
+        from tqdm.auto import tqdm
+
+        plan = self.plan
+        step0, carry_sum, carry_w = self.sink.start()
+        p0, r0 = divmod(step0, plan.n_rows)
+        if r0 == 0:  # a panel starts afresh: nothing carried over rows
+            carry_sum = carry_w = None
+        self.bar = tqdm(
+            total=plan.n_windows, initial=self.windows_before(p0, r0), disable=not self.progress, desc="windows",
+            unit="win",
+        )
+        try:
+            for p in range(p0, plan.n_panels):
+                panel = panel_buffers(plan, p)
+                for r in range(r0 if p == p0 else 0, plan.n_rows):
+                    carry_sum, carry_w = self.run_strip(panel, r, carry_sum, carry_w)
+                del panel
+        finally:
+            self.bar.close()
+
+    def windows_before(self, p0: int, r0: int) -> int:
+        """Windows finished before step ``(p0, r0)``: all rows of the finished panels' columns, ``r0`` strips of
+        panel ``p0``."""
+        plan = self.plan
+        c0 = min(plan.n_cols, p0 * plan.panel_windows)
+        return plan.n_rows * c0 + r0 * (min(plan.n_cols, c0 + plan.panel_windows) - c0)
+
+    def run_strip(
+        self, panel: Panel, r: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Strip ``r`` of ``panel``, committed; returns the ``overlap`` rows carried to the next strip."""
+        self.seed_strip(panel, carry_sum, carry_w)
+        n_seen = 0
+        for c, f in self.window_outputs(r, panel.c0, panel.c1):
+            self.blend(panel, c, f)
+            n_seen += 1
+        self.bar.update((panel.c1 - panel.c0) - n_seen)  # empty windows
+        last = r == self.plan.n_rows - 1
+        self.flush_strip(panel, r, last)
+        carry_sum, carry_w = self.carry_rows(panel, last)
+        self.sink.commit(panel.index * self.plan.n_rows + r + 1, carry_sum, carry_w)
+        return carry_sum, carry_w
+
+    # ----------------------------------------------------------------------------------------- the steps
+    def seed_strip(self, panel: Panel, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
+        """Clear the accumulator and put back the ``overlap`` rows carried from the strip above."""
+        oc = self.plan.overlap_cells
+        panel.acc.fill(0.0)
+        panel.wsum.fill(0.0)
+        if carry_sum is not None and carry_w is not None and oc > 0:
+            panel.acc[:, :oc] = carry_sum
+            panel.wsum[:oc] = carry_w
+
+    def read_batches(self, r: int, c0: int, c1: int) -> Iterator[tuple[list[int], list[Sample]]]:
+        """``(window columns, samples)`` of the non-empty windows ``(r, c0..c1)``, ``batch_size`` at a time, each
+        window read (and normalised) only when its batch is asked for."""
+        cols: list[int] = []
+        samples: list[Sample] = []
+        for c in range(c0, c1):
+            try:
+                s = self.wscene.tile(r, c)
+            except EmptyTileError:
+                continue
+            cols.append(c)
+            samples.append(self.normalize(s) if self.normalize is not None else s)
+            if len(samples) == self.batch_size:
+                yield cols, samples
+                cols, samples = [], []
+        if samples:
+            yield cols, samples
+
+    def window_outputs(self, r: int, c0: int, c1: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(window column, features (h, w, D))`` of strip ``r``, running :data:`INFLIGHT` batches at a time: at
+        most that many batches of inputs are held."""
+        pending: list[tuple[list[int], list[Sample]]] = []
+        batches = self.read_batches(r, c0, c1)
+        while True:
+            nxt = next(batches, None)
+            if nxt is not None:
+                pending.append(nxt)
+            if pending and (nxt is None or len(pending) == INFLIGHT):
+                outs = self.runner([b for _, b in pending])
+                for (cols, _), out in zip(pending, outs):
+                    yield from zip(cols, out)
+                pending = []
+            if nxt is None:
+                return
+
+    def blend(self, panel: Panel, c: int, f: np.ndarray) -> None:
+        """Add window ``c``'s features ``(h, w, D)`` times the blending weight; report the window as done."""
+        D, wc, _ = self.plan.buffer_shape
+        if f.shape[:2] != (wc, wc) or f.shape[2] != D:
+            raise RuntimeError(f"internal: window output {f.shape} does not match the plan {(wc, wc, D)}")
+        x0 = (c - panel.c0) * self.plan.stride_cells
+        panel.acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * self.weight
+        panel.wsum[:, x0 : x0 + wc] += self.weight
+        self.done += 1
+        self.bar.update(1)
+        if self.callback is not None:
+            self.callback(self.done, self.plan.n_windows)
+
+    def flush_strip(self, panel: Panel, r: int, last: bool) -> None:
+        """Divide and write the rows strip ``r`` finishes: the stride rows (all window rows for the last strip)."""
+        plan = self.plan
+        y0 = r * plan.stride_cells
+        n_out = max(0, min(plan.window_cells if last else plan.stride_cells, plan.grid_shape[0] - y0))
+        if n_out == 0:
+            return
+        self.share_columns(panel, y0, n_out)
+        width = panel.x1 - panel.x0
+        w = panel.wsum[:n_out, :width]
+        out = panel.fin[:, :n_out]
+        out.fill(np.nan)
+        np.divide(panel.acc[:, :n_out, :width], w, out=out, where=w > 0)
+        prediction = confidence = None
+        if self.probe is not None:
+            prediction, confidence = apply_probe(self.probe, self.classes, out)
+        self.sink.write(y0, panel.x0, out, prediction, confidence)
+
+    def share_columns(self, panel: Panel, y0: int, n_out: int) -> None:
+        """Add the previous panel's share of the ``overlap`` columns this panel finishes, and hand this panel's
+        share of the columns the next panel finishes to the sink."""
+        oc, p = self.plan.overlap_cells, panel.index
+        if oc == 0:
+            return
+        if p > 0:
+            csum, cw = self.sink.read_cols(p % 2, y0, n_out)
+            panel.acc[:, :n_out, :oc] += csum
+            panel.wsum[:n_out, :oc] += cw
+        if not panel.last:
+            xr0 = (panel.c1 - panel.c0) * self.plan.stride_cells
+            self.sink.write_cols(
+                (p + 1) % 2, y0, panel.acc[:, :n_out, xr0 : xr0 + oc], panel.wsum[:n_out, xr0 : xr0 + oc]
+            )
+
+    def carry_rows(self, panel: Panel, last: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Copies of the ``overlap`` rows below the stride, for the next strip (None after the last strip)."""
+        if last:
+            return None, None
+        sc, oc = self.plan.stride_cells, self.plan.overlap_cells
+        return panel.acc[:, sc : sc + oc].copy(), panel.wsum[sc : sc + oc].copy()
