@@ -4,7 +4,8 @@ Each dataset is one class in one module of this package that reads the dataset's
 returns samples in the format of :mod:`anysat_core.data.sample`.  A subclass sets the class attributes
 (facts of the dataset) and implements ``_load_index`` (list the samples of a split, checking the layout)
 and ``_load_sample`` (read one sample, raw values).  The base class handles missing roots, corrupt
-files, splits, modality selection, normalisation and transforms.
+files, splits, modality selection, normalisation and transforms.  A ``generated`` dataset (GeoPlex-mini) has
+no root: its ``_load_index`` lays out the generated samples and it overrides ``_make_normalizer``.
 """
 
 from __future__ import annotations
@@ -225,4 +226,7 @@ class AnySatDataset(torch.utils.data.Dataset):
         return sample
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, modalities={self.modalities})"
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
+            f"modalities={self.modalities})"
+        )

@@ -22,6 +22,7 @@ from anysat_core.data.datasets.base import AnySatDataset, register_dataset
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.sample import GeoInfo
 from anysat_core.dates import yyyymmdd_to_doy
+from anysat_core.errors import CorruptFileError
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["OSM_CATEGORIES", "S2NaipUrban", "rasterize_osm"]
@@ -92,7 +93,10 @@ def rasterize_osm(features: Sequence[dict[str, Any]], shape: tuple[int, int]) ->
             for p in [coords] if gtype == "Point" else coords:
                 _disk(out, np.asarray(p, dtype=np.float64)[:2], None, 1.0, value)
         else:
-            raise ValueError(f"unsupported geometry type {gtype!r}")
+            raise CorruptFileError(
+                f"unsupported geometry type {gtype!r}; expected Polygon, MultiPolygon, LineString, MultiLineString, "
+                "Point or MultiPoint"
+            )
     return out
 
 
