@@ -15,7 +15,6 @@ import torch
 
 from anysat_core import AnySat
 from anysat_core.data.collate import collate
-from anysat_core.data.datasets import get_dataset
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError, InputShapeError
 from tests.helpers.shared import TREESAT, shared_file, treesat_root
@@ -423,8 +422,3 @@ def test_flair_errors(flair_root, tmp_path):
     with pytest.raises(DatasetNotFoundError, match="centroids"):
         FLAIR(flair_root, "test", normalize=False, crop=None)
 
-
-def test_registered_names():
-    assert get_dataset("treesatai-ts") is TreeSatAITS
-    assert get_dataset("pastis-hd") is PASTISHD
-    assert get_dataset("flair") is FLAIR

@@ -177,7 +177,7 @@ def test_learnability_linear_probe_on_s2_tile_statistics():
     assert acc > 3 * chance
 
 
-def test_samples_normalise_and_run_through_tiny_anysat(tmp_path):
+def test_samples_normalise_and_run_through_anysat(tmp_path):
     ds = GeoPlexMini(modalities=("aerial", "s2", "s1-asc"), tiles=8, cache_dir=tmp_path)
     a, b = ds[0], ds[1]
     assert a["label"].shape == (len(CLASSES),) and a["label"].dtype == torch.float32 and a["label"].sum() >= 1
