@@ -21,14 +21,14 @@ __all__ = [
     "CheckpointMismatchError",
     "ConfigError",
     "CorruptFileError",
-    "DatasetNotFoundError",
-    "EmptyTileError",
-    "MissingCRSError",
-    "DatesError",
     "DTypeError",
+    "DatasetNotFoundError",
+    "DatesError",
+    "EmptyTileError",
     "ExtentMismatchError",
     "InputShapeError",
     "MetricInputError",
+    "MissingCRSError",
     "NonFiniteInputError",
     "NonSquareTileError",
     "OutputError",
@@ -43,21 +43,23 @@ __all__ = [
 
 
 class AnySatError(Exception):
-    """Base class of every error raised by anysat_core for bad input."""
+    """Base class of every error raised by anysat_core for bad input.
+
+    It is mixed into a builtin (``class E(AnySatError, OSError)``) and comes first in the method order, so its
+    ``__str__`` wins: ``str(error)`` is the message as given, whatever the builtin (``KeyError`` would quote it,
+    ``OSError`` built with two arguments would format ``[Errno ...]``).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class UnknownModalityError(AnySatError, LookupError):
     """A modality key that is not in the registry (or not in this model)."""
 
-    def __str__(self) -> str:  # LookupError would otherwise quote the message
-        return str(self.args[0]) if self.args else ""
-
 
 class UnknownDatasetError(AnySatError, LookupError):
     """A dataset name that is not registered (the message lists the registered names)."""
-
-    def __str__(self) -> str:  # LookupError would otherwise quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class ConfigError(AnySatError, ValueError):
@@ -141,15 +143,9 @@ class DatasetNotFoundError(AnySatError, FileNotFoundError):
     The message names the root given, the layout expected under it and where to download the data.
     """
 
-    def __str__(self) -> str:  # FileNotFoundError would otherwise format (errno, strerror)
-        return str(self.args[0]) if self.args else ""
-
 
 class CorruptFileError(AnySatError, OSError):
     """A data file that exists but cannot be read (truncated, wrong format, wrong content)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class MissingCRSError(AnySatError, ValueError):
@@ -162,9 +158,6 @@ class EmptyTileError(AnySatError, ValueError):
 
 class OutputExistsError(AnySatError, FileExistsError):
     """An output file exists already and overwriting was not asked for."""
-
-    def __str__(self) -> str:  # FileExistsError would otherwise format (errno, strerror)
-        return str(self.args[0]) if self.args else ""
 
 
 class MetricInputError(AnySatError, ValueError):
@@ -185,9 +178,6 @@ class OutputWriteError(AnySatError, OSError):
     def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
         super().__init__(message)
         self.path = str(path)
-
-    def __str__(self) -> str:  # OSError would otherwise format (errno, strerror)
-        return str(self.args[0]) if self.args else ""
 
     @classmethod
     def from_os_error(
