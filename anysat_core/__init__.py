@@ -33,7 +33,6 @@ _LAZY: dict[str, str] = {
     # model
     "AnySat": "anysat_core.model",
     "OUTPUTS": "anysat_core.model",
-    "set_fused_attention": "anysat_core.model",  # TEMPORARY until the attention switch lands
     # data
     "collate": "anysat_core.data.collate",
     "random_batch": "anysat_core.data.synthetic",

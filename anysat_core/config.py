@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from anysat_core.errors import ConfigError
 from anysat_core.modalities import MODALITIES
 
-__all__ = ["ATTENTION_MODES", "SIZES", "AnySatConfig", "config_for_size"]
+__all__ = ["ATTENTION_MODES", "SIZES", "AnySatConfig", "AttentionMode", "config_for_size"]
 
-#: Attention behaviours of the main transformer blocks (see the model docs).
-ATTENTION_MODES = ("standard", "flash-compat")
+#: Attention behaviour of the main transformer blocks (see :class:`~anysat_core.model.attention.SelfAttention`).
+AttentionMode = Literal["standard", "flash-compat"]
+#: The values of :data:`AttentionMode`.
+ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
 
 #: Width, depth and heads of the released sizes (head width is 64 in all of them), and of ``test``: a model of the
 #: same architecture small enough for fast unit tests (like timm's ``test_vit``; no released weights).
@@ -49,7 +51,7 @@ class AnySatConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     modalities: tuple[str, ...] = field(default_factory=lambda: tuple(MODALITIES))
-    attention: Literal["standard", "flash-compat"] = "standard"
+    attention: AttentionMode = "standard"
 
     def __post_init__(self) -> None:
         if self.embed_dim <= 0 or self.embed_dim % self.num_heads:

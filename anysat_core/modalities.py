@@ -5,8 +5,8 @@ time series, which projector encodes it and with which hyper-parameters, and the
 statistics that are known for it.  Nothing else in the project hard-codes a band count or a GSD:
 models, validation, data loaders, tests and docs read :data:`MODALITIES`.
 
-Facts come from the released AnySat code (``hubconf.get_default_config`` and the training configs)
-and the dataset documentation; see ``docs`` in the shared folder for the sources.
+Facts come from the released AnySat code (``hubconf.get_default_config`` and the training configs of
+gastruc/AnySat) and the documentation of each dataset.
 
 This module imports nothing from the package but :mod:`anysat_core.errors` (it is a leaf).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from anysat_core.errors import UnknownModalityError
 
@@ -23,8 +23,11 @@ __all__ = [
     "LTAE_HEADS",
     "LTAE_KEY_DIM",
     "MODALITIES",
+    "LTAEProjectorConfig",
     "Modality",
     "NormStats",
+    "ProjectorConfig",
+    "VHRProjectorConfig",
     "get_modality",
     "list_modalities",
 ]
@@ -50,6 +53,58 @@ class NormStats:
     std: tuple[float, ...]
     source: str
     units: str = ""
+
+
+@dataclass(frozen=True)
+class VHRProjectorConfig:
+    """Settings of a very-high-resolution projector (:class:`~anysat_core.model.projectors.VHRProjector`).
+
+    Attributes:
+        in_chans: input channels C.
+        embed_dim: token width D.
+        conv_px: kernel and stride of the patch convolution ``Conv2d(C, D, conv_px, stride=conv_px, bias=False)``.
+        cells_per_10m: convolution cells per 10 m block side (g).
+        mlp_widths: widths of the token MLP, ``(D, 2D, D)``: a Linear, LayerNorm and ReLU per step.
+    """
+
+    in_chans: int
+    embed_dim: int
+    conv_px: int
+    cells_per_10m: int
+    mlp_widths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LTAEProjectorConfig:
+    """Settings of a time-series projector (:class:`~anysat_core.model.projectors.TemporalProjector`).
+
+    Attributes:
+        in_chans: input channels C.
+        embed_dim: token width D (output width of the projector).
+        input_widths: widths of the per-date input MLP after C, ``(D/8, D/2, D, 2D, D)``: a Linear, GroupNorm(4),
+            ReLU and Dropout per step.
+        n_head: temporal attention heads.
+        d_k: key/query width of each head.
+        pe_period: period ``T0`` of the sinusoidal date encoding.
+        in_norm: GroupNorm over channels and dates after the input MLP.
+        dropout: dropout in training mode.
+        reduce_scale: a patch side in 10 m cells is divided by this to give pixels per patch side (3 for 30 m
+            sensors, 12 for MODIS).
+    """
+
+    in_chans: int
+    embed_dim: int
+    input_widths: tuple[int, ...]
+    n_head: int
+    d_k: int
+    pe_period: int
+    in_norm: bool
+    dropout: float
+    reduce_scale: int
+
+
+#: Settings of one modality's projector, as :meth:`Modality.projector_config` gives them.
+ProjectorConfig = VHRProjectorConfig | LTAEProjectorConfig
 
 
 @dataclass(frozen=True)
@@ -114,30 +169,31 @@ class Modality:
         """(vhr only) pixels per 10 m block divided by the conv size: sub-patch cells per 10 m."""
         return max(1, round(10 / self.gsd_m) // self.conv_px) if self.projector == "vhr" else 1
 
-    def projector_hparams(self, embed_dim: int) -> dict[str, Any]:
-        """Hyper-parameters of this modality's projector for a model of width ``embed_dim``.
-
-        VHR: ``Conv2d(C, D, conv_px, stride=conv_px, bias=False)`` then an MLP ``[D, 2D, D]`` with
-        LayerNorm and ReLU after each Linear.  L-TAE: input MLP widths ``[D/8, D/2, D, 2D, D]`` with
-        GroupNorm(4) and ReLU, 16 heads with 8-dim keys, output MLP ``[D]``.
-        """
+    def projector_config(self, embed_dim: int) -> ProjectorConfig:
+        """Settings of this modality's projector for a model of width ``embed_dim``."""
         d = embed_dim
         if self.projector == "vhr":
-            return {"in_chans": self.num_bands, "conv_px": self.conv_px, "mlp": (d, 2 * d, d)}
-        return {
-            "in_chans": self.num_bands,
-            "mlp_in": (d // 8, d // 2, d, 2 * d, d),
-            "n_head": LTAE_HEADS,
-            "d_k": LTAE_KEY_DIM,
-            "mlp": (d,),
-            "pe_period": self.pe_period,
-            "in_norm": self.in_norm,
-            "dropout": self.dropout,
-            "reduce_scale": self.reduce_scale,
-        }
+            return VHRProjectorConfig(
+                in_chans=self.num_bands,
+                embed_dim=d,
+                conv_px=self.conv_px,
+                cells_per_10m=self.pixels_per_token,
+                mlp_widths=(d, 2 * d, d),
+            )
+        return LTAEProjectorConfig(
+            in_chans=self.num_bands,
+            embed_dim=d,
+            input_widths=(d // 8, d // 2, d, 2 * d, d),
+            n_head=LTAE_HEADS,
+            d_k=LTAE_KEY_DIM,
+            pe_period=self.pe_period,
+            in_norm=self.in_norm,
+            dropout=self.dropout,
+            reduce_scale=self.reduce_scale,
+        )
 
 
-_TREESAT_DEMO = "AnySat demo notebook, TreeSatAI-TS (shared/data/treesatai-ts-sample/anysat_demo_norm.json)"
+_TREESAT_DEMO = "AnySat demo notebook (gastruc/AnySat), TreeSatAI-TS normalisation"
 
 _ALL = (
     Modality(

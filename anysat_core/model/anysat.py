@@ -1,6 +1,6 @@
 """AnySat: one model for any resolution, scale and modality (Astruc et al., CVPR 2025).
 
-Pipeline (shapes for B tiles, width D, patch side s x 10 m, h x h patches, P = h*h)::
+Pipeline (shapes for B tiles, width D, patch side ``patch_size_m`` = s x 10 m, h x h patches, P = h*h)::
 
     for each modality m:      projector_m(raw)             -> (B*P, n_sub_m, D)
     grouped by n_sub:         spatial_encoder([cls | tokens + PE_m])  -> (B*P, D) patch tokens
@@ -20,34 +20,47 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from anysat_core.config import AnySatConfig, config_for_size
+from anysat_core.config import AnySatConfig, AttentionMode, config_for_size
+from anysat_core.errors import PatchSizeError
 from anysat_core.modalities import MODALITIES
-from anysat_core.model.attention import Block, CombinerBlock
+from anysat_core.model.attention import AttentionBase, Block, CombinerBlock, SelfAttention
 from anysat_core.model.encoder import SpatialEncoder
-from anysat_core.model.inputs import BatchPlan, check_batch
+from anysat_core.model.inputs import BatchPlan, Output, check_batch
 from anysat_core.model.pos_embed import distance_buckets, sincos_2d
 from anysat_core.model.projectors import TemporalProjector, build_projector
 
 __all__ = ["AnySat"]
+
+_NN_MODULE_FILE = nn.Module.__call__.__code__.co_filename
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of a warning raised in ``forward`` that points at the user's call, past ``nn.Module.__call__``."""
+    level, frame = 2, sys._getframe(2)  # the caller of forward
+    while frame is not None and frame.f_code.co_filename == _NN_MODULE_FILE:
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 class AnySat(nn.Module):
     """The AnySat encoder.
 
     Args:
-        size: ``"tiny"``, ``"small"`` or ``"base"`` (ignored when ``config`` is given).
+        size: ``"test"``, ``"tiny"``, ``"small"`` or ``"base"`` (ignored when ``config`` is given).
         config: a full :class:`~anysat_core.config.AnySatConfig`.
         **overrides: config fields to change from the size preset (e.g. ``attention="flash-compat"``).
 
     Example:
         >>> model = AnySat(size="tiny").eval()
-        >>> feats = model(batch, patch_size=20, output="dense", output_modality="s2")
+        >>> feats = model(batch, patch_size_m=20, output="dense", output_modality="s2")
     """
 
     def __init__(self, size: str = "tiny", *, config: AnySatConfig | None = None, **overrides: Any) -> None:
@@ -65,7 +78,7 @@ class AnySat(nn.Module):
             self.add_module(f"projector_{name}", build_projector(MODALITIES[name], D))
         self.spatial_encoder = SpatialEncoder(D, config.depth, config.num_heads, config.mlp_ratio)
         self.blocks = nn.ModuleList(
-            [Block(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)]
+            [Block(D, config.num_heads, config.mlp_ratio, config.attention) for _ in range(config.depth)]
             + [CombinerBlock(D, config.num_heads, config.mlp_ratio)]
         )
         self._init_weights()
@@ -95,13 +108,31 @@ class AnySat(nn.Module):
         return self.config.modalities
 
     @property
-    def attention_mode(self) -> str:
-        """Attention behaviour of the main blocks: ``"standard"`` or ``"flash-compat"``."""
+    def attention_mode(self) -> AttentionMode:
+        """Attention behaviour of the main blocks: ``"standard"`` or ``"flash-compat"`` (kept in ``config``)."""
         return self.config.attention
 
     @attention_mode.setter
-    def attention_mode(self, mode: str) -> None:
-        self.config = self.config.replace(attention=mode)
+    def attention_mode(self, mode: AttentionMode) -> None:
+        self.config = self.config.replace(attention=mode)  # ConfigError for an unknown mode
+        for m in self.modules():
+            if isinstance(m, SelfAttention):
+                m.mode = mode
+
+    @property
+    def fused_attention(self) -> bool:
+        """True when every attention module runs fused SDPA kernels, False when any runs the explicit softmax.
+
+        Set it to switch all of them (the default comes from ``ANYSAT_FUSED_ATTN``, see
+        :func:`~anysat_core.model.attention.use_fused_attn`).
+        """
+        return all(m.fused_attn for m in self.modules() if isinstance(m, AttentionBase))
+
+    @fused_attention.setter
+    def fused_attention(self, enabled: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, AttentionBase):
+                m.fused_attn = bool(enabled)
 
     def projector(self, modality: str) -> nn.Module:
         """The projector module of ``modality``."""
@@ -149,9 +180,11 @@ class AnySat(nn.Module):
     def forward(
         self,
         batch: Mapping[str, Any],
-        patch_size: float,
-        output: str = "patch",
+        patch_size_m: float | None = None,
+        output: Output = "patch",
         output_modality: str | None = None,
+        *,
+        patch_size: float | None = None,
     ) -> torch.Tensor:
         """Encode a batch of tiles.
 
@@ -161,21 +194,37 @@ class AnySat(nn.Module):
                 Images are ``(B, C, H, W)``, series ``(B, T, C, H, W)``, channels in
                 ``MODALITIES[m].bands`` order, normalised per channel.  All modalities but MODIS must
                 cover the same square ground extent.
-            patch_size: patch side in metres, a positive multiple of 10 (30 with l7/alos) dividing the
-                tile extent.
+            patch_size_m: patch side in metres (required), a positive multiple of 10 (30 with l7/alos) dividing
+                the tile extent.
             output: ``"tile"``, ``"patch"``, ``"dense"`` or ``"all"``.
             output_modality: the modality whose sub-patches make the ``dense`` map (default: first key).
+            patch_size: deprecated name of ``patch_size_m`` (same meaning; emits a ``DeprecationWarning``).
 
         Returns:
             ``tile`` (B, D); ``patch`` (B, h, h, D); ``all`` (B, 1 + h*h, D) with the tile token first;
             ``dense`` (B, h*r, h*r, 2D) with channels ``[patch token | sub-patch token]``.
 
         Raises:
+            PatchSizeError: no patch size, or both ``patch_size_m`` and ``patch_size``.
             AnySatError subclasses for every invalid input (see :mod:`anysat_core.errors`).
         """
+        if patch_size is not None:
+            if patch_size_m is not None:
+                raise PatchSizeError(
+                    f"got patch_size_m={patch_size_m!r} and patch_size={patch_size!r}; pass only patch_size_m "
+                    "(patch_size is its deprecated name)"
+                )
+            warnings.warn(
+                "AnySat.forward: patch_size= is deprecated; pass patch_size_m= (the same patch side in metres)",
+                DeprecationWarning,
+                stacklevel=_caller_stacklevel(),
+            )
+            patch_size_m = patch_size
+        if patch_size_m is None:
+            raise PatchSizeError("no patch size given; pass patch_size_m, the patch side in metres (e.g. 20)")
         plan = check_batch(
             batch,
-            patch_size,
+            patch_size_m,
             output,
             output_modality,
             model_modalities=self.config.modalities,
@@ -186,7 +235,7 @@ class AnySat(nn.Module):
 
     def forward_plan(self, plan: BatchPlan) -> torch.Tensor:
         """Run the model on a validated :class:`~anysat_core.model.inputs.BatchPlan`."""
-        B, s, h, D = plan.batch_size, plan.scale, plan.grid, self.embed_dim
+        B, s, h, D = plan.batch_size, plan.patch_cells_10m, plan.grid, self.embed_dim
         P = h * h
         dev, dt = self.cls_token.device, self.cls_token.dtype
 
@@ -234,7 +283,7 @@ class AnySat(nn.Module):
 
         # 4. main transformer
         for blk in self.blocks[:-1]:
-            x = blk(x, self.config.attention)
+            x = blk(x)
 
         # 5. combiner: learned queries at cls, [modis], and every patch position
         special = 1 + len(modis)

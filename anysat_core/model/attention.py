@@ -7,9 +7,12 @@
 * :class:`CombinerBlock`: the final cross-attention block: learned position-conditioned queries pool
   every modality/patch token; no residual around its attention.
 
-Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels on CPU
-and GPU); the relative-position term enters as an additive float mask.  ``set_fused_attention(False)``
-switches every block to an explicit softmax implementation of the same maths (for checks).
+Every attention module is an :class:`AttentionBase` with one switch, ``fused_attn`` (as in timm): True runs
+:func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels on CPU and GPU; the relative-position
+term enters as an additive float mask), False an explicit softmax implementation of the same maths (for checks).
+Its default is read once, when the module is built, from the ``ANYSAT_FUSED_ATTN`` environment variable
+(:func:`use_fused_attn`).  :class:`SelfAttention` also holds its ``mode`` (``"standard"`` or ``"flash-compat"``),
+set from the model config.  :class:`~anysat_core.model.anysat.AnySat` sets both on all its modules at once.
 
 Parameter names equal the released checkpoint's (``qkv``, ``proj``, ``rpe_k.lookup_table_weight``,
 ``q_learned``, ``wk``, ``wv``, ``mlp.fc1``/``fc2``, ``norm1``/``norm2``).
@@ -17,34 +20,69 @@ Parameter names equal the released checkpoint's (``qkv``, ``proj``, ``rpe_k.look
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anysat_core.config import ATTENTION_MODES, AttentionMode
+from anysat_core.errors import ConfigError
 from anysat_core.model.pos_embed import NUM_RPE_BUCKETS
 
-__all__ = ["Block", "CombinerBlock", "Mlp", "SpatialBlock", "attention", "set_fused_attention"]
+__all__ = [
+    "FUSED_ATTN_ENV",
+    "AttentionBase",
+    "Block",
+    "CombinerBlock",
+    "CrossAttention",
+    "Mlp",
+    "RPESelfAttention",
+    "SelfAttention",
+    "SpatialBlock",
+    "use_fused_attn",
+]
 
-_FUSED = True
+#: Environment variable giving the default of ``fused_attn`` for modules built afterwards: ``0`` for the explicit
+#: softmax path, ``1`` (default) for fused SDPA kernels.
+FUSED_ATTN_ENV = "ANYSAT_FUSED_ATTN"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def set_fused_attention(enabled: bool) -> None:
-    """Use fused SDPA kernels (default) or the explicit softmax path everywhere."""
-    global _FUSED
-    _FUSED = bool(enabled)
+def use_fused_attn() -> bool:
+    """Default of ``fused_attn`` for a new attention module: the ``ANYSAT_FUSED_ATTN`` variable (unset = True).
 
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(d) + bias) v`` over the second-to-last axis.
-
-    Shapes: q ``(..., Lq, d)``, k/v ``(..., Lk, d)``, bias broadcastable to ``(..., Lq, Lk)``.
+    Raises:
+        ConfigError: the variable holds something other than 0/1/true/false/yes/no/on/off.
     """
-    if _FUSED:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    if bias is not None:
-        logits = logits + bias
-    return logits.softmax(dim=-1) @ v
+    value = os.environ.get(FUSED_ATTN_ENV, "1").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ConfigError(
+            f"{FUSED_ATTN_ENV}={os.environ[FUSED_ATTN_ENV]!r}; expected 1 (fused attention kernels, the default) or "
+            f"0 (explicit softmax). Set it to one of these or unset it."
+        )
+    return value in _TRUE
+
+
+class AttentionBase(nn.Module):
+    """An attention module with the ``fused_attn`` switch (fused SDPA kernels or the explicit softmax path)."""
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.fused_attn: bool = use_fused_attn()
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d) + bias) v`` over the second-to-last axis.
+
+        Shapes: q ``(..., Lq, d)``, k/v ``(..., Lk, d)``, bias broadcastable to ``(..., Lq, Lk)``.
+        """
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (..., Lq, Lk)
+        if bias is not None:
+            logits = logits + bias
+        return logits.softmax(dim=-1) @ v  # (..., Lq, d)
 
 
 class Mlp(nn.Module):
@@ -60,41 +98,48 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused ``qkv`` projection."""
+class SelfAttention(AttentionBase):
+    """Multi-head self-attention with a fused ``qkv`` projection.
 
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
+    ``mode="standard"`` is softmax over tokens.  ``mode="flash-compat"`` is what the released code computes when
+    it hands ``(B, Hh, N, hd)`` to flash-attn, which reads it as ``(batch, seq, heads, hd)``: every token's heads
+    attend to each other and tokens never mix.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mode: AttentionMode = "standard") -> None:
+        super().__init__(num_heads)
+        if mode not in ATTENTION_MODES:
+            raise ConfigError(f"attention mode {mode!r}; expected one of {', '.join(ATTENTION_MODES)}")
+        self.mode: AttentionMode = mode
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, mode: str = "standard") -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``(B, N, D)`` -> ``(B, N, D)``."""
         B, N, D = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads)  # (B, N, 3, Hh, hd)
-        if mode == "standard":
+        if self.mode == "standard":
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, Hh, N, hd)
-            out = attention(q, k, v).transpose(1, 2)  # (B, N, Hh, hd)
-        else:
-            # flash-compat: the released code hands (B, Hh, N, hd) to flash-attn, which reads it as
-            # (batch, seq, heads, hd): every token's heads attend to each other; tokens never mix.
+            out = self.attend(q, k, v).transpose(1, 2)  # (B, N, Hh, hd)
+        else:  # flash-compat
             q, k, v = qkv.unbind(2)  # (B, N, Hh, hd)
-            out = attention(q, k, v)  # softmax over the Hh axis
+            out = self.attend(q, k, v)  # softmax over the Hh axis
         return self.proj(out.reshape(B, N, D))
 
 
 class Block(nn.Module):
     """Pre-LN transformer block of the main encoder (LayerNorm eps 1e-6)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, mode: AttentionMode = "standard") -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = SelfAttention(dim, num_heads)
+        self.attn = SelfAttention(dim, num_heads, mode)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, mode: str = "standard") -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), mode)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``(B, N, D)`` -> ``(B, N, D)``."""
+        x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
@@ -120,12 +165,11 @@ class RelativePositionTable(nn.Module):
         return torch.gather(table, -1, idx)
 
 
-class RPESelfAttention(nn.Module):
+class RPESelfAttention(AttentionBase):
     """Self-attention of the spatial encoder with a relative-position bias from the *scaled* head-0 query."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
+        super().__init__(num_heads)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.rpe_k = RelativePositionTable(dim // num_heads)
@@ -142,7 +186,7 @@ class RPESelfAttention(nn.Module):
             k, v = F.linear(x, w[D:], b[D:]).view(N, L, 2, self.num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
             buckets = buckets[:query_rows]
         bias = self.rpe_k.bias(q[:, 0] * hd**-0.5, buckets).unsqueeze(1)  # (N, 1, Lq, L)
-        out = attention(q, k, v, bias.to(q.dtype))  # (N, Hh, Lq, hd)
+        out = self.attend(q, k, v, bias.to(q.dtype))  # (N, Hh, Lq, hd)
         return self.proj(out.transpose(1, 2).reshape(N, -1, D))
 
 
@@ -163,12 +207,11 @@ class SpatialBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionBase):
     """Cross-attention of the combiner: learned queries, keys/values from the tokens."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
+        super().__init__(num_heads)
         self.q_learned = nn.Parameter(torch.zeros(1, 1, dim))
         self.wk = nn.Linear(dim, dim)
         self.wv = nn.Linear(dim, dim)
@@ -184,7 +227,7 @@ class CrossAttention(nn.Module):
         v = self.wv(x).view(B, Lk, self.num_heads, hd).transpose(1, 2)
         bias = self.rpe_k.bias(q[0], buckets)  # unscaled head-0 query here, (Lq, Lk)
         q = q.unsqueeze(0).expand(B, -1, -1, -1)
-        out = attention(q, k, v, bias.to(q.dtype))  # (B, Hh, Lq, hd)
+        out = self.attend(q, k, v, bias.to(q.dtype))  # (B, Hh, Lq, hd)
         return out.transpose(1, 2).reshape(B, -1, D)
 
 

@@ -7,10 +7,11 @@ Formats read by :func:`load_checkpoint` (always with ``torch.load(weights_only=T
 * **anysat_core**: ``{'format': 'anysat_core', 'format_version': 1, 'config': {...}, 'state_dict': ...}`` as
   written by :func:`save_checkpoint`; the embedded config rebuilds the model.
 * a bare state dict, or a training checkpoint whose keys carry a prefix (``model.``, ``target_encoder.``...):
-  the prefix in front of the top-level ``cls_token`` is stripped.
+  :func:`checkpoint_filter_fn` strips the prefix in front of the top-level ``cls_token``.
 
-Parameter names are the official ones, so no key mapping is needed; every missing, unexpected or
-mis-shaped key is reported at once in a :class:`~anysat_core.errors.CheckpointMismatchError`.
+Parameter names are the official ones (``AnySat.state_dict()`` can be loaded by the original code), so
+:func:`checkpoint_filter_fn` is the only conversion; every missing, unexpected or mis-shaped key is reported at
+once in a :class:`~anysat_core.errors.CheckpointMismatchError`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "FORMAT",
     "HF_FILENAME",
     "HF_REPO",
+    "checkpoint_filter_fn",
     "load_checkpoint",
     "pretrained_path",
     "read_state_dict",
@@ -85,11 +87,21 @@ def read_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, tor
             f"{source} holds {kind}; expected {{'state_dict': {{name: tensor}}}} (official AnySat format) or a "
             "file written by AnySat.save()"
         )
-    top = [k for k in sd if k.endswith("cls_token") and not k.endswith("spatial_encoder.cls_token")]
+    return checkpoint_filter_fn(sd), config
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert a foreign state dict to this model's keys (the one place that does it, as in timm).
+
+    A training checkpoint nests the encoder under a prefix (``model.``, ``model.target_encoder.``...): the keys
+    under the prefix of the top-level ``cls_token`` are kept without it, the rest (predictor, optimiser state) is
+    dropped.  Keys of the released checkpoint are already this model's.
+    """
+    top = [k for k in state_dict if k.endswith("cls_token") and not k.endswith("spatial_encoder.cls_token")]
     if len(top) == 1 and top[0] != "cls_token":
         prefix = top[0][: -len("cls_token")]
-        sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    return dict(sd), config
+        return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return dict(state_dict)
 
 
 def _infer_config(sd: dict[str, torch.Tensor], size: str | None) -> AnySatConfig:
@@ -132,7 +144,8 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
         msg += listing("unexpected keys", unexpected)
     if mismatched:
         msg += listing("mis-shaped keys", [f"{k} checkpoint {s} vs model {m}" for k, s, m in mismatched])
-    msg += "\nPass the size the checkpoint was trained with (size='tiny'|'small'|'base'), or check the file."
+    sizes = "|".join(repr(name) for name in SIZES)
+    msg += f"\nPass the size the checkpoint was trained with (size={sizes}), or check the file."
     raise CheckpointMismatchError(msg, missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
@@ -174,8 +187,6 @@ def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     save_torch(payload, path)
-
-
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:

@@ -37,7 +37,7 @@ class SpatialEncoder(nn.Module):
             ``(N, 1 + G*G, D)`` every token if ``keep_subpatches``, else ``(N, D)`` the class tokens only
             (the last block then computes only the class-token query: the other rows are not needed).
         """
-        N, L, D = x.shape
+        N, L = x.shape[:2]
         hidden = self.predictor_blocks[0].mlp.fc1.out_features
         chunk = max(1, SPATIAL_CHUNK_FLOATS // (L * hidden))
         if N <= chunk:

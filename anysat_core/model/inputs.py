@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -31,10 +31,13 @@ from anysat_core.errors import (
 )
 from anysat_core.modalities import MODALITIES, Modality
 
-__all__ = ["META_KEYS", "OUTPUTS", "BatchPlan", "check_batch"]
+__all__ = ["META_KEYS", "OUTPUTS", "BatchPlan", "Output", "check_batch"]
 
-#: Output modes of :meth:`AnySat.forward`.
-OUTPUTS = ("tile", "patch", "dense", "all")
+#: Output mode of :meth:`AnySat.forward`: one token per tile, one per patch, a sub-patch map, or the tile token
+#: followed by the patch tokens.
+Output = Literal["tile", "patch", "dense", "all"]
+#: The values of :data:`Output`.
+OUTPUTS: tuple[str, ...] = get_args(Output)
 _SUFFIXES = ("_dates", "_date_mask", "_mask")
 #: Keys of a sample/batch that carry no model input (labels, ids, georeferencing); the model ignores them.
 META_KEYS = frozenset({"label", "name", "meta", "dataset", "tile_id"})
@@ -51,7 +54,7 @@ class BatchPlan:
         dates: modality -> ``(B, T)`` float32 dates (time series only).
         masks: modality -> bool tensor broadcastable to the image (optional).
         batch_size: B.
-        scale: patch side in units of 10 m (``patch_size // 10``).
+        patch_cells_10m: patch side in 10 m cells (s = ``patch_size_m // 10``).
         grid: patches per tile side (h); P = h * h.
         output: output mode.
         output_modality: modality whose sub-patch tokens make the dense output ('' unless dense).
@@ -62,9 +65,9 @@ class BatchPlan:
     dates: dict[str, torch.Tensor] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     batch_size: int = 0
-    scale: int = 1
+    patch_cells_10m: int = 1
     grid: int = 1
-    output: str = "patch"
+    output: Output = "patch"
     output_modality: str = ""
 
 
@@ -172,8 +175,8 @@ def _extent(mod: Modality, x: torch.Tensor) -> float:
 
 def check_batch(
     batch: Mapping[str, Any],
-    patch_size: Any,
-    output: str,
+    patch_size_m: Any,
+    output: Output,
     output_modality: str | None,
     *,
     model_modalities: tuple[str, ...],
@@ -264,34 +267,34 @@ def check_batch(
         )
 
     # patch size in metres
-    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, float, np.integer, np.floating)):
-        raise PatchSizeError(f"patch_size={patch_size!r}; expected a number of metres such as 10, 20 or 40")
+    if isinstance(patch_size_m, bool) or not isinstance(patch_size_m, (int, float, np.integer, np.floating)):
+        raise PatchSizeError(f"patch_size_m={patch_size_m!r}; expected a number of metres such as 10, 20 or 40")
     step = math.lcm(*(MODALITIES[n].patch_step_m for n in grid_mods))
-    if patch_size <= 0 or abs(patch_size / step - round(patch_size / step)) > _TOL:
+    if patch_size_m <= 0 or abs(patch_size_m / step - round(patch_size_m / step)) > _TOL:
         raise PatchSizeError(
-            f"patch_size={patch_size!r} m; expected a positive multiple of {step} m for "
+            f"patch_size_m={patch_size_m!r}; expected a positive multiple of {step} m for "
             f"{', '.join(grid_mods)}"
             + (" (30 m sensors l7/alos need multiples of 30 m)" if step > 10 else "")
             + ", e.g. "
             + ", ".join(str(step * k) for k in (1, 2, 4))
         )
-    patch_m = int(round(patch_size / 10)) * 10
+    patch_m = round(patch_size_m / 10) * 10
     cells = ref / patch_m
     if cells < 1 - _TOL or abs(cells - round(cells)) > _TOL:
-        divisors = [d for d in range(step, int(round(ref)) + 1, step) if abs(ref / d - round(ref / d)) <= _TOL]
+        divisors = [d for d in range(step, round(ref) + 1, step) if abs(ref / d - round(ref / d)) <= _TOL]
         raise PatchSizeError(
-            f"patch_size={patch_size!r} m does not divide the tile extent of {ref:g} m; expected one of "
+            f"patch_size_m={patch_size_m!r} does not divide the tile extent of {ref:g} m; expected one of "
             f"{divisors or 'none (crop the tile to a multiple of ' + str(step) + ' m)'}."
         )
-    scale = patch_m // 10
-    grid = int(round(cells))
+    patch_cells_10m = patch_m // 10
+    grid = round(cells)
 
     for n in names:
         mod = MODALITIES[n]
         if mod.tile_token:
-            if scale >= 24:
+            if patch_cells_10m >= 24:
                 raise PatchSizeError(
-                    f"patch_size={patch_m} m with {n}; {n} gives one {mod.gsd_m:g} m token per tile and works with "
+                    f"patch_size_m={patch_m} with {n}; {n} gives one {mod.gsd_m:g} m token per tile and works with "
                     "patch sizes below 240 m. Use a smaller patch size or drop modis."
                 )
             if images[n].shape[-1] != 1:
@@ -322,7 +325,7 @@ def check_batch(
         dates=dates,
         masks=masks,
         batch_size=B,
-        scale=scale,
+        patch_cells_10m=patch_cells_10m,
         grid=grid,
         output=output,
         output_modality=om,

@@ -31,7 +31,7 @@ def _cached(fn: _F) -> _F:
     later in autograd (a tensor created under ``torch.inference_mode`` cannot be saved for backward)."""
 
     @functools.lru_cache(maxsize=256)
-    def cached(*args):  # noqa: ANN002, ANN202
+    def cached(*args: object) -> torch.Tensor:
         with torch.inference_mode(False):
             return fn(*args)
 

@@ -5,26 +5,71 @@
   pixel's time series, then cut into patches.
 
 Both return ``(B * P, n_sub, D)``: patches in raster order over the tile; sub-patches inside a patch
-in the order the released model used (see :class:`VHRProjector`).  Hyper-parameters come from the
-modality registry.  Parameter names equal the released checkpoint's.
+in the order the released model used (see :class:`VHRProjector`).  Settings come from the modality
+registry (:meth:`~anysat_core.modalities.Modality.projector_config`).  Parameter names equal the released
+checkpoint's: the MLPs are :class:`LinearStack` (an ``nn.Sequential`` read through named stages).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anysat_core.modalities import Modality
+from anysat_core.modalities import LTAEProjectorConfig, Modality, VHRProjectorConfig
 from anysat_core.model.pos_embed import date_encoding
 
-__all__ = ["TemporalProjector", "VHRProjector", "build_projector"]
+__all__ = ["LinearStack", "TemporalProjector", "VHRProjector", "build_projector"]
 
 #: Upper bound on the floats held by one intermediate of the temporal input MLP; the pixels are
 #: processed in chunks that respect it, so memory does not grow with the tile size.
 LTAE_CHUNK_FLOATS = 2**24  # 64 MiB in float32
+
+
+class Stage(NamedTuple):
+    """One step of a :class:`LinearStack`: ``dropout(ReLU(norm(linear(x))))``."""
+
+    linear: nn.Linear
+    norm: nn.Module
+    dropout: nn.Dropout | None
+
+
+class LinearStack(nn.Sequential):
+    """``Linear -> norm -> ReLU [-> Dropout]`` per pair of consecutive ``widths``, as one ``nn.Sequential``.
+
+    The flat layout keeps the released checkpoint's parameter names (``mlp.0`` Linear, ``mlp.1`` norm,
+    ``mlp.3`` the next Linear...); code reads the layers through :attr:`stages`, never by index.
+    """
+
+    def __init__(self, widths: Sequence[int], norm: Callable[[int], nn.Module], dropout: float | None = None) -> None:
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(widths):
+            layers += [nn.Linear(a, b), norm(b), nn.ReLU()]
+            if dropout is not None:
+                layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+        self.stage_len = 3 if dropout is None else 4
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The ``(linear, norm, dropout)`` of every step, in order."""
+        n = self.stage_len
+        return [Stage(self[i], self[i + 1], self[i + 3] if n == 4 else None) for i in range(0, len(self), n)]
+
+    @property
+    def out_features(self) -> int:
+        """Width of the last step."""
+        return self.stages[-1].linear.out_features
+
+    @property
+    def widest(self) -> int:
+        """Widest output of any step."""
+        return max(stage.linear.out_features for stage in self.stages)
 
 
 class VHRProjector(nn.Module):
@@ -36,23 +81,18 @@ class VHRProjector(nn.Module):
     the 10 m blocks) and then row-major over the ``g x g`` cells of a block, as in the released model.
     """
 
-    def __init__(self, modality: Modality, embed_dim: int) -> None:
+    def __init__(self, config: VHRProjectorConfig) -> None:
         super().__init__()
-        hp = modality.projector_hparams(embed_dim)
-        self.modality = modality.name
-        self.cells = modality.pixels_per_token  # g: conv cells per 10 m block side
-        self.patch_embed = nn.Conv2d(hp["in_chans"], embed_dim, hp["conv_px"], stride=hp["conv_px"], bias=False)
-        widths = hp["mlp"]
-        layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(a, b), nn.LayerNorm(b, eps=1e-5), nn.ReLU()]
-        self.mlp = nn.Sequential(*layers)
+        self.config = config
+        k = config.conv_px
+        self.patch_embed = nn.Conv2d(config.in_chans, config.embed_dim, k, stride=k, bias=False)
+        self.mlp = LinearStack(config.mlp_widths, lambda w: nn.LayerNorm(w, eps=1e-5))
 
-    def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        """x ``(B, C, H, W)`` and ``scale`` s (patch side in 10 m) -> ``(B*P, s*s*g*g, D)``."""
+    def forward(self, x: torch.Tensor, patch_cells_10m: int) -> torch.Tensor:
+        """x ``(B, C, H, W)``, patch side s in 10 m cells -> ``(B*P, s*s*g*g, D)``."""
         y = self.patch_embed(x)  # (B, D, Hc, Wc)
         B, D, Hc, _ = y.shape
-        g, s = self.cells, scale
+        g, s = self.config.cells_per_10m, patch_cells_10m
         h = Hc // (g * s)
         y = y.view(B, D, h, s, g, h, s, g)  # (B, D, pi, bi, ci, pj, bj, cj)
         y = y.permute(0, 2, 5, 3, 6, 4, 7, 1).reshape(B * h * h, s * s * g * g, D)
@@ -80,30 +120,23 @@ class _TemporalAttention(nn.Module):
 class _LTAE(nn.Module):
     """Modified Lightweight Temporal Attention Encoder applied per pixel (module name ``patch_embed``)."""
 
-    def __init__(self, modality: Modality, embed_dim: int) -> None:
+    def __init__(self, config: LTAEProjectorConfig) -> None:
         super().__init__()
-        hp = modality.projector_hparams(embed_dim)
-        self.n_head = hp["n_head"]
-        self.pe_period = hp["pe_period"]
-        self.p = hp["dropout"]
-        widths = (hp["in_chans"], *hp["mlp_in"])
-        layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(a, b), nn.GroupNorm(4, b), nn.ReLU(), nn.Dropout(self.p)]
-        self.inconv = nn.Sequential(*layers)
-        d = widths[-1]
-        self.in_norm = nn.GroupNorm(self.n_head, d) if hp["in_norm"] else None
-        self.attention_heads = _TemporalAttention(self.n_head, hp["d_k"], d)
-        self.mlp = nn.Sequential(nn.Linear(d, hp["mlp"][-1]), nn.GroupNorm(4, hp["mlp"][-1]), nn.ReLU())
-        self.out_norm = nn.GroupNorm(self.n_head, hp["mlp"][-1])
-        self.dropout = nn.Dropout(self.p)
+        self.n_head = config.n_head
+        self.pe_period = config.pe_period
+        self.inconv = LinearStack((config.in_chans, *config.input_widths), lambda w: nn.GroupNorm(4, w), config.dropout)
+        d = self.inconv.out_features
+        self.in_norm = nn.GroupNorm(self.n_head, d) if config.in_norm else None
+        self.attention_heads = _TemporalAttention(self.n_head, config.d_k, d)
+        self.mlp = LinearStack((d, config.embed_dim), lambda w: nn.GroupNorm(4, w))
+        self.out_norm = nn.GroupNorm(self.n_head, config.embed_dim)
+        self.dropout = nn.Dropout(config.dropout)
 
     def _input_mlp(self, rows: torch.Tensor) -> torch.Tensor:
         """Linear -> GroupNorm(4) over each row's channels -> ReLU -> Dropout, five times. ``(R, C) -> (R, D)``."""
-        for i in range(0, len(self.inconv), 4):
-            lin, gn = self.inconv[i], self.inconv[i + 1]
+        for lin, gn, drop in self.inconv.stages:
             rows = F.group_norm(lin(rows), 4, gn.weight, gn.bias, gn.eps)
-            rows = self.inconv[i + 3](F.relu(rows, inplace=True))
+            rows = drop(F.relu(rows, inplace=True))
         return rows
 
     def encode(self, x: torch.Tensor, pe: torch.Tensor, scores: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -128,7 +161,7 @@ class _LTAE(nn.Module):
             attn = F.dropout(attn, 0.1)
         # head h pools channel block h of the (date-encoded) features with its own weights
         o = torch.einsum("nth,nthc->nhc", attn, e.view(b * n, T, self.n_head, D // self.n_head)).reshape(b * n, D)
-        lin, gn = self.mlp[0], self.mlp[1]
+        lin, gn, _ = self.mlp.stages[0]
         o = F.relu(F.group_norm(lin(o), 4, gn.weight, gn.bias, gn.eps))
         o = self.dropout(o)
         return self.out_norm(o).view(b, n, D)
@@ -137,11 +170,10 @@ class _LTAE(nn.Module):
         """x ``(B, T, C, H, W)``, dates ``(B, T)`` -> ``(B, H, W, D)``; pixels processed in bounded chunks."""
         B, T, C, H, W = x.shape
         D = self.out_norm.num_channels
-        pe = date_encoding(dates, self.inconv[-4].out_features, self.n_head, self.pe_period).to(x.dtype)
+        pe = date_encoding(dates, self.inconv.out_features, self.n_head, self.pe_period).to(x.dtype)
         pe = pe.unsqueeze(1)  # (B, 1, T, D)
         pix = x.permute(0, 3, 4, 1, 2).reshape(B, H * W, T, C)
-        widest = max(m.out_features for m in self.inconv if isinstance(m, nn.Linear))
-        chunk = max(1, LTAE_CHUNK_FLOATS // (T * widest))  # pixels per chunk
+        chunk = max(1, LTAE_CHUNK_FLOATS // (T * self.inconv.widest))  # pixels per chunk
         scores = self.attention_heads.folded_scores()  # once per call, not per chunk
         if chunk >= B * H * W:
             return self.encode(pix, pe, scores).view(B, H, W, D)
@@ -160,33 +192,33 @@ class _LTAE(nn.Module):
 class TemporalProjector(nn.Module):
     """Time-series projector: optional masking with ``pad_parameter``, per-pixel L-TAE, patch cutting."""
 
-    def __init__(self, modality: Modality, embed_dim: int) -> None:
+    def __init__(self, config: LTAEProjectorConfig) -> None:
         super().__init__()
-        self.modality = modality.name
-        self.reduce_scale = modality.reduce_scale
-        self.patch_embed = _LTAE(modality, embed_dim)
+        self.config = config
+        self.patch_embed = _LTAE(config)
         self.pad_parameter = nn.Parameter(torch.tensor(0.0), requires_grad=False)
 
-    def patch_side(self, scale: int) -> int:
-        """Pixels per patch side for a patch of ``scale`` x 10 m."""
-        return max(1, scale // self.reduce_scale)
+    def patch_side(self, patch_cells_10m: int) -> int:
+        """Pixels per patch side for a patch side of ``patch_cells_10m`` x 10 m."""
+        return max(1, patch_cells_10m // self.config.reduce_scale)
 
     def forward(
-        self, x: torch.Tensor, dates: torch.Tensor, scale: int, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, dates: torch.Tensor, patch_cells_10m: int, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x ``(B, T, C, H, W)``, dates ``(B, T)``, mask broadcastable to x (1 = valid) -> ``(B*P, s'*s', D)``."""
         if mask is not None:
             x = torch.where(mask.to(torch.bool), x, self.pad_parameter.to(x.dtype))
         y = self.patch_embed(x, dates)  # (B, H, W, D)
         B, H, _, D = y.shape
-        s = self.patch_side(scale)
+        s = self.patch_side(patch_cells_10m)
         h = H // s
         y = y[:, : h * s, : h * s].reshape(B, h, s, h, s, D).permute(0, 1, 3, 2, 4, 5)
         return y.reshape(B * h * h, s * s, D)
 
 
-def build_projector(modality: Modality, embed_dim: int) -> nn.Module:
-    """The projector the registry names for ``modality``."""
-    if modality.projector == "vhr":
-        return VHRProjector(modality, embed_dim)
-    return TemporalProjector(modality, embed_dim)
+def build_projector(modality: Modality, embed_dim: int) -> VHRProjector | TemporalProjector:
+    """The projector the registry names for ``modality``, for a model of width ``embed_dim``."""
+    config = modality.projector_config(embed_dim)
+    if isinstance(config, VHRProjectorConfig):
+        return VHRProjector(config)
+    return TemporalProjector(config)

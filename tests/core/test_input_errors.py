@@ -26,16 +26,16 @@ from anysat_core.data.synthetic import random_batch
 
 @pytest.fixture(scope="module")
 def model() -> AnySat:
-    return AnySat(size="tiny").eval()
+    return AnySat(size="test").eval()
 
 
 def good() -> dict:
     return random_batch(["aerial", "s2", "s1-asc"], extent_m=60, dates=5, batch_size=2)
 
 
-def raises(model, batch, exc, *match, patch_size=20, **kw):
+def raises(model, batch, exc, *match, patch_size_m=20, **kw):
     with pytest.raises(exc) as info:
-        model(batch, patch_size=patch_size, **kw)
+        model(batch, patch_size_m=patch_size_m, **kw)
     assert isinstance(info.value, AnySatError)
     msg = str(info.value)
     for m in match:
@@ -45,7 +45,7 @@ def raises(model, batch, exc, *match, patch_size=20, **kw):
 
 def test_valid_batch_runs(model):
     with torch.no_grad():
-        assert model(good(), patch_size=20, output="tile").shape == (2, 256)
+        assert model(good(), patch_size_m=20, output="tile").shape == (2, model.embed_dim)
 
 
 def test_unknown_modality(model):
@@ -57,7 +57,7 @@ def test_unknown_modality(model):
 
 
 def test_modality_without_projector():
-    small = AnySat(size="tiny", modalities=("s2",)).eval()
+    small = AnySat(size="test", modalities=("s2",)).eval()
     raises(small, good(), UnknownModalityError, "no projector for 'aerial'", "AnySatConfig.modalities")
 
 
@@ -89,19 +89,19 @@ def test_different_extents(model):
 
 
 @pytest.mark.parametrize(
-    "patch_size, match",
+    "patch_size_m, match",
     [(25, "positive multiple of 10 m"), (0, "positive multiple"), (-20, "positive multiple"),
      (40, "does not divide the tile extent of 60 m"), (120, "does not divide"), ("20", "number of metres")],
 )
-def test_bad_patch_size(model, patch_size, match):
-    raises(model, good(), PatchSizeError, match, patch_size=patch_size)
+def test_bad_patch_size(model, patch_size_m, match):
+    raises(model, good(), PatchSizeError, match, patch_size_m=patch_size_m)
 
 
 def test_thirty_metre_sensors_need_multiples_of_30(model):
     b = random_batch(["s2", "l7"], extent_m=120, dates=4)
-    raises(model, b, PatchSizeError, "multiple of 30 m", "l7", patch_size=20)
+    raises(model, b, PatchSizeError, "multiple of 30 m", "l7", patch_size_m=20)
     with torch.no_grad():
-        assert model(b, patch_size=30, output="patch").shape == (1, 4, 4, 256)
+        assert model(b, patch_size_m=30, output="patch").shape == (1, 4, 4, model.embed_dim)
 
 
 def test_missing_dates(model):
@@ -162,7 +162,7 @@ def test_numpy_arrays_are_accepted(model):
     b = {k: v.numpy() for k, v in good().items()}
     assert isinstance(b["s2"], np.ndarray)
     with torch.no_grad():
-        assert model(b, patch_size=60, output="tile").shape == (2, 256)
+        assert model(b, patch_size_m=60, output="tile").shape == (2, model.embed_dim)
 
 
 def test_bad_mask_shape(model):
@@ -179,21 +179,16 @@ def test_output_errors(model):
 def test_modis_rules(model):
     b = random_batch(["s2", "modis"], extent_m=120, dates=4)
     b["modis"] = b["modis"].expand(-1, -1, -1, 2, 2).contiguous()
-    raises(model, b, InputShapeError, "modis has 2 x 2 px", "expected 1 x 1", patch_size=30)
+    raises(model, b, InputShapeError, "modis has 2 x 2 px", "expected 1 x 1", patch_size_m=30)
     only = random_batch(["modis"], dates=4)
-    raises(model, only, InputShapeError, "only 'modis'", patch_size=30)
+    raises(model, only, InputShapeError, "only 'modis'", patch_size_m=30)
     b = random_batch(["modis", "s2"], extent_m=120, dates=4)
-    raises(model, b, OutputError, "one token per tile", patch_size=30, output="dense")
+    raises(model, b, OutputError, "one token per tile", patch_size_m=30, output="dense")
     b = random_batch(["s2", "modis"], extent_m=480, dates=2)
-    raises(model, b, PatchSizeError, "below 240 m", patch_size=240)
+    raises(model, b, PatchSizeError, "below 240 m", patch_size_m=240)
 
 
 def test_empty_or_non_dict_batch(model):
     raises(model, {}, InputShapeError, "no modality tensor")
     raises(model, [torch.zeros(1)], InputShapeError, "expected a dict")
 
-
-def test_errors_are_builtin_subclasses():
-    assert issubclass(PatchSizeError, ValueError)
-    assert issubclass(DTypeError, TypeError)
-    assert issubclass(UnknownModalityError, LookupError)

@@ -34,32 +34,39 @@ def sample(tmp_path_factory) -> dict[str, torch.Tensor]:
 
 
 def test_real_files_give_the_reference_inputs(sample, parity):
-    ref = parity["cases"][0]["inputs"]
-    assert list(sample) == list(ref)
-    for key in ref:
-        assert sample[key].shape == ref[key].shape, key
-        torch.testing.assert_close(sample[key].to(ref[key].dtype), ref[key], atol=1e-5, rtol=1e-5)
+    """Bit for bit the inputs of the recorded treesat/* cases, so test_parity's checks of those cases hold for the
+    real files too."""
+    treesat = [c for c in parity["cases"] if c["name"].startswith("treesat/")]
+    assert len(treesat) == 9
+    for case in treesat:
+        ref = case["inputs"]
+        assert list(sample) == list(ref)
+        for key in ref:
+            assert sample[key].dtype == ref[key].dtype and torch.equal(sample[key], ref[key]), key
     assert sample["s2_dates"][0, :3].tolist() == [2, 5, 7]
 
 
-@pytest.mark.parametrize("case_index", range(9))
-def test_real_tile_features_match_the_original(sample, parity, parity_model, case_index):
-    case = parity["cases"][case_index]
-    assert case["name"].startswith("treesat/")
+def test_real_tile_features_match_the_original(sample, parity, parity_model):
+    case = parity["cases"][0]
+    assert case["name"] == "treesat/ps20/tile"
     with torch.no_grad():
-        out = parity_model(sample, patch_size=case["patch_size"], output=case["output"],
-                           output_modality=case["output_modality"])
+        out = parity_model(sample, patch_size_m=case["patch_size"], output=case["output"])
     expected = case["expected"]
     assert (out - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item())
 
 
-def test_demo_shapes_on_base(sample):
-    """The shapes the original demo prints for the base model."""
-    model = AnySat(size="base").eval()
+def test_demo_shapes(sample):
+    """The shapes the original demo prints for the base model, e.g. (1, 6, 6, 768) for patch_size_m=10.
+
+    The grid depends only on the tile and the patch size, the width only on the size preset (768 for base, checked
+    against the released key list in test_model), so the test-size model (D = 64) checks the same shapes.
+    """
+    model = AnySat(size="test").eval()
+    D = model.embed_dim
     with torch.inference_mode():
-        assert model(sample, patch_size=10, output="tile").shape == (1, 768)
-        assert model(sample, patch_size=10, output="patch").shape == (1, 6, 6, 768)
-        assert model(sample, patch_size=20, output="patch").shape == (1, 3, 3, 768)
-        assert model(sample, patch_size=60, output="patch").shape == (1, 1, 1, 768)
-        assert model(sample, patch_size=20, output="dense", output_modality="aerial").shape == (1, 30, 30, 1536)
-        assert model(sample, patch_size=20, output="dense", output_modality="s2").shape == (1, 6, 6, 1536)
+        assert model(sample, patch_size_m=10, output="tile").shape == (1, D)
+        assert model(sample, patch_size_m=10, output="patch").shape == (1, 6, 6, D)
+        assert model(sample, patch_size_m=20, output="patch").shape == (1, 3, 3, D)
+        assert model(sample, patch_size_m=60, output="patch").shape == (1, 1, 1, D)
+        assert model(sample, patch_size_m=20, output="dense", output_modality="aerial").shape == (1, 30, 30, 2 * D)
+        assert model(sample, patch_size_m=20, output="dense", output_modality="s2").shape == (1, 6, 6, 2 * D)
