@@ -18,19 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from anysat_core.analysis.metrics import (
-    MetricInputError,
-    confusion_matrix,
-    iou_of_class,
-    miou,
-    multiclass_f1,
-    multilabel_f1,
-    overall_accuracy,
-    pangaea_miou,
-    pangaea_per_class_iou,
-    per_class_iou,
-    zero_out_class,
-)
+from anysat_core.analysis import metrics
+from anysat_core.analysis.metrics import *  # numpy only: the metrics load with the package
 
 if TYPE_CHECKING:
     from anysat_core.analysis.clustering import kmeans_map, predict_map
@@ -78,32 +67,22 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PCARGB",
-    "MetricInputError",
     "PixelProbe",
     "TileProbe",
-    "confusion_matrix",
     "cosine_similarity_map",
     "difference_map",
     "fit_from_points",
-    "iou_of_class",
     "kmeans_map",
     "label_efficiency",
     "labels_to_dataarray",
-    "miou",
-    "multiclass_f1",
-    "multilabel_f1",
-    "overall_accuracy",
-    "pangaea_miou",
-    "pangaea_per_class_iou",
-    "per_class_iou",
     "predict_map",
     "refine",
     "similarity_to_query",
     "threshold",
     "top_k",
     "vector_at",
-    "zero_out_class",
 ]
+__all__ += metrics.__all__
 
 
 def __dir__() -> list[str]:

@@ -29,7 +29,7 @@ from anysat_core.analysis.grid import cell_sizes, locate
 from anysat_core.errors import InputShapeError
 from anysat_core.geo import cell_centres, nearest_cell, north_up
 
-__all__ = ["geometry_cells", "labels_on_grid", "labels_to_dataarray", "parse_labels"]
+__all__ = ["as_class_array", "geometry_cells", "labels_on_grid", "labels_to_dataarray", "parse_labels"]
 
 #: Internal "no label here" value of :func:`labels_on_grid`.
 MISSING = -1
@@ -56,17 +56,32 @@ def labels_to_dataarray(label: Any, meta: Any) -> xr.DataArray:
     return da.rio.write_crs(crs) if crs is not None else da
 
 
-def _check_label_values(lab: np.ndarray, k: int, ignore_index: int | None, name: str) -> np.ndarray:
-    """int64 labels with ``ignore_index`` turned into :data:`MISSING`; values outside 0..K-1 refused."""
-    if lab.dtype == np.bool_:
-        lab = lab.astype(np.int64)
-    if np.issubdtype(lab.dtype, np.floating):
-        if not np.all(np.isfinite(lab) & (lab == np.round(lab))):
+def as_class_array(y: Any, ndim: int, name: str, expected: str) -> np.ndarray:
+    """Class labels as an int64 array of ``ndim`` dims; booleans and whole-number floats are accepted.
+
+    Raises:
+        InputShapeError: unreadable, another number of dims (the message ends with ``expected``), non-integer values.
+    """
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError) as exc:
+        raise InputShapeError(f"{name} could not be read as an array ({exc}); expected {expected}") from exc
+    if arr.ndim != ndim:
+        raise InputShapeError(f"{name} has shape {arr.shape}; expected {expected}")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int64)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
             raise InputShapeError(f"{name} holds non-integer values; expected class indices")
-        lab = lab.astype(np.int64)
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise InputShapeError(f"{name} has dtype {lab.dtype}; expected integer class indices")
-    lab = lab.astype(np.int64)
+        arr = arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InputShapeError(f"{name} has dtype {arr.dtype}; expected integer class indices")
+    return arr.astype(np.int64)
+
+
+def _label_map(label: Any, k: int, ignore_index: int | None, name: str, expected: str) -> np.ndarray:
+    """A ``(H, W)`` int64 label map with ``ignore_index`` turned into :data:`MISSING`; values outside 0..K-1 refused."""
+    lab = as_class_array(label, 2, name, expected)
     if ignore_index is not None:
         lab = np.where(lab == ignore_index, MISSING, lab)
     bad = (lab != MISSING) & ((lab < 0) | (lab >= k))
@@ -116,21 +131,14 @@ def labels_on_grid(feat: xr.DataArray, label: Any, num_classes: int, ignore_inde
             labels outside 0..K-1 (``ignore_index`` aside).
     """
     h, w = feat.sizes["y"], feat.sizes["x"]
+    expected = f"a (y, x) label map for a ({h}, {w}) feature grid"
     if isinstance(label, xr.DataArray):
         if set(label.dims) != {"y", "x"}:
             raise InputShapeError(f"{name} has dims {label.dims}; expected a (y, x) label map")
         label = label.transpose("y", "x")
-        lab = _check_label_values(np.asarray(label.values), num_classes, ignore_index, name)
+        lab = _label_map(label.values, num_classes, ignore_index, name, expected)
         return _on_grid_by_coordinates(feat, label, lab, num_classes)
-    try:
-        lab = np.asarray(label)
-    except (TypeError, ValueError) as exc:
-        raise InputShapeError(f"{name} could not be read as an array ({exc}); expected a (y, x) label map") from exc
-    if lab.ndim != 2:
-        raise InputShapeError(
-            f"{name} has shape {lab.shape}; expected a (y, x) label map for a ({h}, {w}) feature grid"
-        )
-    lab = _check_label_values(lab, num_classes, ignore_index, name)
+    lab = _label_map(label, num_classes, ignore_index, name, expected)
     H, W = lab.shape
     if (H, W) == (h, w):
         return lab.reshape(-1)

@@ -1,13 +1,13 @@
 """Linear probes on frozen features: metrics on synthetic problems, GeoPlex-mini probes above chance, errors.
 
-Measured on this machine (CPU, torch.manual_seed(0) AnySat tiny, random init), kept here so the margins in the
-assertions are honest:
+Measured on this machine (CPU, torch.manual_seed(0), random init), kept here so the margins in the assertions are
+honest:
 
-* tile probe, GeoPlex-mini (seed 0, s2 + s1-asc), dominant class, 48 train / 24 test tiles, patch 20 m:
-  AnySat features OA 79.2 % (macro F1 0.61); raw band statistics OA 83.3 % (macro F1 0.67);
-  majority-class chance 29.2 %, uniform chance 12.5 %.
-* pixel probe, GeoPlex-mini segmentation, dense s2 features at patch 20 m (10 m grid), 16 train / 8 test tiles:
-  OA 91.7 % (mIoU 0.46), majority-class chance 51.0 %.
+* tile probe, GeoPlex-mini (seed 0, s2), dominant class, 32 train / 16 test tiles, patch 20 m, AnySat **tiny** (the
+  size matters here: the test-size model's 64 features reach only 50-58 % on 48 / 24 tiles): AnySat features
+  OA 75.0 % (s2 + s1-asc: 81.2 %); raw band statistics OA 81.2 %; majority-class chance 31.2 %, uniform chance 12.5 %.
+* pixel probe, GeoPlex-mini segmentation, dense s2 features at patch 20 m (10 m grid), 16 train / 8 test tiles,
+  test-size AnySat: OA 86.8 % (mIoU 0.39), majority-class chance 51.0 % (tiny: OA 91.7 %).
 """
 
 from __future__ import annotations
@@ -103,12 +103,11 @@ def test_label_efficiency_table() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ GeoPlex-mini
-@pytest.fixture(scope="module")
-def tiny_model():
+def _model(size: str):
     from anysat_core import AnySat
 
     torch.manual_seed(0)
-    return AnySat(size="tiny").eval()
+    return AnySat(size=size).eval()
 
 
 def _raw_stats(ds, idx) -> np.ndarray:
@@ -126,17 +125,18 @@ def _raw_stats(ds, idx) -> np.ndarray:
     return np.asarray(rows)
 
 
-def test_tile_probe_geoplex_above_chance(tiny_model) -> None:
+def test_tile_probe_geoplex_above_chance() -> None:
     from anysat_core.data.geoplex_mini import GeoPlexMini
     from anysat_core.embeddings import embed_dataset
 
-    kw = {"seed": 0, "modalities": ("s2", "s1-asc"), "task": "multilabel"}
+    kw = {"seed": 0, "modalities": ("s2",), "task": "multilabel"}
     train, test = GeoPlexMini(split="train", **kw), GeoPlexMini(split="test", **kw)
-    itr, ite = list(range(48)), list(range(24))
-    Xtr, Ltr, Mtr = embed_dataset(tiny_model, train, patch_size_m=20, indices=itr, batch_size=24)
-    Xte, _, _ = embed_dataset(tiny_model, test, patch_size_m=20, indices=ite, batch_size=24)
-    assert Xtr.ndim == 2 and Xtr.shape[0] == 48 and Xte.shape == (24, Xtr.shape[1]) and Xtr.dtype == np.float32
-    assert Ltr.shape == (48, len(train.classes)) and len(Mtr) == 48
+    model = _model("tiny")
+    itr, ite = list(range(32)), list(range(16))
+    Xtr, Ltr, Mtr = embed_dataset(model, train, patch_size_m=20, indices=itr, batch_size=16)
+    Xte, _, _ = embed_dataset(model, test, patch_size_m=20, indices=ite, batch_size=16)
+    assert Xtr.ndim == 2 and Xtr.shape[0] == 32 and Xte.shape == (16, Xtr.shape[1]) and Xtr.dtype == np.float32
+    assert Ltr.shape == (32, len(train.classes)) and len(Mtr) == 32
     ytr, yte = train.dominant_class()[itr], test.dominant_class()[ite]
     assert [m.extra["dominant_class"] for m in Mtr] == ytr.tolist()
     k = len(train.classes)
@@ -146,19 +146,20 @@ def test_tile_probe_geoplex_above_chance(tiny_model) -> None:
     print(
         f"\ntile probe OA: AnySat-tiny random init {model_oa:.1f} %, raw stats {raw_oa:.1f} %, majority chance {chance:.1f} %"
     )
-    # measured: 79.2 % vs 29.2 % chance (raw stats 83.3 %): a 25-point margin leaves room for BLAS differences
+    # measured: 75.0 % vs 31.2 % chance (raw stats 81.2 %): a 25-point margin leaves room for BLAS differences
     assert model_oa > chance + 25
     assert raw_oa > chance + 25
 
 
-def test_pixel_probe_geoplex_segmentation(tiny_model) -> None:
+def test_pixel_probe_geoplex_segmentation() -> None:
     from anysat_core.data.geoplex_mini import GeoPlexMini
     from anysat_core.embeddings import embed_dataset
 
     kw = {"seed": 0, "modalities": ("s2",), "task": "segmentation"}
     train, test = GeoPlexMini(split="train", **kw), GeoPlexMini(split="test", **kw)
-    Ftr, Ltr, Mtr = embed_dataset(tiny_model, train, patch_size_m=20, output="dense", indices=range(16), batch_size=16)
-    Fte, Lte, Mte = embed_dataset(tiny_model, test, patch_size_m=20, output="dense", indices=range(8), batch_size=8)
+    model = _model("test")
+    Ftr, Ltr, Mtr = embed_dataset(model, train, patch_size_m=20, output="dense", indices=range(16), batch_size=16)
+    Fte, Lte, Mte = embed_dataset(model, test, patch_size_m=20, output="dense", indices=range(8), batch_size=8)
     assert isinstance(Ftr, list) and Ftr[0].dims == ("feature", "y", "x") and Ltr.shape[0] == 16
     labels_tr = [labels_to_dataarray(lab, m) for lab, m in zip(Ltr, Mtr)]  # 10 m label grid, map coordinates
     labels_te = [labels_to_dataarray(lab, m) for lab, m in zip(Lte, Mte)]
@@ -170,14 +171,14 @@ def test_pixel_probe_geoplex_segmentation(tiny_model) -> None:
     print(f"\npixel probe OA {res['OA']:.1f} %, mIoU {res['mIoU']:.3f}, majority chance {chance:.1f} %")
     assert res["confusion_matrix"].sum() == res["n_pixels"] == truth.size
     assert res["per_class_IoU"].shape == (8,)
-    # measured: OA 91.7 % (mIoU 0.46) vs 51.0 % majority chance
+    # measured: OA 86.8 % (mIoU 0.39) vs 51.0 % majority chance
     assert res["OA"] > chance + 25
     ds = probe.predict_map(Fte[0])
     assert set(ds.data_vars) == {"prediction", "confidence"} and ds["prediction"].dims == ("y", "x")
     assert np.array_equal(ds.x.values, Fte[0].x.values) and ds.rio.crs == Fte[0].rio.crs
     assert ((ds["confidence"] > 0) & (ds["confidence"] <= 1)).all()
     # the same labels on the coarser patch grid (20 m cells, 10 m labels): majority by coordinates
-    Ptr, _, _ = embed_dataset(tiny_model, train, patch_size_m=20, output="patch", indices=range(4), batch_size=4)
+    Ptr, _, _ = embed_dataset(model, train, patch_size_m=20, output="patch", indices=range(4), batch_size=4)
     lab = labels_tr[0]
     onto = PixelProbe(8)._pixels([Ptr[0]], [lab])[1]
     blocks = np.asarray(lab).reshape(3, 2, 3, 2).transpose(0, 2, 1, 3).reshape(9, 4)

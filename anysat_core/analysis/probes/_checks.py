@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 from sklearn.exceptions import ConvergenceWarning
 
+from anysat_core.analysis.labels import as_class_array
 from anysat_core.errors import InputShapeError, NonFiniteInputError, ProbeError
 
 
@@ -49,29 +50,18 @@ def check_finite_rows(X: np.ndarray, name: str = "X") -> None:
 
 
 def as_class_indices(y: Any, n: int | None, name: str = "y") -> np.ndarray:
-    """Integer class labels ``(N,)`` int64; whole-number floats are accepted, others refused."""
-    try:
-        arr = np.asarray(y)
-    except (TypeError, ValueError) as exc:
-        raise InputShapeError(f"{name} could not be read as an array ({exc}); expected (N,) class indices") from exc
-    if arr.ndim != 1:
-        raise InputShapeError(
-            f"{name} has shape {arr.shape}; expected (N,) integer class indices for task='multiclass' "
-            "(multi-hot (N, K) targets need task='multilabel')"
-        )
+    """Integer class labels ``(N,)`` int64; booleans and whole-number floats are accepted, others refused."""
+    arr = as_class_array(
+        y,
+        1,
+        name,
+        "(N,) integer class indices for task='multiclass' (multi-hot (N, K) targets need task='multilabel')",
+    )
     if n is not None and arr.shape[0] != n:
         raise InputShapeError(f"{name} has {arr.shape[0]} labels but X has {n} rows; expected one label per row")
-    if arr.dtype == np.bool_:
-        return arr.astype(np.int64)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
-            raise InputShapeError(f"{name} holds non-integer values; expected class indices 0..K-1")
-        arr = arr.astype(np.int64)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise InputShapeError(f"{name} has dtype {arr.dtype}; expected integer class indices")
     if arr.size and arr.min() < 0:
         raise InputShapeError(f"{name} has negative class indices ({int(arr.min())}); expected 0..K-1")
-    return arr.astype(np.int64)
+    return arr
 
 
 def as_multihot(y: Any, n: int, name: str = "y") -> np.ndarray:
