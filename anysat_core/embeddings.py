@@ -72,7 +72,10 @@ def embed_dataset(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
     n = len(dataset)
-    idx = list(range(n)) if indices is None else [int(i) for i in indices]
+    idx = list(range(n)) if indices is None else list(indices)
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in idx):
+        raise InputShapeError(f"indices={idx[:10]!r}; expected sample indices (ints)")
+    idx = [int(i) for i in idx]
     bad = [i for i in idx if not -n <= i < n]
     if bad:
         raise InputShapeError(f"indices {bad[:10]} are out of range for a dataset of {n} samples")

@@ -29,7 +29,7 @@ from anysat_core.analysis.grid import cell_sizes, locate
 from anysat_core.errors import InputShapeError
 from anysat_core.geo import cell_centres, nearest_cell, north_up
 
-__all__ = ["as_class_array", "geometry_cells", "labels_on_grid", "labels_to_dataarray", "parse_labels"]
+__all__ = ["MISSING", "as_class_array", "geometry_cells", "labels_on_grid", "labels_to_dataarray", "parse_labels"]
 
 #: Internal "no label here" value of :func:`labels_on_grid`.
 MISSING = -1
@@ -150,9 +150,9 @@ def labels_on_grid(feat: xr.DataArray, label: Any, num_classes: int, ignore_inde
         r = h // H
         return np.repeat(np.repeat(lab, r, 0), r, 1).reshape(-1)
     raise InputShapeError(
-        f"{name} has shape {(H, W)} but the feature grid is {(h, w)}; a plain array must be the same grid or an integer "
-        "multiple / fraction of it over the same extent. Pass a DataArray with x/y coordinates (labels_to_dataarray) "
-        "to resample by coordinates."
+        f"{name} has shape {(H, W)} but the feature grid is {(h, w)}; a plain array must be the same grid or an "
+        "integer multiple / fraction of it over the same extent. Pass a DataArray with x/y coordinates "
+        "(labels_to_dataarray) to resample by coordinates."
     )
 
 

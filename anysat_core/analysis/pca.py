@@ -65,7 +65,9 @@ class PCARGB:
     def __init__(
         self, *, percentiles: tuple[float, float] = (2.0, 98.0), max_samples: int = 100_000, seed: int = 0
     ) -> None:
-        lo, hi = (float(p) for p in percentiles)
+        ok = isinstance(percentiles, Sequence) and len(percentiles) == 2
+        ok = ok and all(isinstance(p, (int, float, np.integer, np.floating)) for p in percentiles)
+        lo, hi = (float(p) for p in percentiles) if ok else (0.0, -1.0)
         if not 0.0 <= lo < hi <= 100.0:
             raise InputShapeError(f"percentiles={percentiles!r}; expected (low, high) with 0 <= low < high <= 100")
         if not (isinstance(max_samples, (int, np.integer)) and max_samples > 1):

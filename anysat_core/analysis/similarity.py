@@ -276,8 +276,14 @@ def top_k(sim: xr.DataArray, k: int) -> pd.DataFrame:
 
 
 def threshold(sim: xr.DataArray, t: float) -> xr.DataArray:
-    """Boolean ``(y, x)`` map of the cells with ``sim >= t`` (NaN cells are False); coords and CRS kept."""
+    """Boolean ``(y, x)`` map of the cells with ``sim >= t`` (NaN cells are False); coords and CRS kept.
+
+    Raises:
+        InputShapeError: ``sim`` is not ``(y, x)`` or ``t`` is not a number.
+    """
     sim = _check_sim(sim, "threshold")
+    if isinstance(t, bool) or not isinstance(t, Real):
+        raise InputShapeError(f"t={t!r}; expected a number, e.g. 0.8 for a cosine similarity")
     out = (sim >= float(t)).fillna(False).astype(bool)
     out.name = "similarity_mask"
     out.attrs = {**sim.attrs, "threshold": f"{float(t):g}"}

@@ -213,6 +213,8 @@ def test_similarity_errors_and_masked_cells() -> None:
     assert len(top_k(sim, 1000)) == 6 * 8 - 1  # NaN cells are skipped
     with pytest.raises(InputShapeError, match="positive integer"):
         top_k(sim, 0)
+    with pytest.raises(InputShapeError, match="expected a number"):
+        threshold(sim, "0.8")
 
 
 def test_threshold_and_refine() -> None:

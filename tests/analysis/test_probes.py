@@ -144,7 +144,8 @@ def test_tile_probe_geoplex_above_chance() -> None:
     model_oa = TileProbe(num_classes=k, C=0.1).fit(Xtr, ytr).score(Xte, yte)["OA"]
     raw_oa = TileProbe(num_classes=k, C=0.1).fit(_raw_stats(train, itr), ytr).score(_raw_stats(test, ite), yte)["OA"]
     print(
-        f"\ntile probe OA: AnySat-tiny random init {model_oa:.1f} %, raw stats {raw_oa:.1f} %, majority chance {chance:.1f} %"
+        f"\ntile probe OA: AnySat-tiny random init {model_oa:.1f} %, raw stats {raw_oa:.1f} %, "
+        f"majority chance {chance:.1f} %"
     )
     # measured: 75.0 % vs 31.2 % chance (raw stats 81.2 %): a 25-point margin leaves room for BLAS differences
     assert model_oa > chance + 25
@@ -287,6 +288,11 @@ def test_nan_features() -> None:
     assert probe.evaluate(da, truth)["n_pixels"] == 143
     with pytest.raises(NonFiniteInputError, match="nan='drop'"):
         fit_from_points(da, [(da.x.values[5], da.y.values[4], 0), (da.x.values[11], da.y.values[0], 1)])
+    # the NaN rule of analysis.grid: NaN masks a cell, an infinite value is a bug upstream and always raises
+    da[:, 4, 5] = np.inf
+    inf_cell = r"infinite value\(s\) in 1 cell\(s\), e\.g\. at \(x=500055, y=3999955"
+    with pytest.raises(NonFiniteInputError, match=inf_cell):
+        PixelProbe(2, nan="drop").fit(da, truth)
 
 
 def test_mismatched_shapes() -> None:

@@ -4,8 +4,8 @@ For each of the 8 registered loaders a small real-format root is built as the lo
 generated copies under ``tests/data/<dataset>/`` for PLANTED, S2NAIP-URBAN, BraDD-S1TS, SICKLE and TimeSen2Crop; the
 torchgeo TreeSatAI / PASTIS-R / FLAIR #2 fixtures of ``../shared/data``, completed as in
 ``tests.helpers.datasets``), every split of it is embedded with the test-size AnySat (``size="test"``, random
-weights, ``torch.manual_seed(0)``) at the dataset's protocol patch size (``cls.patch_size_m``), and the probe matching the
-loader's ``task`` is fitted:
+weights, ``torch.manual_seed(0)``) at the dataset's protocol patch size (``cls.patch_size_m``), and the probe matching
+the loader's ``task`` is fitted:
 
 * ``multilabel`` (TreeSatAI-TS): :class:`TileProbe` ``"multilabel"`` on ``(N, 64)`` tile features;
 * ``classification`` (PLANTED, TimeSen2Crop): :class:`TileProbe` ``"multiclass"``;

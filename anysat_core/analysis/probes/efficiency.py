@@ -83,8 +83,10 @@ def label_efficiency(
     Xa = as_float_2d(X)
     check_finite_rows(Xa)
     ya = _targets(y, Xa.shape[0], task, "y")
-    if repeats < 1:
-        raise ProbeError(f"repeats={repeats!r}; expected >= 1")
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ProbeError(f"repeats={repeats!r}; expected an int >= 1")
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes):
+        raise ProbeError(f"sizes={sizes!r}; expected numbers of training labels (ints >= 2)")
     if X_test is None:
         if not 0 < test_fraction < 1:
             raise ProbeError(f"test_fraction={test_fraction!r}; expected a number in (0, 1)")

@@ -68,6 +68,8 @@ class PixelProbe:
             raise ProbeError(f"num_classes={num_classes!r}; expected an int >= 2")
         if nan not in ("raise", "drop"):
             raise ProbeError(f"nan={nan!r}; expected 'raise' or 'drop'")
+        if isinstance(C, bool) or not (isinstance(C, (int, float)) and C > 0):
+            raise ProbeError(f"C={C!r}; expected a positive number")
         if not (isinstance(max_pixels, (int, np.integer)) and max_pixels >= 2):
             raise ProbeError(f"max_pixels={max_pixels!r}; expected an int >= 2")
         self.num_classes, self.ignore_index, self.C = int(num_classes), ignore_index, float(C)
@@ -97,7 +99,8 @@ class PixelProbe:
         labels_l = _as_list(labels)
         if len(maps) != len(labels_l):
             raise InputShapeError(
-                f"got {len(maps)} feature map(s) and {len(labels_l)} label map(s); expected one label map per feature map"
+                f"got {len(maps)} feature map(s) and {len(labels_l)} label map(s); expected one label map per "
+                "feature map"
             )
         Xs, ys = [], []
         for i, (da, lab) in enumerate(zip(maps, labels_l)):
@@ -133,7 +136,9 @@ class PixelProbe:
         return self
 
     def fit(self, das: Any, labels: Any) -> PixelProbe:
-        """Fit on feature map(s) ``(feature, y, x)`` and their label map(s) (grid rules: :mod:`~anysat_core.analysis.labels`).
+        """Fit on feature map(s) ``(feature, y, x)`` and their label map(s).
+
+        Label maps are put on the feature grid as :mod:`anysat_core.analysis.labels` describes.
 
         Args:
             das: one DataArray or a list of them (e.g. ``extract_features(..., output="dense")`` of a batch).
