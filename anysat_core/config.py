@@ -6,6 +6,7 @@ This module imports only the errors and the modality registry (it is a leaf of t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -54,6 +55,8 @@ class AnySatConfig:
     attention: AttentionMode = "standard"
 
     def __post_init__(self) -> None:
+        if self.num_heads < 1:
+            raise ConfigError(f"num_heads={self.num_heads} must be at least 1")
         if self.embed_dim <= 0 or self.embed_dim % self.num_heads:
             raise ConfigError(
                 f"embed_dim={self.embed_dim} must be a positive multiple of num_heads={self.num_heads}"
@@ -65,8 +68,12 @@ class AnySatConfig:
             )
         if self.depth < 1:
             raise ConfigError(f"depth={self.depth} must be at least 1")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"mlp_ratio={self.mlp_ratio} must be positive (4.0 in the released sizes)")
         if self.attention not in ATTENTION_MODES:
             raise ConfigError(f"attention={self.attention!r}; expected one of {ATTENTION_MODES}")
+        if isinstance(self.modalities, str):
+            raise ConfigError(f"modalities={self.modalities!r} is a string; give a tuple of names, e.g. ('s2',)")
         for m in self.modalities:
             MODALITIES[m]  # raises UnknownModalityError with the valid names
         if not self.modalities:
@@ -82,22 +89,28 @@ class AnySatConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AnySatConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - names)
-        if extra:
-            raise ConfigError(f"unknown config fields {extra}; expected a subset of {sorted(names)}")
+        _check_fields(d)
         d = dict(d)
         if "modalities" in d:
             d["modalities"] = tuple(d["modalities"])
         return cls(**d)
 
     def replace(self, **changes: Any) -> AnySatConfig:
-        """A copy with some fields changed."""
+        """A copy with some fields changed; unknown fields raise :class:`ConfigError`."""
+        _check_fields(changes)
         return dataclasses.replace(self, **changes)
+
+
+def _check_fields(names: Iterable[str]) -> None:
+    fields = {f.name for f in dataclasses.fields(AnySatConfig)}
+    extra = sorted(set(names) - fields)
+    if extra:
+        raise ConfigError(f"unknown config fields {extra}; expected a subset of {sorted(fields)}")
 
 
 def config_for_size(size: str, **overrides: Any) -> AnySatConfig:
     """Config of a size preset (``test``, ``tiny``, ``small``, ``base``), with optional field overrides."""
     if size not in SIZES:
         raise ConfigError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+    _check_fields(overrides)
     return AnySatConfig(size=size, **{**SIZES[size], **overrides})

@@ -29,13 +29,13 @@ import torch
 from torch import nn
 
 from anysat_core.config import AnySatConfig, AttentionMode, config_for_size
-from anysat_core.errors import PatchSizeError
+from anysat_core.errors import PatchSizeError, UnknownModalityError
 from anysat_core.modalities import MODALITIES
 from anysat_core.model.attention import AttentionBase, Block, CombinerBlock, SelfAttention
 from anysat_core.model.encoder import SpatialEncoder
 from anysat_core.model.inputs import BatchPlan, Output, check_batch
 from anysat_core.model.pos_embed import distance_buckets, sincos_2d
-from anysat_core.model.projectors import TemporalProjector, build_projector
+from anysat_core.model.projectors import TemporalProjector, VHRProjector, build_projector
 
 __all__ = ["AnySat"]
 
@@ -134,8 +134,17 @@ class AnySat(nn.Module):
             if isinstance(m, AttentionBase):
                 m.fused_attn = bool(enabled)
 
-    def projector(self, modality: str) -> nn.Module:
-        """The projector module of ``modality``."""
+    def projector(self, modality: str) -> VHRProjector | TemporalProjector:
+        """The projector module of ``modality``.
+
+        Raises:
+            UnknownModalityError: ``modality`` is not registered, or this model has no projector for it.
+        """
+        if modality not in self.config.modalities:
+            MODALITIES[modality]  # unknown name: the registry's error lists the valid ones
+            raise UnknownModalityError(
+                f"this model has no projector for {modality!r}; it has {', '.join(self.config.modalities)}"
+            )
         return getattr(self, f"projector_{modality}")
 
     # ------------------------------------------------------------------ loading / saving

@@ -70,9 +70,15 @@ def read_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, tor
     """Split a loaded checkpoint object into ``(state_dict, config or None)``; strips key prefixes."""
     config = None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if obj.get("format_version", 1) > FORMAT_VERSION:
+        version = obj.get("format_version", 1)
+        if not isinstance(obj.get("config"), dict) or not isinstance(obj.get("state_dict"), dict):
             raise CheckpointError(
-                f"{source} has format_version {obj['format_version']}; this anysat_core reads up to "
+                f"{source} is marked {FORMAT!r} but lacks a 'config' or 'state_dict' dict; it is damaged. "
+                "Save the model again with AnySat.save()"
+            )
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source} has format_version {version!r}; this anysat_core reads up to "
                 f"{FORMAT_VERSION}. Upgrade anysat_core."
             )
         config = AnySatConfig.from_dict(obj["config"])

@@ -206,3 +206,13 @@ def test_from_pretrained_bad_env_path_and_sizes(tmp_path, monkeypatch):
         AnySat.from_pretrained("base")
     with pytest.raises(PretrainedWeightsError, match="only 'base' was published"):
         AnySat.from_pretrained("tiny")
+
+
+def test_damaged_own_format(tmp_path):
+    path = tmp_path / "damaged.pth"
+    torch.save({"format": "anysat_core", "format_version": 1, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="lacks a 'config' or 'state_dict' dict"):
+        AnySat.from_checkpoint(path)
+    torch.save({"format": "anysat_core", "format_version": 9, "config": {}, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="format_version 9; this anysat_core reads up to 1"):
+        AnySat.from_checkpoint(path)

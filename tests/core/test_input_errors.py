@@ -11,6 +11,7 @@ from anysat_core import (
     AnySatError,
     BatchSizeMismatchError,
     ChannelMismatchError,
+    ConfigError,
     DatesError,
     DTypeError,
     ExtentMismatchError,
@@ -192,3 +193,35 @@ def test_empty_or_non_dict_batch(model):
     raises(model, {}, InputShapeError, "no modality tensor")
     raises(model, [torch.zeros(1)], InputShapeError, "expected a dict")
 
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"foo": 1}, "unknown config fields ['foo']"), ({"num_heads": 0}, "num_heads=0 must be at least 1"),
+     ({"modalities": "s2"}, "is a string; give a tuple"), ({"attention": "fast"}, "attention='fast'"),
+     ({"mlp_ratio": 0}, "mlp_ratio=0 must be positive")],
+)
+def test_config_errors(kwargs, match):
+    with pytest.raises(ConfigError) as info:
+        AnySat(size="test", **kwargs)
+    assert match in str(info.value)
+
+
+def test_unknown_size():
+    with pytest.raises(ConfigError, match="unknown size 'huge'; expected one of test, tiny"):
+        AnySat(size="huge")
+
+
+def test_attention_mode_setter_rejects_unknown_modes(model):
+    with pytest.raises(ConfigError, match="attention='fast'"):
+        model.attention_mode = "fast"
+    assert model.attention_mode == "standard" and model.blocks[0].attn.mode == "standard"
+
+
+def test_projector_of_a_modality_the_model_lacks():
+    small = AnySat(size="test", modalities=("s2",))
+    assert small.projector("s2") is small.projector_s2
+    with pytest.raises(UnknownModalityError, match="no projector for 's1'; it has s2"):
+        small.projector("s1")
+    with pytest.raises(UnknownModalityError, match="unknown modality 'sentinel2'"):
+        small.projector("sentinel2")
