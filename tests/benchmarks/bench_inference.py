@@ -60,10 +60,10 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
     times = []
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.inference_mode(), amp:
-        out = model(inputs, patch_size=patch, **kw)  # warm-up
+        out = model(inputs, patch_size_m=patch, **kw)  # warm-up
         for _ in range(repeats):
             t0 = time.perf_counter()
-            model(inputs, patch_size=patch, **kw)
+            model(inputs, patch_size_m=patch, **kw)
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {
