@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "random_batch": "anysat_core.data.synthetic",
     "get_dataset": "anysat_core.data.datasets",
     "list_datasets": "anysat_core.data.datasets",
+    "dataset_class": "anysat_core.data.datasets",
     "GeoPlexMini": "anysat_core.data.geoplex_mini",
     "open_rasters": "anysat_core.data.raster",
     "RasterSource": "anysat_core.data.raster",
@@ -87,7 +88,7 @@ if TYPE_CHECKING:
         vector_at,
     )
     from anysat_core.data.collate import collate
-    from anysat_core.data.datasets import get_dataset, list_datasets
+    from anysat_core.data.datasets import dataset_class, get_dataset, list_datasets
     from anysat_core.data.geoplex_mini import GeoPlexMini
     from anysat_core.data.raster import RasterScene, RasterSource, open_rasters
     from anysat_core.data.synthetic import random_batch
@@ -129,6 +130,7 @@ __all__ = [
     "collate",
     "config_for_size",
     "cosine_similarity_map",
+    "dataset_class",
     "difference_map",
     "extract_features",
     "features_to_dataarray",

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modalities", nargs="*", default=None)
     ap.add_argument("--force", action="store_true", help="recompute even if the file exists")
     args = ap.parse_args(argv)
-    ds = get_dataset(args.dataset)(args.root, args.split, args.modalities, normalize=False)
+    ds = get_dataset(args.dataset, args.root, args.split, args.modalities, normalize=False)
     for mod in ds.modalities:
         path = stats_path(ds.root, mod)
         if path.exists() and not args.force:

@@ -41,7 +41,7 @@ import xarray as xr
 
 from anysat_core import AnySat
 from anysat_core.analysis import PixelProbe, TileProbe, labels_to_dataarray
-from anysat_core.data.datasets import get_dataset, list_datasets
+from anysat_core.data.datasets import dataset_class, get_dataset, list_datasets
 from anysat_core.embeddings import embed_dataset
 from anysat_core.errors import ProbeError
 from tests.helpers.shared import SHARED, TREESAT, shared_file
@@ -107,7 +107,7 @@ def _treesat(tmp: Path) -> Case:
             dst.write(arr[:, idx][:, :, idx])
         (root / "sentinel" / f"{stem}.h5").symlink_to(h5.resolve())
         (root / "s1-asc" / f"{stem}.pth").symlink_to(pth.resolve())
-    ds = get_dataset("treesatai-ts")(root, "train", modalities=["aerial", "s2", "s1"], crop="centre")
+    ds = get_dataset("treesatai-ts", root, "train", modalities=["aerial", "s2", "s1"], crop="centre")
     return Case([ds], "tile", (TILE_D,))
 
 
@@ -115,7 +115,7 @@ def _pastis(tmp: Path) -> Case:
     """torchgeo's PASTIS-R fixture (5 patches of 32 px) with the date dictionaries AnySat needs; folds 1-3 (3 patches:
     i.i.d. random labels are memorised better from fewer pixels, and they embed faster)."""
     root = make_pastis_root(tmp)
-    cls = get_dataset("pastis-hd")
+    cls = dataset_class("pastis-hd")
     ds = cls(root, "train", modalities=["s2", "s1"], normalize="compute", folds=(1, 2, 3))
     return Case([ds], "dense", (DENSE_D, 32, 32), "s2", len(cls.classes), cls.ignore_index)
 
@@ -128,7 +128,7 @@ def _flair(tmp: Path) -> Case:
     fix_flair(root)
     for domain in ("D300_2013", "D346_2018"):
         upsample_rasters(root, domain, 100)
-    cls = get_dataset("flair")
+    cls = dataset_class("flair")
     dss = [cls(root, s, normalize="compute", crop=None, s2_window_px=2) for s in ("train", "val")]
     return Case(dss, "dense", (DENSE_D, 10, 10), "aerial-flair", len(cls.classes), cls.ignore_index)
 
@@ -136,7 +136,7 @@ def _flair(tmp: Path) -> Case:
 def _generated(name: str, splits: tuple[str, ...], **kw: Any) -> Any:
     def build(tmp: Path) -> list[Any]:
         root = _copy_generated(name, tmp)
-        return [get_dataset(name)(root, s, normalize="compute", **kw) for s in splits]
+        return [get_dataset(name, root, s, normalize="compute", **kw) for s in splits]
 
     return build
 
@@ -224,7 +224,7 @@ def test_every_registered_loader_is_covered() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_probe_on_loader(name: str, model: AnySat, tmp_path: Path) -> None:
-    cls = get_dataset(name)
+    cls = dataset_class(name)
     case = BUILDERS[name](tmp_path)
     X, labels, metas = _embed(model, case)
     n = sum(len(ds) for ds in case.datasets)
@@ -331,7 +331,7 @@ def _check_pixels(cls: Any, case: Case, das: list[xr.DataArray], labels: list[np
 
 def test_single_class_split_raises_probe_error(model: AnySat, tmp_path: Path) -> None:
     """TimeSen2Crop's test tile holds two pixels of one class (9): no probe can be fitted, and the error says why."""
-    ds = get_dataset("timesen2crop")(_copy_generated("timesen2crop", tmp_path), "test", normalize="compute")
+    ds = get_dataset("timesen2crop", _copy_generated("timesen2crop", tmp_path), "test", normalize="compute")
     X, y, _ = embed_dataset(model, ds, patch_size_m=ds.patch_size_m)
     assert y.tolist() == [9, 9]
     with pytest.raises(ProbeError, match=r"holds class 9 \(2 label\(s\)\).*at least two classes"):

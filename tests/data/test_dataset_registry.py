@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from anysat_core import ConfigError, DatasetNotFoundError, UnknownDatasetError
-from anysat_core.data.datasets import DATASETS, get_dataset, list_datasets
+from anysat_core.data.datasets import DATASETS, dataset_class, get_dataset, list_datasets
 from anysat_core.modalities import MODALITIES
 
 ON_DISK = {"treesatai-ts", "pastis-hd", "flair", "planted", "s2naip-urban", "bradd-s1ts", "sickle", "timesen2crop"}
@@ -17,12 +17,14 @@ def test_registered_names():
     assert {n for n, cls in DATASETS.items() if cls.generated} == GENERATED
     with pytest.raises(UnknownDatasetError, match="unknown dataset 'eurosat'; expected one of bradd-s1ts, flair") as e:
         get_dataset("eurosat")
+    with pytest.raises(UnknownDatasetError, match="eurosat"):
+        dataset_class("eurosat")
     assert isinstance(e.value, LookupError) and "geoplex-mini" in str(e.value)
 
 
 @pytest.mark.parametrize("name", sorted(ON_DISK | GENERATED))
 def test_class_facts(name):
-    cls = get_dataset(name)
+    cls = dataset_class(name)
     assert cls.__doc__ and cls.task and cls.classes
     assert set(cls.default_modalities) <= set(cls.modalities_available) <= set(MODALITIES)
     assert cls.patch_size_m % 10 == 0
@@ -32,7 +34,7 @@ def test_class_facts(name):
 
 @pytest.mark.parametrize("name", sorted(ON_DISK))
 def test_missing_root(tmp_path, name):
-    cls = get_dataset(name)
+    cls = dataset_class(name)
     with pytest.raises(DatasetNotFoundError) as info:
         cls(tmp_path / "nowhere")
     msg = str(info.value)

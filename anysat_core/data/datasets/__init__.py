@@ -14,7 +14,14 @@ from anysat_core.data.datasets import (  # noqa: F401  (imported to register the
     timesen2crop,
     treesatai_ts,
 )
-from anysat_core.data.datasets.base import DATASETS, AnySatDataset, get_dataset, list_datasets, register_dataset
+from anysat_core.data.datasets.base import (
+    DATASETS,
+    AnySatDataset,
+    dataset_class,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+)
 from anysat_core.data.geoplex_mini import dataset as geoplex_mini  # noqa: F401  (registers "geoplex-mini")
 
-__all__ = ["DATASETS", "AnySatDataset", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DATASETS", "AnySatDataset", "dataset_class", "get_dataset", "list_datasets", "register_dataset"]

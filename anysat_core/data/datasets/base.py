@@ -49,27 +49,33 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-@overload
-def get_dataset(name: str, /) -> type[AnySatDataset]: ...
-@overload
-def get_dataset(name: str, /, *args: Any, **kwargs: Any) -> AnySatDataset: ...
-def get_dataset(name: str, /, *args: Any, **kwargs: Any) -> type[AnySatDataset] | AnySatDataset:
-    """The dataset class registered as ``name``; given constructor arguments, a dataset built with them.
-
-    ``get_dataset("flair")`` is :class:`~anysat_core.data.datasets.flair.FLAIR`;
-    ``get_dataset("flair", "data/FLAIR", "test")`` is ``FLAIR("data/FLAIR", "test")``; a generated dataset needs no
-    root: ``get_dataset("geoplex-mini", seed=1, tiles=8, split="test")``.
+def dataset_class(name: str) -> type[AnySatDataset]:
+    """The dataset class registered as ``name`` (its facts: ``classes``, ``modalities_available``, ``layout``...).
 
     Raises:
         UnknownDatasetError: ``name`` is not registered (the message lists the registered names).
     """
     try:
-        cls = DATASETS[name]
+        return DATASETS[name]
     except KeyError:
         raise UnknownDatasetError(
             f"unknown dataset {name!r}; expected one of {', '.join(list_datasets())} (see list_datasets())"
         ) from None
-    return cls(*args, **kwargs) if args or kwargs else cls
+
+
+def get_dataset(name: str, /, *args: Any, **kwargs: Any) -> AnySatDataset:
+    """The dataset registered as ``name``, built with the given constructor arguments.
+
+    ``get_dataset("flair", "data/FLAIR", "test")`` is ``FLAIR("data/FLAIR", "test")``; a generated dataset needs no
+    root: ``get_dataset("geoplex-mini")``, ``get_dataset("geoplex-mini", seed=1, tiles=8, split="test")``.  For the
+    class itself, use :func:`dataset_class`.
+
+    Raises:
+        UnknownDatasetError: ``name`` is not registered (the message lists the registered names).
+        DatasetNotFoundError: a dataset on disk whose ``root`` (or a file of its layout) is missing.
+        ConfigError: bad constructor arguments (e.g. no root for a dataset on disk).
+    """
+    return dataset_class(name)(*args, **kwargs)
 
 
 class AnySatDataset(torch.utils.data.Dataset):
