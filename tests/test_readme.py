@@ -1,0 +1,21 @@
+"""Every Python block of the README runs as written, each on its own (a fresh namespace, in an empty folder)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.helpers.shared import ROOT
+
+BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_the_readme_has_python_examples():
+    assert len(BLOCKS) >= 4
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_block_runs(code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # blocks write files (GeoTIFFs, PNG, Zarr) into the current folder
+    exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
