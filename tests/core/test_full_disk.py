@@ -16,7 +16,7 @@ Two real ways to fill the disk:
   writing a file past the limit fails with ``EFBIG`` (errno 27); available on any POSIX system.  The child reports
   the exception as JSON; the parent checks the folder.
 
-The scene for ``infer_scene`` follows tests/core/test_inference.py: three dated S2 GeoTIFFs of 36 x 24 pixels at 10 m
+The scene for ``infer_scene`` follows tests/core/test_inference.py: one dated S2 GeoTIFF of 36 x 24 pixels at 10 m
 (4 x 3 windows of 120 m with 40 m overlap, ``output="patch"``), the test-size AnySat with random weights.
 """
 
@@ -47,7 +47,7 @@ from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.errors import AnySatError, OutputWriteError
 from anysat_core.inference import infer_scene
 from anysat_core.writers import write_geotiff, write_png, write_zarr
-from tests.helpers.scenes import C_S2, UTM, X0, Y0, write_s2_series
+from tests.helpers.scenes import C_S2, DATES, UTM, X0, Y0, write_s2_series
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENE_KW: dict[str, Any] = {"patch_size_m": 20, "window_m": 120, "overlap_m": 40, "output": "patch", "progress": False}
@@ -158,7 +158,7 @@ WRITERS = {
 
 @pytest.fixture(scope="module")
 def scene_files(tmp_path_factory) -> list[Path]:
-    return write_s2_series(tmp_path_factory.mktemp("scene"))
+    return write_s2_series(tmp_path_factory.mktemp("scene"), dates=DATES[:1])  # one date: reading costs per date
 
 
 @pytest.fixture(scope="module")
@@ -351,28 +351,107 @@ torch.set_num_threads(1)
 """
 
 
-@pytest.fixture
-def fsize_limited() -> Callable[[str, dict[str, Any]], Any]:
+#: infer_scene under RLIMIT_FSIZE: case -> (suffix, limit lowered after that many windows (0: from the start),
+#: the limit in bytes, windows the rerun computes)
+FSIZE_SCENES = {
+    # lowered after the first strip: the next strip's feature chunk (~17 KiB) cannot be written; 2 strips left
+    "zarr-during-strips": (".zarr", 5, 12_288, N_WINDOWS - 4),
+    # from the start: the partial store's files (<= ~17 KiB) fit, the GeoTIFF made from it (256-pixel tiles of 64
+    # bands, > 1 MiB before the COG copy compresses them) does not; every strip is finished, so the rerun only
+    # converts the partial store
+    "tif-while-finishing": (".tif", 0, 65_536, 0),
+}
+
+_CHILD = """
+from pathlib import Path
+from anysat_core import AnySat
+from anysat_core.data.raster import RasterSource, open_rasters
+from anysat_core.inference import infer_scene
+from tests.core.test_full_disk import WRITERS
+
+RESULT = {"writers": {}, "scenes": {}}
+for name, folder in ARGS["folders"].items():  # each writer replaces an existing file
+    w = WRITERS[name]
+    limit_file_size(w.fsize)
+    try:
+        w.write(Path(folder) / w.filename, 1)
+        RESULT["writers"][name] = report(None)
+    except BaseException as e:
+        RESULT["writers"][name] = report(e)
+    finally:
+        unlimit()
+
+model = AnySat.from_checkpoint(ARGS["model"])
+scene = open_rasters(RasterSource([Path(p) for p in ARGS["files"]], modality="s2"), tile_m=120)
+for case, c in ARGS["scenes"].items():
+    def lower_limit(done, total, c=c):
+        if done == c["limit_at"]:
+            limit_file_size(c["fsize"])
+
+    if c["limit_at"] == 0:
+        limit_file_size(c["fsize"])
+    try:
+        infer_scene(model, scene, out=Path(c["out"]), callback=lower_limit, **ARGS["kw"])
+        RESULT["scenes"][case] = report(None)
+    except BaseException as e:
+        RESULT["scenes"][case] = report(e)
+    finally:
+        unlimit()
+"""
+
+
+def run_child(code: str, args: dict[str, Any]) -> Any:
     """Run ``code`` in a child Python with ``limit_file_size(n)``/``unlimit()`` defined, ``SIGXFSZ`` ignored and the
-    JSON-able ``args`` as ``ARGS``; the child assigns its JSON-able result to ``RESULT``, which is returned."""
+    JSON-able ``args`` as ``ARGS``; the child assigns its JSON-able result to ``RESULT``, which is returned.  Skips
+    where RLIMIT_FSIZE cannot be used."""
     if sys.platform == "win32":
         pytest.skip("RLIMIT_FSIZE is POSIX only")
     import resource
 
     if resource.getrlimit(resource.RLIMIT_FSIZE)[1] != resource.RLIM_INFINITY:
         pytest.skip("a hard RLIMIT_FSIZE is already set: the child could not lift its limit again")
+    script = _CHILD_PRELUDE + textwrap.dedent(code) + "\nprint('RESULT=' + json.dumps(RESULT))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps({**args, "root": str(ROOT)})],
+        capture_output=True, text=True, timeout=240, cwd=ROOT, check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
+    assert proc.returncode == 0 and lines, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1][len("RESULT="):])
 
-    def run(code: str, args: dict[str, Any]) -> Any:
-        script = _CHILD_PRELUDE + textwrap.dedent(code) + "\nprint('RESULT=' + json.dumps(RESULT))\n"
-        proc = subprocess.run(
-            [sys.executable, "-c", script, json.dumps({**args, "root": str(ROOT)})],
-            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
-        )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
-        assert proc.returncode == 0 and lines, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        return json.loads(lines[-1][len("RESULT="):])
 
-    return run
+@pytest.fixture(scope="module")
+def fsize_child(tmp_path_factory, model_file: Path, scene_files: list[Path]) -> dict[str, Any]:
+    """One child process (each costs seconds of imports) runs every RLIMIT_FSIZE case: each writer replacing an
+    existing file (its own folder), then infer_scene for each :data:`FSIZE_SCENES` case (its own folder ``out``).
+
+    Returns:
+        ``folders``/``originals`` (bytes before) of the writers, ``outs`` of the scenes, and the child's reports
+        ``writers``/``scenes`` by name.
+    """
+    root = tmp_path_factory.mktemp("fsize")
+    folders: dict[str, Path] = {}
+    originals: dict[str, dict[str, bytes]] = {}
+    for name, w in WRITERS.items():
+        folders[name] = root / name.replace(".", "_")
+        folders[name].mkdir()
+        w.write(folders[name] / w.filename, 0)
+        originals[name] = snapshot(folders[name] / w.filename)
+    outs: dict[str, Path] = {}
+    for case, (suffix, limit_at, fsize, _) in FSIZE_SCENES.items():
+        outs[case] = root / case / "out" / f"scene{suffix}"
+        outs[case].parent.mkdir(parents=True)
+    args = {
+        "folders": {k: str(v) for k, v in folders.items()},
+        "model": str(model_file),
+        "files": [str(p) for p in scene_files],
+        "kw": SCENE_KW,
+        "scenes": {
+            case: {"out": str(outs[case]), "limit_at": limit_at, "fsize": fsize}
+            for case, (_, limit_at, fsize, _) in FSIZE_SCENES.items()
+        },
+    }
+    return {"folders": folders, "originals": originals, "outs": outs, **run_child(_CHILD, args)}
 
 
 def check_child_error(rep: dict[str, Any], path: Path, *, gdal: bool = False) -> None:
@@ -388,93 +467,23 @@ def check_child_error(rep: dict[str, Any], path: Path, *, gdal: bool = False) ->
     check_message(rep["message"], path)
 
 
-def test_writers_past_the_file_size_limit(fsize_limited, tmp_path: Path) -> None:
+def test_writers_past_the_file_size_limit(fsize_child) -> None:
     """Each writer, replacing an existing file, hits RLIMIT_FSIZE (EFBIG) in a child process."""
-    folders: dict[str, Path] = {}
-    originals: dict[str, dict[str, bytes]] = {}
     for name, w in WRITERS.items():
-        folders[name] = tmp_path / name.replace(".", "_")
-        folders[name].mkdir()
-        w.write(folders[name] / w.filename, 0)
-        originals[name] = snapshot(folders[name] / w.filename)
-    code = """
-    from tests.core.test_full_disk import WRITERS
-    from pathlib import Path
-    RESULT = {}
-    for name, folder in ARGS["folders"].items():
-        w = WRITERS[name]
-        limit_file_size(w.fsize)
-        try:
-            w.write(Path(folder) / w.filename, 1)
-            RESULT[name] = report(None)
-        except BaseException as e:
-            RESULT[name] = report(e)
-        finally:
-            unlimit()
-    """
-    result = fsize_limited(code, {"folders": {k: str(v) for k, v in folders.items()}})
-    for name, w in WRITERS.items():
-        path = folders[name] / w.filename
-        check_child_error(result[name], path, gdal=name == "write_geotiff")
-        assert listing(folders[name]) == [w.filename], f"{name}: a partial or temporary file was left behind"
-        assert snapshot(path) == originals[name], f"{name}: the existing file was changed"
+        folder = fsize_child["folders"][name]
+        path = folder / w.filename
+        check_child_error(fsize_child["writers"][name], path, gdal=name == "write_geotiff")
+        assert listing(folder) == [w.filename], f"{name}: a partial or temporary file was left behind"
+        assert snapshot(path) == fsize_child["originals"][name], f"{name}: the existing file was changed"
 
 
-_CHILD_INFER = """
-from pathlib import Path
-from anysat_core import AnySat
-from anysat_core.data.raster import RasterSource, open_rasters
-from anysat_core.inference import infer_scene
-
-model = AnySat.from_checkpoint(ARGS["model"])
-scene = open_rasters(RasterSource([Path(p) for p in ARGS["files"]], modality="s2"), tile_m=120)
-
-
-def lower_limit(done, total):
-    if done == ARGS["limit_at"]:
-        limit_file_size(ARGS["fsize"])
-
-
-if ARGS["limit_at"] == 0:
-    limit_file_size(ARGS["fsize"])
-try:
-    infer_scene(model, scene, out=Path(ARGS["out"]), callback=lower_limit, **ARGS["kw"])
-    RESULT = report(None)
-except BaseException as e:
-    RESULT = report(e)
-"""
-
-
-@pytest.mark.parametrize(
-    ("suffix", "limit_at", "fsize", "windows_left"),
-    [
-        # lowered after the first strip: the next strip's feature chunk (~17 KiB) cannot be written; 2 strips left
-        (".zarr", 5, 12_288, N_WINDOWS - 4),
-        # from the start: the partial store's files (<= ~17 KiB) fit, the GeoTIFF made from it (256-pixel tiles of
-        # 64 bands, > 1 MiB before the COG copy compresses them) does not; every strip is finished, so the rerun only
-        # converts the partial store
-        (".tif", 0, 65_536, 0),
-    ],
-    ids=["zarr-during-strips", "tif-while-finishing"],
-)
-def test_infer_scene_past_the_file_size_limit(
-    fsize_limited, model, scene, scene_files, model_file, reference, tmp_path: Path, suffix, limit_at, fsize,
-    windows_left,
-) -> None:
-    out = tmp_path / "out" / f"scene{suffix}"
-    out.parent.mkdir()
-    args = {
-        "model": str(model_file),
-        "files": [str(p) for p in scene_files],
-        "out": str(out),
-        "kw": SCENE_KW,
-        "limit_at": limit_at,
-        "fsize": fsize,
-    }
-    rep = fsize_limited(_CHILD_INFER, args)
+@pytest.mark.parametrize("case", list(FSIZE_SCENES))
+def test_infer_scene_past_the_file_size_limit(fsize_child, model, scene, reference, case) -> None:
+    suffix, _, _, windows_left = FSIZE_SCENES[case]
+    out = fsize_child["outs"][case]
+    rep = fsize_child["scenes"][case]
     check_child_error(rep, out, gdal=suffix == ".tif")
-    if limit_at:  # stopped while streaming (the message of a failed COG conversion does not say it, see the report)
-        assert f".{out.name}.partial.zarr" in rep["message"], rep["message"]
+    assert f".{out.name}.partial.zarr" in rep["message"], "the message should say where the finished strips are kept"
     assert not out.exists()
     assert listing(out.parent) == [f".{out.name}.partial.zarr"], "only the resume store may be left"
 
