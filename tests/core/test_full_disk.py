@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 import xarray as xr
 
@@ -47,7 +46,7 @@ from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.errors import AnySatError, OutputWriteError
 from anysat_core.inference import infer_scene
 from anysat_core.writers import write_geotiff, write_png, write_zarr
-from tests.helpers.scenes import C_S2, DATES, UTM, X0, Y0, write_s2_series
+from tests.helpers.scenes import C_S2, DATES, UTM, X0, Y0, assert_same_output, write_s2_series
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENE_KW: dict[str, Any] = {"patch_size_m": 20, "window_m": 120, "overlap_m": 40, "output": "patch", "progress": False}
@@ -185,20 +184,6 @@ def reference(model, scene, tmp_path_factory) -> dict[str, Path]:
     """Uninterrupted runs on a roomy disk, per suffix."""
     folder = tmp_path_factory.mktemp("reference")
     return {s: infer_scene(model, scene, out=folder / f"ref{s}", **SCENE_KW) for s in (".zarr", ".tif")}
-
-
-def assert_same_output(a: Path, b: Path) -> None:
-    """Same features and provenance in two outputs of infer_scene (Zarr stores or COGs)."""
-    if a.suffix == ".zarr":
-        da, db = xr.open_zarr(a), xr.open_zarr(b)
-        assert da["anysat_features"].values.tobytes() == db["anysat_features"].values.tobytes()
-        assert da.attrs == db.attrs
-    else:
-        with rasterio.open(a) as fa, rasterio.open(b) as fb:
-            assert fa.read().tobytes() == fb.read().tobytes()
-            assert fa.tags() == fb.tags()
-            pa, pb = dict(fa.profile), dict(fb.profile)
-            assert np.isnan(pa.pop("nodata")) and np.isnan(pb.pop("nodata")) and pa == pb
 
 
 # ------------------------------------------------------------------------------------------------ way 1: tmpfs

@@ -26,7 +26,7 @@ from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.features import extract_features, weights_sha256
 from anysat_core.inference import infer_scene, plan_scene, write_zarr
 from anysat_core.inference import stream as stream_module
-from tests.helpers.scenes import DATES, X0, Y0, panel_mb, write_s2_series
+from tests.helpers.scenes import DATES, X0, Y0, assert_same_output, panel_mb, write_s2_series
 
 KW = {"patch_size_m": 20, "window_m": 120, "progress": False}
 
@@ -219,18 +219,7 @@ def test_interrupted_export_resumes_to_the_same_file(model, scene, probe, export
     infer_scene(model, scene, out=out, callback=lambda d, t: seen.append(d), **kw)
     assert len(seen) == 8  # strips 1 and 2 only: the finished strip was not recomputed
     assert not (tmp_path / f".resumed{suffix}.partial.zarr").exists()
-    full = exports[suffix]
-    if suffix == ".zarr":
-        a, b = xr.open_zarr(full), xr.open_zarr(out)
-        for v in ("anysat_features", "prediction", "confidence"):
-            assert a[v].values.tobytes() == b[v].values.tobytes(), v
-        assert a.attrs == b.attrs
-    else:
-        with rasterio.open(full) as fa, rasterio.open(out) as fb:
-            assert fa.read().tobytes() == fb.read().tobytes()
-            assert fa.tags() == fb.tags()
-            pa, pb = dict(fa.profile), dict(fb.profile)
-            assert np.isnan(pa.pop("nodata")) and np.isnan(pb.pop("nodata")) and pa == pb
+    assert_same_output(exports[suffix], out, ("anysat_features", "prediction", "confidence"))
 
 
 def test_existing_output_refused_and_bad_locations(model, scene, tmp_path) -> None:

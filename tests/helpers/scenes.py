@@ -1,4 +1,5 @@
-"""A small synthetic scene for the scene-inference tests: dated S2 GeoTIFFs with random (already normalised) values.
+"""Scene-inference test helpers: a small synthetic scene (dated S2 GeoTIFFs with random, already normalised values),
+the ``buffer_mb`` of a given panel width, and the comparison of two exports.
 
 Three dates (by default), 10 bands, 10 m pixels in UTM 31N from (X0, Y0); the default 36 x 24 pixels are 360 m x 240 m.
 """
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import xarray as xr
 from affine import Affine
 
 from anysat_core.modalities import MODALITIES
@@ -45,3 +47,19 @@ def write_s2_series(
             f.write(rng.normal(0, 1, (C_S2, height, width)).astype(np.float32))
         paths.append(p)
     return paths
+
+
+def assert_same_output(a: Path, b: Path, variables: tuple[str, ...] = ("anysat_features",)) -> None:
+    """Same bytes and provenance in two outputs of infer_scene: the ``variables`` and attributes of two Zarr stores,
+    or the bands, tags and profile of two COGs."""
+    if a.suffix == ".zarr":
+        za, zb = xr.open_zarr(a), xr.open_zarr(b)
+        for v in variables:
+            assert za[v].values.tobytes() == zb[v].values.tobytes(), v
+        assert za.attrs == zb.attrs
+    else:
+        with rasterio.open(a) as fa, rasterio.open(b) as fb:
+            assert fa.read().tobytes() == fb.read().tobytes()
+            assert fa.tags() == fb.tags()
+            pa, pb = dict(fa.profile), dict(fb.profile)
+            assert np.isnan(pa.pop("nodata")) and np.isnan(pb.pop("nodata")) and pa == pb
