@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# Several pytest-xdist workers share the cores: one thread each (torch, OpenMP, OpenBLAS) instead of oversubscribing.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(_THREADS))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from tests.helpers.shared import PARITY, shared_file
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture(scope="session")

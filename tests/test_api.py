@@ -19,11 +19,15 @@ def test_import_is_light_and_names_load_on_first_use():
     out = _run(
         "import sys, anysat_core as ac; heavy = ('torch', 'xarray', 'rasterio', 'sklearn', 'dask');"
         "print([m for m in heavy if m in sys.modules]); ac.PCARGB; print('torch' in sys.modules);"
-        "ac.AnySat; print('torch' in sys.modules)"
+        "ac.AnySat; print('torch' in sys.modules);"
+        "import anysat_core.model.checkpoint, anysat_core.data.synthetic, anysat_core.inference;"
+        "ui = ('panel', 'holoviews', 'bokeh', 'lightning', 'pytorch_lightning', 'leafmap', 'app', 'training',"
+        " 'datashader'); print([m for m in ui if m in sys.modules])"
     ).split("\n")
     assert out[0] == "[]"  # nothing heavy at import
     assert out[1] == "False"  # the analysis tools do not need torch
     assert out[2] == "True"
+    assert out[3] == "[]"  # the core never pulls in the UI or the training stack
 
 
 @pytest.mark.parametrize("name", ac.__all__)

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import rasterio.errors
+import rasterio.warp
 import torch
-import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -26,14 +26,6 @@ from anysat_core.geo import cell_centres, grid_bounds
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["RasterScene", "open_rasters"]
-
-
-def _make_da(values: np.ndarray, transform: Affine, crs: CRS) -> xr.DataArray:
-    """A ``(band, y, x)`` float32 DataArray with NaN nodata, coordinates at pixel centres."""
-    xs, ys = cell_centres(transform, values.shape[1:])
-    coords = {"band": np.arange(1, values.shape[0] + 1), "y": ys, "x": xs}
-    da = xr.DataArray(values, dims=("band", "y", "x"), coords=coords)
-    return da.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
 
 
 def _read_frame(f: Frame, dst_crs: CRS, dst: Affine, shape: tuple[int, int], resampling: Resampling) -> np.ndarray:
@@ -65,9 +57,19 @@ def _read_frame(f: Frame, dst_crs: CRS, dst: Affine, shape: tuple[int, int], res
         else:  # integers (and bools): compare exactly in float64, so an out-of-range nodata never wraps around
             invalid |= raw.astype(np.float64) == f.nodata
     vals[invalid] = np.nan
-    src = _make_da(vals, f.transform @ Affine.translation(c0, r0), f.crs)
-    warped = src.rio.reproject(dst_crs, transform=dst, shape=(h, w), resampling=resampling, nodata=np.nan)
-    out[:] = np.asarray(warped.values, dtype=np.float32)
+    # rasterio's warp directly (what rioxarray's reproject calls, without building a DataArray: ~13x less time per
+    # small window); NaN is nodata on both sides
+    rasterio.warp.reproject(
+        source=vals,
+        destination=out,
+        src_transform=f.transform @ Affine.translation(c0, r0),
+        src_crs=f.crs,
+        src_nodata=np.nan,
+        dst_transform=dst,
+        dst_crs=dst_crs,
+        dst_nodata=np.nan,
+        resampling=resampling,
+    )
     return out
 
 
