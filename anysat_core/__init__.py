@@ -21,9 +21,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from anysat_core import errors
 from anysat_core.config import AnySatConfig, config_for_size
-from anysat_core.errors import *  # noqa: F403
-from anysat_core.errors import __all__ as _error_names
+from anysat_core.errors import *
 from anysat_core.modalities import MODALITIES, Modality, NormStats, get_modality, list_modalities
 
 __version__ = "0.1.0"
@@ -155,5 +155,5 @@ __all__ = [
     "write_geotiff",
     "write_png",
     "write_zarr",
-    *_error_names,
 ]
+__all__ += errors.__all__

@@ -58,9 +58,7 @@ class AnySatConfig:
         if self.num_heads < 1:
             raise ConfigError(f"num_heads={self.num_heads} must be at least 1")
         if self.embed_dim <= 0 or self.embed_dim % self.num_heads:
-            raise ConfigError(
-                f"embed_dim={self.embed_dim} must be a positive multiple of num_heads={self.num_heads}"
-            )
+            raise ConfigError(f"embed_dim={self.embed_dim} must be a positive multiple of num_heads={self.num_heads}")
         if self.embed_dim % 64:
             raise ConfigError(
                 f"embed_dim={self.embed_dim} must be a multiple of 64 (16 temporal heads with even widths "

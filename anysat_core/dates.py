@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from anysat_core.errors import DatesError
 
-__all__ = ["DateLike", "date_from_name", "date_sort_key", "day_of_year", "parse_date", "yyyymmdd_date", "yyyymmdd_to_doy"]
+__all__ = [
+    "DateLike",
+    "date_from_name",
+    "date_sort_key",
+    "day_of_year",
+    "parse_date",
+    "yyyymmdd_date",
+    "yyyymmdd_to_doy",
+]
 
 #: A date as users and files give it: a string, a date/datetime, a numpy datetime64 or a day of year.
-DateLike = Union[str, _dt.date, _dt.datetime, np.datetime64, int]
+DateLike = str | _dt.date | _dt.datetime | np.datetime64 | int
 
 _DATE_RE = re.compile(r"(?<!\d)(\d{4})([-_:/.]?)(\d{2})\2(\d{2})(?!\d)")
 

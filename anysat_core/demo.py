@@ -35,14 +35,18 @@ def main(argv: list[str] | None = None) -> int:
             model = AnySat(size=args.size).eval()
     else:
         model = AnySat(size=args.size).eval()
-        print(f"model: AnySat {args.size} with random weights ({sum(p.numel() for p in model.parameters()):,} parameters)")
+        print(
+            f"model: AnySat {args.size} with random weights ({sum(p.numel() for p in model.parameters()):,} parameters)"
+        )
 
     world = get_dataset("geoplex-mini", seed=0, modalities=("aerial", "s2", "s1-asc"), split="test")
     samples = [world[0], world[1]]
     batch = collate(samples)
     for s in samples:
         labels = [world.classes[i] for i in s["label"].nonzero().flatten().tolist()]
-        print(f"tile {s['meta'].tile_id}: {s['meta'].crs} bounds {tuple(round(v) for v in s['meta'].bounds)}, classes {labels}")
+        print(
+            f"tile {s['meta'].tile_id}: {s['meta'].crs} bounds {tuple(round(v) for v in s['meta'].bounds)}, classes {labels}"
+        )
     print("input:", {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")})
     with torch.inference_mode():
         for output, om in (("tile", None), ("patch", None), ("dense", "aerial"), ("dense", "s2")):

@@ -207,7 +207,9 @@ class OutputWriteError(AnySatError, OSError):
         try:
             folder = next(p for p in Path(path).absolute().parents if p.is_dir())
             n = shutil.disk_usage(folder).free
-            k, unit = next((k, u) for k, u in ((3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "bytes")) if n >= 1024**k or not k)
+            k, unit = next(
+                (k, u) for k, u in ((3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "bytes")) if n >= 1024**k or not k
+            )
             free = f", {n / 1024**k:.4g} {unit} free on its disk"
         except (OSError, StopIteration):
             pass

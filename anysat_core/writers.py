@@ -74,7 +74,9 @@ def _umask_mode(directory: bool = False) -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], what: str, *, suffix: str = ".tmp", mkdir: bool = True) -> Iterator[Path]:
+def atomic_write(
+    path: str | os.PathLike[str], what: str, *, suffix: str = ".tmp", mkdir: bool = True
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error, rename it to ``path``.
 
     Args:
@@ -146,7 +148,9 @@ def check_destination(path: str | os.PathLike[str], overwrite: bool, kind: str) 
     if path.is_dir() and not path.is_symlink() and kind != "Zarr store":
         raise OutputExistsError(f"{str(path)!r} is a folder; pass the path of a {kind}")
     if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"{str(path)!r} exists already; pass overwrite=True to replace it, or choose another path")
+        raise OutputExistsError(
+            f"{str(path)!r} exists already; pass overwrite=True to replace it, or choose another path"
+        )
     return path
 
 

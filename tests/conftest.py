@@ -10,8 +10,8 @@ _THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, str(_THREADS))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 from tests.helpers.shared import PARITY, shared_file
 

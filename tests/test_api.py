@@ -20,7 +20,7 @@ def test_import_is_light_and_names_load_on_first_use():
         "import sys, anysat_core as ac; heavy = ('torch', 'xarray', 'rasterio', 'sklearn', 'dask');"
         "print([m for m in heavy if m in sys.modules]); ac.PCARGB; print('torch' in sys.modules);"
         "ac.AnySat; print('torch' in sys.modules);"
-        "import anysat_core.model.checkpoint, anysat_core.data.synthetic, anysat_core.inference;"
+        "import anysat_core.model.checkpoint, anysat_core.data.synthetic;"
         "ui = ('panel', 'holoviews', 'bokeh', 'lightning', 'pytorch_lightning', 'leafmap', 'app', 'training',"
         " 'datashader'); print([m for m in ui if m in sys.modules])"
     ).split("\n")

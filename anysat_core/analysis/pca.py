@@ -36,6 +36,7 @@ from anysat_core.errors import InputShapeError
 
 __all__ = ["PCARGB"]
 
+
 def _fmt(values: Any) -> str:
     return ",".join(f"{float(v):.6g}" for v in np.atleast_1d(values))
 
@@ -180,5 +181,3 @@ class PCARGB:
     def fit_transform(self, da: xr.DataArray) -> xr.DataArray:
         """``fit(da)`` then ``transform(da)``; see both."""
         return self.fit(da).transform(da)
-
-

@@ -45,7 +45,9 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in keys:
         values = [s[key] for s in samples]
         mod = MODALITIES.get(key)
-        base = key[: -len("_dates")] if key.endswith("_dates") else key[: -len("_mask")] if key.endswith("_mask") else None
+        base = (
+            key[: -len("_dates")] if key.endswith("_dates") else key[: -len("_mask")] if key.endswith("_mask") else None
+        )
         series = mod is not None and mod.time_series
         base_series = base in MODALITIES and MODALITIES[base].time_series if base else False
         if series or base_series:
@@ -58,9 +60,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             else:
                 values = [_pad_time(v, T, 0) for v in values]
             if series:
-                out[f"{key}_date_mask"] = torch.stack(
-                    [torch.arange(T) < s[key].shape[0] for s in samples]
-                )
+                out[f"{key}_date_mask"] = torch.stack([torch.arange(T) < s[key].shape[0] for s in samples])
         if all(isinstance(v, torch.Tensor) for v in values):
             try:
                 out[key] = torch.stack(values)

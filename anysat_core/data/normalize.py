@@ -65,7 +65,9 @@ def write_stats(path: str | os.PathLike[str], stats: NormStats) -> None:
         OutputWriteError: the file cannot be written (missing or read-only folder, full disk, file size limit); an
             existing ``path`` is then left unchanged and no temporary file remains.
     """
-    write_json({"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, path, "write the statistics file")
+    write_json(
+        {"mean": list(stats.mean), "std": list(stats.std), "source": stats.source}, path, "write the statistics file"
+    )
 
 
 def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormStats:

@@ -64,8 +64,21 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
     os.close(fd)
     try:
         with rasterio.open(
-            tmp, "w", driver="GTiff", width=nx, height=ny, count=count, dtype="float32", crs=crs, transform=transform,
-            nodata=np.nan, tiled=True, blockxsize=256, blockysize=256, interleave="band", bigtiff="if_safer",
+            tmp,
+            "w",
+            driver="GTiff",
+            width=nx,
+            height=ny,
+            count=count,
+            dtype="float32",
+            crs=crs,
+            transform=transform,
+            nodata=np.nan,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            interleave="band",
+            bigtiff="if_safer",
         ) as out:
             for y0 in range(0, ny, rows):
                 y1 = min(ny, y0 + rows)
@@ -74,7 +87,9 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
                     win = rasterio.windows.Window(x0, y0, x1 - x0, y1 - y0)
                     for b0 in range(0, D, group):
                         b1 = min(D, b0 + group)
-                        out.write(np.asarray(feats[b0:b1, y0:y1, x0:x1]), indexes=list(range(b0 + 1, b1 + 1)), window=win)
+                        out.write(
+                            np.asarray(feats[b0:b1, y0:y1, x0:x1]), indexes=list(range(b0 + 1, b1 + 1)), window=win
+                        )
                     if probe:
                         out.write(np.asarray(g["prediction"][y0:y1, x0:x1]).astype(np.float32), D + 1, window=win)
                         out.write(np.asarray(g["confidence"][y0:y1, x0:x1]), D + 2, window=win)
@@ -89,8 +104,17 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
             with rasterio.open(tmp, "r+") as out:
                 out.build_overviews(factors, rasterio.enums.Resampling.average)
         rasterio.shutil.copy(
-            tmp, str(dst), driver="GTiff", tiled=True, blockxsize=256, blockysize=256, interleave="band",
-            compress="deflate", predictor=3, copy_src_overviews=True, bigtiff="if_safer",
+            tmp,
+            str(dst),
+            driver="GTiff",
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            interleave="band",
+            compress="deflate",
+            predictor=3,
+            copy_src_overviews=True,
+            bigtiff="if_safer",
         )
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -130,8 +130,10 @@ def check_output(output: str) -> None:
 
 def check_megabytes(name: str, value: Any, example: int) -> None:
     """Raises InputShapeError unless ``value`` is a positive finite number (of megabytes)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not (math.isfinite(value) and value > 0)
     ):
         raise InputShapeError(f"{name}={value!r}; expected a positive number of megabytes, e.g. {example}")
 

@@ -69,15 +69,15 @@ def _worker_model(payload: dict[str, Any]) -> nn.Module:
     return model
 
 
-def _worker_run(payload: dict[str, Any], samples: list[Sample], patch_size_m: float, output: str, om: str) -> np.ndarray:
+def _worker_run(
+    payload: dict[str, Any], samples: list[Sample], patch_size_m: float, output: str, om: str
+) -> np.ndarray:
     """Runs on a dask worker: one batch of windows -> ``(B, h, w, D)`` float32."""
     return _run_batch(_worker_model(payload), samples, patch_size_m, output, om)
 
 
 @contextlib.contextmanager
-def dask_runner(
-    client: Any, model: nn.Module, sha: str, patch_size_m: float, output: str, om: str
-) -> Iterator[Runner]:
+def dask_runner(client: Any, model: nn.Module, sha: str, patch_size_m: float, output: str, om: str) -> Iterator[Runner]:
     """A runner on a ``distributed.Client`` (or a scheduler address, then connected and closed here)."""
     try:
         from distributed import Client

@@ -58,8 +58,15 @@ def _gdal_env(gdal_cache_mb: float) -> Any:
 
 
 def _open_partial(
-    out_path: Path, kind: str, plan: ScenePlan, attrs: dict[str, str], fingerprint: dict[str, Any], *, probe: bool,
-    resume: bool, overwrite: bool,
+    out_path: Path,
+    kind: str,
+    plan: ScenePlan,
+    attrs: dict[str, str],
+    fingerprint: dict[str, Any],
+    *,
+    probe: bool,
+    resume: bool,
+    overwrite: bool,
 ) -> tuple[ZarrSink, Path]:
     """The partial store ``.<name>.partial.zarr`` beside ``out_path`` (resumed when its fingerprint matches)."""
     if (out_path.exists() or out_path.is_symlink()) and not overwrite:
@@ -79,8 +86,16 @@ def _open_partial(
         raise _write_error(out_path, e, "create the output", work) from e
 
 
-def _finish(sink: ZarrSink, out_path: Path, kind: str, attrs: dict[str, str], *, probe: bool, overwrite: bool,
-            gdal_cache_mb: float) -> None:
+def _finish(
+    sink: ZarrSink,
+    out_path: Path,
+    kind: str,
+    attrs: dict[str, str],
+    *,
+    probe: bool,
+    overwrite: bool,
+    gdal_cache_mb: float,
+) -> None:
     """Put the finished partial store in place as ``out_path``: renamed (Zarr) or converted (COG, the store keeps
     its resume state until the COG is in place)."""
     work = sink.path
@@ -164,8 +179,14 @@ def infer_scene(
     check_output(output)
     scene = as_scene(scene_or_sources, window_m, patch_size_m)
     plan = plan_scene(
-        model, scene, patch_size_m=patch_size_m, window_m=window_m, overlap_m=overlap_m, output=output,
-        output_modality=output_modality, buffer_mb=buffer_mb,
+        model,
+        scene,
+        patch_size_m=patch_size_m,
+        window_m=window_m,
+        overlap_m=overlap_m,
+        output=output,
+        output_modality=output_modality,
+        buffer_mb=buffer_mb,
     )
     om = output_modality or scene.modalities[0]
     wscene = window_scene(scene, window_m, window_m - overlap_m)
@@ -210,8 +231,15 @@ def infer_scene(
     try:
         with _gdal_env(gdal_cache_mb), runner_cm as runner:
             SceneStream(
-                wscene, plan, runner, sink, batch_size=batch_size, normalize=normalize, probe=probe,
-                progress=progress, callback=callback,
+                wscene,
+                plan,
+                runner,
+                sink,
+                batch_size=batch_size,
+                normalize=normalize,
+                probe=probe,
+                progress=progress,
+                callback=callback,
             ).run()
     except OSError as e:
         if isinstance(e, AnySatError):

@@ -162,7 +162,10 @@ class ZarrSink:
         ny, nx = p.grid_shape
         chunks = _chunks(p)
         data_vars: dict[str, Any] = {
-            FEATURES_NAME: (("feature", "y", "x"), dsa.full((p.n_features, ny, nx), np.nan, dtype=np.float32, chunks=chunks))
+            FEATURES_NAME: (
+                ("feature", "y", "x"),
+                dsa.full((p.n_features, ny, nx), np.nan, dtype=np.float32, chunks=chunks),
+            )
         }
         enc: dict[str, Any] = {FEATURES_NAME: {"chunks": chunks}}
         if self.probe:
@@ -180,10 +183,20 @@ class ZarrSink:
             g = self._zarr.open_group(str(self.path), mode="r+")
             oc, rows = p.overlap_cells, chunks[1]
             for slot in (0, 1):
-                g.create_array(_COLS.format(slot=slot, kind="sum"), shape=(p.n_features, ny, oc), dtype="float32",
-                               chunks=(p.n_features, rows, oc), fill_value=0.0)
-                g.create_array(_COLS.format(slot=slot, kind="w"), shape=(ny, oc), dtype="float32",
-                               chunks=(rows, oc), fill_value=0.0)
+                g.create_array(
+                    _COLS.format(slot=slot, kind="sum"),
+                    shape=(p.n_features, ny, oc),
+                    dtype="float32",
+                    chunks=(p.n_features, rows, oc),
+                    fill_value=0.0,
+                )
+                g.create_array(
+                    _COLS.format(slot=slot, kind="w"),
+                    shape=(ny, oc),
+                    dtype="float32",
+                    chunks=(rows, oc),
+                    fill_value=0.0,
+                )
 
     def start(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
         if self.done == 0:

@@ -91,7 +91,12 @@ def panel_buffers(plan: ScenePlan, p: int) -> Panel:
     x0, x1 = plan.panel_span(p)
     width = (c1 - c0 - 1) * plan.stride_cells + wc
     return Panel(
-        index=p, c0=c0, c1=c1, x0=x0, x1=x1, last=p == plan.n_panels - 1,
+        index=p,
+        c0=c0,
+        c1=c1,
+        x0=x0,
+        x1=x1,
+        last=p == plan.n_panels - 1,
         acc=np.zeros((D, wc, width), dtype=np.float32),
         wsum=np.zeros((wc, width), dtype=np.float32),
         fin=np.empty((D, wc, x1 - x0), dtype=np.float32),
@@ -135,7 +140,10 @@ class SceneStream:
         if r0 == 0:  # a panel starts afresh: nothing carried over rows
             carry_sum = carry_w = None
         self.bar = tqdm(
-            total=plan.n_windows, initial=self.windows_before(p0, r0), disable=not self.progress, desc="windows",
+            total=plan.n_windows,
+            initial=self.windows_before(p0, r0),
+            disable=not self.progress,
+            desc="windows",
             unit="win",
         )
         try:

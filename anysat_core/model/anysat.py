@@ -321,4 +321,3 @@ class AnySat(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"size={c.size}, embed_dim={c.embed_dim}, depth={c.depth}, heads={c.num_heads}, attention={c.attention}"
-

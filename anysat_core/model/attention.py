@@ -72,7 +72,9 @@ class AttentionBase(nn.Module):
         self.num_heads = num_heads
         self.fused_attn: bool = use_fused_attn()
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``softmax(q k^T / sqrt(d) + bias) v`` over the second-to-last axis.
 
         Shapes: q ``(..., Lq, d)``, k/v ``(..., Lk, d)``, bias broadcastable to ``(..., Lq, Lk)``.
@@ -241,7 +243,9 @@ class CombinerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, query_pe: torch.Tensor, buckets: torch.Tensor, drop_rows: slice | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, query_pe: torch.Tensor, buckets: torch.Tensor, drop_rows: slice | None = None
+    ) -> torch.Tensor:
         """Pool tokens into ``Lq`` outputs; ``drop_rows`` removes query rows before the projection."""
         out = self.attn(self.norm1(x), query_pe, buckets)
         if drop_rows is not None:

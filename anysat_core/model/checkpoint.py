@@ -156,7 +156,11 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
 
 
 def load_checkpoint(
-    cls: type[AnySat], path: str | os.PathLike[str], *, size: str | None = None, map_location: str | torch.device = "cpu"
+    cls: type[AnySat],
+    path: str | os.PathLike[str],
+    *,
+    size: str | None = None,
+    map_location: str | torch.device = "cpu",
 ) -> AnySat:
     """Build a model from ``path`` (see the module doc for formats); returned in eval mode."""
     source = f"checkpoint {str(path)!r}"
@@ -257,7 +261,9 @@ def pretrained_path(
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
-        raise PretrainedWeightsError("huggingface_hub is not installed (pip install huggingface_hub). " + _help()) from e
+        raise PretrainedWeightsError(
+            "huggingface_hub is not installed (pip install huggingface_hub). " + _help()
+        ) from e
     try:
         local = hf_hub_download(
             repo_id=HF_REPO,

@@ -94,12 +94,14 @@ def _check_image(name: str, mod: Modality, x: torch.Tensor) -> None:
         )
     if x.dim() != mod.ndim:
         extra = (
-            " Add a time axis with x.unsqueeze(1) for a single date." if mod.time_series and x.dim() == 4 else
-            " Add a batch axis with x.unsqueeze(0)." if x.dim() == mod.ndim - 1 else ""
+            " Add a time axis with x.unsqueeze(1) for a single date."
+            if mod.time_series and x.dim() == 4
+            else " Add a batch axis with x.unsqueeze(0)."
+            if x.dim() == mod.ndim - 1
+            else ""
         )
         raise InputShapeError(
-            f"{name} has shape {_fmt(x.shape)} ({x.dim()} dims); expected {mod.ndim} dims {mod.layout}."
-            + extra
+            f"{name} has shape {_fmt(x.shape)} ({x.dim()} dims); expected {mod.ndim} dims {mod.layout}." + extra
         )
     c = x.shape[-3]
     if c != mod.num_bands:
@@ -119,7 +121,8 @@ def _check_image(name: str, mod: Modality, x: torch.Tensor) -> None:
         bad = int((~torch.isfinite(x)).sum())
         hint = (
             f" Replace them (e.g. torch.nan_to_num) and pass '{name}_mask' (1 = valid) so the model ignores them."
-            if mod.time_series else " Replace them (e.g. torch.nan_to_num or an inpainting) before calling the model."
+            if mod.time_series
+            else " Replace them (e.g. torch.nan_to_num or an inpainting) before calling the model."
         )
         raise NonFiniteInputError(f"{name} contains {bad} NaN or infinite values of {x.numel()}." + hint)
 
@@ -207,9 +210,7 @@ def check_batch(
         if base is not None:
             if base not in batch:
                 MODALITIES[base]  # unknown base name -> UnknownModalityError
-                raise DatesError(
-                    f"batch has {key!r} but no {base!r} tensor; add batch[{base!r}] or remove {key!r}"
-                )
+                raise DatesError(f"batch has {key!r} but no {base!r} tensor; add batch[{base!r}] or remove {key!r}")
             continue
         mod = MODALITIES[key]
         if key not in model_modalities:
@@ -222,9 +223,7 @@ def check_batch(
             raise DatesError(f"{key} is a single-date modality; remove '{key}_dates' from the batch")
 
     if not names:
-        raise InputShapeError(
-            "batch has no modality tensor; expected at least one of " + ", ".join(model_modalities)
-        )
+        raise InputShapeError("batch has no modality tensor; expected at least one of " + ", ".join(model_modalities))
     if all(MODALITIES[n].tile_token for n in names):
         raise InputShapeError(
             "batch has only 'modis', which gives one token per tile and cannot define the patch grid; "
@@ -306,9 +305,7 @@ def check_batch(
     if output == "dense":
         om = output_modality or names[0]
         if om not in names:
-            raise OutputError(
-                f"output_modality={om!r} is not in the batch; expected one of {', '.join(grid_mods)}"
-            )
+            raise OutputError(f"output_modality={om!r} is not in the batch; expected one of {', '.join(grid_mods)}")
         if MODALITIES[om].tile_token:
             raise OutputError(
                 f"output_modality={om!r} has one token per tile and no dense map; use one of {', '.join(grid_mods)}"

@@ -107,9 +107,7 @@ def _grid_buckets_cpu(grid: int) -> torch.Tensor:
 
 
 @_cached
-def _distance_buckets_dev(
-    grid: int, special: int, rows: int, key_repeats: int, device: torch.device
-) -> torch.Tensor:
+def _distance_buckets_dev(grid: int, special: int, rows: int, key_repeats: int, device: torch.device) -> torch.Tensor:
     base = _grid_buckets_cpu(grid)
     n = grid * grid
     out = torch.full((special + rows, special + key_repeats * n), _SPECIAL_BUCKET, dtype=torch.long)
@@ -137,4 +135,3 @@ def distance_buckets(
     """
     rows = grid * grid if rows is None else rows
     return _distance_buckets_dev(grid, special, rows, key_repeats, torch.device(device or "cpu"))
-

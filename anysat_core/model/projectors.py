@@ -149,8 +149,9 @@ class _LTAE(nn.Module):
         D = e.shape[-1]
         e = e.view(b * n, T, D)
         if self.in_norm is not None:  # GroupNorm(16) over (channels of a group) x (all dates)
-            e = F.group_norm(e.transpose(1, 2), self.n_head, self.in_norm.weight, self.in_norm.bias,
-                             self.in_norm.eps).transpose(1, 2)
+            e = F.group_norm(
+                e.transpose(1, 2), self.n_head, self.in_norm.weight, self.in_norm.bias, self.in_norm.eps
+            ).transpose(1, 2)
             e = e.reshape(b, n, T, D) + pe
         else:
             e = e.view(b, n, T, D).add_(pe)
@@ -185,7 +186,9 @@ class _LTAE(nn.Module):
         else:
             for b in range(B):
                 for p0 in range(0, H * W, chunk):
-                    out[b : b + 1, p0 : p0 + chunk] = self.encode(pix[b : b + 1, p0 : p0 + chunk], pe[b : b + 1], scores)
+                    out[b : b + 1, p0 : p0 + chunk] = self.encode(
+                        pix[b : b + 1, p0 : p0 + chunk], pe[b : b + 1], scores
+                    )
         return out.view(B, H, W, D)
 
 

@@ -37,11 +37,15 @@ def make_inputs(case: str, batch: int):
         return {k: v.repeat(batch, *([1] * (v.dim() - 1))) for k, v in inputs.items()}, 20, "aerial"
     g = torch.Generator().manual_seed(0)
     dates = torch.randperm(365, generator=g)[:38].sort().values
-    return {
-        "spot": torch.randn(batch, 3, 1280, 1280, generator=g),
-        "s2": torch.randn(batch, 38, 10, 128, 128, generator=g),
-        "s2_dates": dates.repeat(batch, 1),
-    }, 40, "s2"
+    return (
+        {
+            "spot": torch.randn(batch, 3, 1280, 1280, generator=g),
+            "s2": torch.randn(batch, 38, 10, 128, 128, generator=g),
+            "s2_dates": dates.repeat(batch, 1),
+        },
+        40,
+        "s2",
+    )
 
 
 def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads: int, bf16: bool = False) -> dict:
@@ -67,9 +71,17 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {
-        "impl": "anysat_core" + (" bf16-autocast" if bf16 else ""), "size": size, "case": case, "batch": batch, "output": output,
-        "out_shape": list(out.shape), "median_s": med, "min_s": min(times), "tiles_per_s": batch / med,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": threads,
+        "impl": "anysat_core" + (" bf16-autocast" if bf16 else ""),
+        "size": size,
+        "case": case,
+        "batch": batch,
+        "output": output,
+        "out_shape": list(out.shape),
+        "median_s": med,
+        "min_s": min(times),
+        "tiles_per_s": batch / med,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": threads,
         "torch": torch.__version__,
     }
 
@@ -97,16 +109,35 @@ def main() -> int:
             for batch in batches:
                 for output in ("tile", "dense"):
                     configs.append((size, case, batch, output))
-    print(f"{'size':6s} {'case':8s} {'B':>2s} {'output':6s} {'median s':>9s} {'min s':>8s} {'tiles/s':>8s} {'peak RSS MB':>11s}")
+    print(
+        f"{'size':6s} {'case':8s} {'B':>2s} {'output':6s} {'median s':>9s} {'min s':>8s} {'tiles/s':>8s} {'peak RSS MB':>11s}"
+    )
     for size, case, batch, output in configs:
         res = subprocess.run(
-            [sys.executable, __file__, "--one", size, case, str(batch), output,
-             "--repeats", str(args.repeats), "--threads", str(args.threads), *(["--bf16"] if args.bf16 else [])],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                size,
+                case,
+                str(batch),
+                output,
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+                *(["--bf16"] if args.bf16 else []),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{size:6s} {case:8s} {batch:2d} {output:6s} {r['median_s']:9.3f} {r['min_s']:8.3f} "
-              f"{r['tiles_per_s']:8.2f} {r['peak_rss_mb']:11.0f}", flush=True)
+        print(
+            f"{size:6s} {case:8s} {batch:2d} {output:6s} {r['median_s']:9.3f} {r['min_s']:8.3f} "
+            f"{r['tiles_per_s']:8.2f} {r['peak_rss_mb']:11.0f}",
+            flush=True,
+        )
     return 0
 
 

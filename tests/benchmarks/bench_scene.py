@@ -64,8 +64,18 @@ def run_one(
         for t in range(T):
             p = Path(d) / f"s2_2020{1 + 2 * t:02d}15.tif"
             with rasterio.open(
-                p, "w", driver="GTiff", height=nh, width=n, count=C, dtype="float32", crs="EPSG:32631",
-                transform=Affine(10, 0, 500_000, 0, -10, 4_800_000), tiled=True, blockxsize=256, blockysize=256,
+                p,
+                "w",
+                driver="GTiff",
+                height=nh,
+                width=n,
+                count=C,
+                dtype="float32",
+                crs="EPSG:32631",
+                transform=Affine(10, 0, 500_000, 0, -10, 4_800_000),
+                tiled=True,
+                blockxsize=256,
+                blockysize=256,
             ) as f:
                 for y0 in range(0, nh, 256):  # written in strips: the input is never in memory either
                     h = min(256, nh - y0)
@@ -73,7 +83,11 @@ def run_one(
             files.append(p)
         model = AnySat(size="tiny").eval()
         kw = {
-            "patch_size_m": 20, "window_m": 240, "overlap_m": 40, "output": output, "output_modality": "s2",
+            "patch_size_m": 20,
+            "window_m": 240,
+            "overlap_m": 40,
+            "output": output,
+            "output_modality": "s2",
             "buffer_mb": buffer_mb,
         }
         scene = open_rasters(RasterSource(files, modality="s2"), tile_m=240)
@@ -81,7 +95,13 @@ def run_one(
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         out = infer_scene(
-            model, scene, **kw, batch_size=4, progress=False, out=Path(d) / f"features.{fmt}", gdal_cache_mb=gdal_cache_mb
+            model,
+            scene,
+            **kw,
+            batch_size=4,
+            progress=False,
+            out=Path(d) / f"features.{fmt}",
+            gdal_cache_mb=gdal_cache_mb,
         )
         dt = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in ([out] if out.is_file() else out.rglob("*")) if p.is_file()) / 2**20
@@ -106,7 +126,13 @@ def run_one(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes-km", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="scene side (or height with --width-km) in km")
+    ap.add_argument(
+        "--sizes-km",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0, 2.0],
+        help="scene side (or height with --width-km) in km",
+    )
     ap.add_argument("--output", choices=["dense", "patch"], default="dense")
     ap.add_argument("--format", choices=["zarr", "tif"], default="zarr")
     ap.add_argument("--threads", type=int, default=2)
@@ -121,11 +147,25 @@ def main() -> None:
         r = run_one(a.one, a.output, a.format, a.threads, a.T, a.width_km, a.height_km, a.buffer_mb, a.gdal_cache_mb)
         print(json.dumps(r))
         return
-    print("| area km2 | height x width km | windows | panels | grid (cells) | strip buffer MB | seconds | s/km2 | RSS before MB | peak RSS MB | output MB |")
+    print(
+        "| area km2 | height x width km | windows | panels | grid (cells) | strip buffer MB | seconds | s/km2 | RSS before MB | peak RSS MB | output MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in a.sizes_km:
-        cmd = [sys.executable, __file__, "--one", str(s), "--output", a.output, "--format", a.format,
-               "--threads", str(a.threads), "--T", str(a.T)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(s),
+            "--output",
+            a.output,
+            "--format",
+            a.format,
+            "--threads",
+            str(a.threads),
+            "--T",
+            str(a.T),
+        ]
         if a.width_km:
             cmd += ["--width-km", str(a.width_km)]
         if a.height_km:

@@ -154,7 +154,6 @@ WRITERS = {
 }
 
 
-
 @pytest.fixture(scope="module")
 def scene_files(tmp_path_factory) -> list[Path]:
     return write_s2_series(tmp_path_factory.mktemp("scene"), dates=DATES[:1])  # one date: reading costs per date
@@ -232,7 +231,10 @@ def full_disk(tmp_path: Path) -> Iterator[FullDisk]:
     root = tmp_path / "tmpfs"
     root.mkdir()
     res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs", str(root)], capture_output=True, text=True, check=False
+        ["mount", "-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (mount exit {res.returncode}: {res.stderr.strip()})")
@@ -398,11 +400,15 @@ def run_child(code: str, args: dict[str, Any]) -> Any:
     script = _CHILD_PRELUDE + textwrap.dedent(code) + "\nprint('RESULT=' + json.dumps(RESULT))\n"
     proc = subprocess.run(
         [sys.executable, "-c", script, json.dumps({**args, "root": str(ROOT)})],
-        capture_output=True, text=True, timeout=240, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+        check=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
     assert proc.returncode == 0 and lines, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[-1][len("RESULT="):])
+    return json.loads(lines[-1][len("RESULT=") :])
 
 
 @pytest.fixture(scope="module")

@@ -164,8 +164,14 @@ def test_cog_and_zarr_are_georeferenced_with_provenance(model, patch_map, probe,
     xs = X0 + 10 + 20 * np.arange(18)  # patch centres of 20 m cells from the scene corner
     ys = Y0 - 10 - 20 * np.arange(12)
     expected_attrs = {
-        "model": "AnySat-test", "checkpoint": weights_sha256(model), "patch_size_m": "20", "window_m": "120",
-        "overlap_m": "40", "output": "patch", "modalities": "s2", "anysat_core_version": __import__("anysat_core").__version__,
+        "model": "AnySat-test",
+        "checkpoint": weights_sha256(model),
+        "patch_size_m": "20",
+        "window_m": "120",
+        "overlap_m": "40",
+        "output": "patch",
+        "modalities": "s2",
+        "anysat_core_version": __import__("anysat_core").__version__,
     }
 
     ds = xr.open_zarr(zpath)
@@ -294,9 +300,10 @@ def test_write_zarr_single_tile_atomic(model, scene, tmp_path) -> None:
 # ------------------------------------------------------------------------------------------------ distributed
 def test_local_cluster_equals_in_process(model, scene, patch_map) -> None:
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         da = infer_scene(model, scene, output="patch", overlap_m=40, client=client, **KW)
     np.testing.assert_array_equal(da.values, patch_map.values)
     assert da.attrs == patch_map.attrs
@@ -304,8 +311,9 @@ def test_local_cluster_equals_in_process(model, scene, patch_map) -> None:
 
 # ------------------------------------------------------------------------------------------------ bounded memory
 def _plan_of(model, tmp_path: Path, name: str, height: int, width: int, **kw) -> object:
-    scene = open_rasters(RasterSource(write_s2_series(tmp_path / name, height=height, width=width), modality="s2"),
-                         tile_m=120)
+    scene = open_rasters(
+        RasterSource(write_s2_series(tmp_path / name, height=height, width=width), modality="s2"), tile_m=120
+    )
     return plan_scene(model, scene, patch_size_m=20, window_m=120, overlap_m=40, output="dense", **kw)
 
 
@@ -432,8 +440,15 @@ def test_panels_with_a_probe_and_resume_across_panels(model, wide_scene, one_pas
 
 def test_gdal_cache_is_capped_during_the_run(model, scene) -> None:
     seen: list[str] = []
-    infer_scene(model, scene, output="patch", overlap_m=0, gdal_cache_mb=48, **KW,
-                callback=lambda d, t: seen.append(rasterio.env.getenv().get("GDAL_CACHEMAX")))
+    infer_scene(
+        model,
+        scene,
+        output="patch",
+        overlap_m=0,
+        gdal_cache_mb=48,
+        **KW,
+        callback=lambda d, t: seen.append(rasterio.env.getenv().get("GDAL_CACHEMAX")),
+    )
     assert seen and set(seen) == {48 * 2**20}
     for bad in (0, -1, float("nan"), "64", True):
         with pytest.raises(InputShapeError, match="buffer_mb"):
@@ -447,8 +462,9 @@ def test_dask_chunked_xarray_cube_equals_the_files(model, series_files, series_m
     time coordinate) gives exactly the map of the GeoTIFF files; the cube is never loaded whole."""
     pytest.importorskip("dask")
     parts = [rioxarray.open_rasterio(f, chunks={"band": -1, "y": 16, "x": 16}) for f in series_files]
-    cube = xr.concat(parts, dim="time").assign_coords(time=np.array([f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in DATES],
-                                                                    dtype="datetime64[ns]"))
+    cube = xr.concat(parts, dim="time").assign_coords(
+        time=np.array([f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in DATES], dtype="datetime64[ns]")
+    )
     assert cube.chunks is not None and cube.dims == ("time", "band", "y", "x")
     scene = open_rasters(RasterSource(cube, modality="s2"), tile_m=120)
     da = infer_scene(model, scene, output="dense", overlap_m=0, **KW)

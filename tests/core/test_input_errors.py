@@ -91,8 +91,14 @@ def test_different_extents(model):
 
 @pytest.mark.parametrize(
     "patch_size_m, match",
-    [(25, "positive multiple of 10 m"), (0, "positive multiple"), (-20, "positive multiple"),
-     (40, "does not divide the tile extent of 60 m"), (120, "does not divide"), ("20", "number of metres")],
+    [
+        (25, "positive multiple of 10 m"),
+        (0, "positive multiple"),
+        (-20, "positive multiple"),
+        (40, "does not divide the tile extent of 60 m"),
+        (120, "does not divide"),
+        ("20", "number of metres"),
+    ],
 )
 def test_bad_patch_size(model, patch_size_m, match):
     raises(model, good(), PatchSizeError, match, patch_size_m=patch_size_m)
@@ -194,12 +200,15 @@ def test_empty_or_non_dict_batch(model):
     raises(model, [torch.zeros(1)], InputShapeError, "expected a dict")
 
 
-
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"foo": 1}, "unknown config fields ['foo']"), ({"num_heads": 0}, "num_heads=0 must be at least 1"),
-     ({"modalities": "s2"}, "is a string; give a tuple"), ({"attention": "fast"}, "attention='fast'"),
-     ({"mlp_ratio": 0}, "mlp_ratio=0 must be positive")],
+    [
+        ({"foo": 1}, "unknown config fields ['foo']"),
+        ({"num_heads": 0}, "num_heads=0 must be at least 1"),
+        ({"modalities": "s2"}, "is a string; give a tuple"),
+        ({"attention": "fast"}, "attention='fast'"),
+        ({"mlp_ratio": 0}, "mlp_ratio=0 must be positive"),
+    ],
 )
 def test_config_errors(kwargs, match):
     with pytest.raises(ConfigError) as info:

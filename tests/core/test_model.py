@@ -107,7 +107,10 @@ def test_date_order_does_not_matter(model):
     shuffled = dict(b, s2=b["s2"][:, perm], s2_dates=b["s2_dates"][:, perm])
     with torch.no_grad():
         torch.testing.assert_close(
-            model(b, patch_size_m=20, output="all"), model(shuffled, patch_size_m=20, output="all"), atol=1e-5, rtol=1e-4
+            model(b, patch_size_m=20, output="all"),
+            model(shuffled, patch_size_m=20, output="all"),
+            atol=1e-5,
+            rtol=1e-4,
         )
 
 

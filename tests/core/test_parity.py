@@ -30,8 +30,12 @@ def _check(out: torch.Tensor, expected: torch.Tensor) -> None:
 def test_matches_original(parity, parity_model, name):
     case = _case(parity, name)
     with torch.no_grad():
-        out = parity_model(case["inputs"], patch_size_m=case["patch_size"], output=case["output"],
-                           output_modality=case["output_modality"])
+        out = parity_model(
+            case["inputs"],
+            patch_size_m=case["patch_size"],
+            output=case["output"],
+            output_modality=case["output_modality"],
+        )
     _check(out, case["expected"])
 
 
@@ -41,8 +45,12 @@ def test_explicit_attention_path_matches_too(parity, parity_model, name):
     parity_model.fused_attention = False
     try:
         with torch.no_grad():
-            out = parity_model(case["inputs"], patch_size_m=case["patch_size"], output=case["output"],
-                               output_modality=case["output_modality"])
+            out = parity_model(
+                case["inputs"],
+                patch_size_m=case["patch_size"],
+                output=case["output"],
+                output_modality=case["output_modality"],
+            )
     finally:
         parity_model.fused_attention = True
     _check(out, case["expected"])
@@ -71,9 +79,15 @@ def test_bf16_autocast_stays_close(parity, parity_model, name):
     """The opt-in fast path (torch.autocast bf16) keeps features within bf16 rounding of the original's."""
     case = _case(parity, name)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = parity_model(case["inputs"], patch_size_m=case["patch_size"], output=case["output"],
-                           output_modality=case["output_modality"]).float()
+        out = parity_model(
+            case["inputs"],
+            patch_size_m=case["patch_size"],
+            output=case["output"],
+            output_modality=case["output_modality"],
+        ).float()
     expected = case["expected"]
-    cos = torch.nn.functional.cosine_similarity(out.reshape(-1, out.shape[-1]), expected.reshape(-1, expected.shape[-1]))
+    cos = torch.nn.functional.cosine_similarity(
+        out.reshape(-1, out.shape[-1]), expected.reshape(-1, expected.shape[-1])
+    )
     assert cos.min() > 0.999
     assert (out - expected).norm() / expected.norm() < 0.03

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from anysat_core.data.normalize import write_stats
 from anysat_core.errors import OutputExistsError
 from anysat_core.modalities import NormStats
-from anysat_core.data.normalize import write_stats
 from anysat_core.writers import write_json, write_png, write_zarr
 
 
 def _rgb() -> xr.DataArray:
-    return xr.DataArray(np.full((3, 4, 5), 0.5), dims=("band", "y", "x"), coords={"y": np.arange(4.0), "x": np.arange(5.0)})
+    return xr.DataArray(
+        np.full((3, 4, 5), 0.5), dims=("band", "y", "x"), coords={"y": np.arange(4.0), "x": np.arange(5.0)}
+    )
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

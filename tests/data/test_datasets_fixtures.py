@@ -60,8 +60,9 @@ def test_treesat_real_tile_gives_the_reference_inputs_and_outputs(tmp_path, pari
         assert batch[key].dtype == ref[key].dtype, key
         torch.testing.assert_close(batch[key], ref[key], atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        out = parity_model(batch, patch_size_m=case["patch_size"], output=case["output"],
-                           output_modality=case["output_modality"])
+        out = parity_model(
+            batch, patch_size_m=case["patch_size"], output=case["output"], output_modality=case["output_modality"]
+        )
     expected = case["expected"]
     assert (out - expected).abs().max() <= 1e-4 * max(1.0, expected.abs().max().item())
 
@@ -107,7 +108,7 @@ def test_treesat_train_crop_is_random_and_eval_crop_is_centre(tmp_path):
     seen = set()
     for _ in range(8):
         x = train[0]["aerial"]
-        hits = [(r, c) for r in range(5) for c in range(5) if torch.equal(full[:, r:r + 300, c:c + 300], x)]
+        hits = [(r, c) for r in range(5) for c in range(5) if torch.equal(full[:, r : r + 300, c : c + 300], x)]
         seen.update(hits)
     assert len(seen) > 1
     with pytest.raises(ConfigError, match="crop"):
@@ -131,7 +132,9 @@ def test_treesat_compute_normalisation_for_s1_asc(tmp_path):
 
 
 def test_treesat_errors(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match=re.escape("huggingface.co/datasets/IGNF/TreeSatAI-Time-Series")) as e:
+    with pytest.raises(
+        DatasetNotFoundError, match=re.escape("huggingface.co/datasets/IGNF/TreeSatAI-Time-Series")
+    ) as e:
         TreeSatAITS(tmp_path / "nowhere")
     assert "sentinel/<name>.h5" in str(e.value)
 
@@ -258,8 +261,15 @@ def test_pastis_spot_geotiff(pastis_root, model):
     spot_dir.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for pid in range(5):
-        profile = {"driver": "GTiff", "width": 320, "height": 320, "count": 3, "dtype": "uint8", "crs": "EPSG:2154",
-                   "transform": Affine(1.0, 0.0, 600000.0 + 320 * pid, 0.0, -1.0, 6800000.0)}
+        profile = {
+            "driver": "GTiff",
+            "width": 320,
+            "height": 320,
+            "count": 3,
+            "dtype": "uint8",
+            "crs": "EPSG:2154",
+            "transform": Affine(1.0, 0.0, 600000.0 + 320 * pid, 0.0, -1.0, 6800000.0),
+        }
         with rasterio.open(spot_dir / f"SPOT6_RVB_1M00_2019_{pid}.tif", "w", **profile) as dst:
             dst.write(rng.integers(0, 256, (3, 320, 320)).astype(np.uint8))
     ds = PASTISHD(pastis_root, "train", normalize="compute")  # default modalities spot, s2, s1
@@ -347,8 +357,15 @@ def test_flair_crop_window_matches_label(flair_root):
     msk = flair_root / "flair_labels_train/D346_2018/Z12_IE/msk/MSK_273729.tif"
     rng = np.random.default_rng(1)
     for path, bands in [(img, 5), (msk, 1)]:
-        profile = {"driver": "GTiff", "width": 512, "height": 512, "count": bands, "dtype": "uint8",
-                   "crs": "EPSG:2154", "transform": Affine(0.2, 0.0, 800000.0, 0.0, -0.2, 6500000.0)}
+        profile = {
+            "driver": "GTiff",
+            "width": 512,
+            "height": 512,
+            "count": bands,
+            "dtype": "uint8",
+            "crs": "EPSG:2154",
+            "transform": Affine(0.2, 0.0, 800000.0, 0.0, -0.2, 6500000.0),
+        }
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(rng.integers(1, 20, (bands, 512, 512)).astype(np.uint8))
     with rasterio.open(img) as src:
@@ -364,9 +381,13 @@ def test_flair_crop_window_matches_label(flair_root):
     torch.manual_seed(3)
     for _ in range(3):
         s = rand[0]
-        r, c = next((r, c) for r in range(13) for c in range(13)
-                    if torch.equal(s["aerial-flair"], full[:, r:r + 500, c:c + 500]))
-        assert torch.equal(s["label"], full_lab[r:r + 500, c:c + 500])
+        r, c = next(
+            (r, c)
+            for r in range(13)
+            for c in range(13)
+            if torch.equal(s["aerial-flair"], full[:, r : r + 500, c : c + 500])
+        )
+        assert torch.equal(s["label"], full_lab[r : r + 500, c : c + 500])
 
 
 def test_flair_model(flair_root, model):
@@ -421,4 +442,3 @@ def test_flair_errors(flair_root, tmp_path):
     (flair_root / "flair-2_centroids_sp_to_patch.json").unlink()
     with pytest.raises(DatasetNotFoundError, match="centroids"):
         FLAIR(flair_root, "test", normalize=False, crop=None)
-

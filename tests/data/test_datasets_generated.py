@@ -213,7 +213,13 @@ def test_planted_splits_and_values() -> None:
     s = ds[1]
     assert s["name"] == "100017" and s["label"].dtype == torch.int64 and int(s["label"]) == 11
     assert int(Planted(PLANTED, "val", normalize=False)[0]["label"]) == 34
-    shapes = {"s2": (3, 10, 12, 12), "s1": (4, 3, 12, 12), "l7": (2, 6, 4, 4), "alos": (2, 3, 4, 4), "modis": (4, 7, 1, 1)}
+    shapes = {
+        "s2": (3, 10, 12, 12),
+        "s1": (4, 3, 12, 12),
+        "l7": (2, 6, 4, 4),
+        "alos": (2, 3, 4, 4),
+        "modis": (4, 7, 1, 1),
+    }
     for mod, shape in shapes.items():
         assert tuple(s[mod].shape) == shape and s[mod].dtype == torch.float32
         assert s[f"{mod}_mask"].shape == s[mod].shape and s[f"{mod}_mask"].dtype == torch.bool

@@ -193,7 +193,9 @@ def test_samples_normalise_and_run_through_anysat(tmp_path):
     assert out.shape[0] == 2 and torch.isfinite(out).all()
     # cache: files written atomically, a new instance reads identical values back
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
-    assert any(f.endswith("_aerial.npz") for f in files) and not any(f.endswith(".tmp") or f.startswith(".") for f in files)
+    assert any(f.endswith("_aerial.npz") for f in files) and not any(
+        f.endswith(".tmp") or f.startswith(".") for f in files
+    )
     again = GeoPlexMini(modalities=("aerial", "s2", "s1-asc"), tiles=8, cache_dir=tmp_path)
     for k in ("aerial", "s2", "s1-asc", "s2_mask"):
         assert torch.equal(again[1][k], b[k])
@@ -201,7 +203,9 @@ def test_samples_normalise_and_run_through_anysat(tmp_path):
 
 def test_registered_without_root():
     """get_dataset builds the world from keywords; the class is the one registered; no root is needed."""
-    ds = get_dataset("geoplex-mini", seed=2, modalities=("s2",), tiles=(4, 5), tile_m=30.0, split="all", normalize=False)
+    ds = get_dataset(
+        "geoplex-mini", seed=2, modalities=("s2",), tiles=(4, 5), tile_m=30.0, split="all", normalize=False
+    )
     assert isinstance(ds, GeoPlexMini) and dataset_class("geoplex-mini") is GeoPlexMini
     assert len(get_dataset("geoplex-mini", normalize=False)) > 0  # no root needed
     assert ds.root is None and len(ds) == 20 and ds[0]["s2"].shape[-2:] == (3, 3)

@@ -113,8 +113,12 @@ def test_normalize_from_registry():
     s = {"aerial": torch.full((4, 2, 2), 150.89349365234375), "s2": torch.zeros(3, 10, 1, 1)}
     out = norm(s)
     assert out["aerial"][0].abs().max() < 1e-6
-    assert out["s2"][0, :, 0, 0] == pytest.approx([-m / sd for m, sd in zip(MODALITIES["s2"].stats["treesatai-ts"].mean,
-                                                                             MODALITIES["s2"].stats["treesatai-ts"].std)])
+    assert out["s2"][0, :, 0, 0] == pytest.approx(
+        [
+            -m / sd
+            for m, sd in zip(MODALITIES["s2"].stats["treesatai-ts"].mean, MODALITIES["s2"].stats["treesatai-ts"].std)
+        ]
+    )
     with pytest.raises(ChannelMismatchError):
         Normalize({"s2": NormStats((0.0,), (1.0,), "x")})
 

@@ -41,7 +41,14 @@ def write_s2_series(
     for d in dates:
         p = folder / f"s2_{d}.tif"
         with rasterio.open(
-            p, "w", driver="GTiff", height=height, width=width, count=C_S2, dtype="float32", crs=UTM,
+            p,
+            "w",
+            driver="GTiff",
+            height=height,
+            width=width,
+            count=C_S2,
+            dtype="float32",
+            crs=UTM,
             transform=Affine(10, 0, X0, 0, -10, Y0),
         ) as f:
             f.write(rng.normal(0, 1, (C_S2, height, width)).astype(np.float32))

@@ -20,6 +20,7 @@ def shared_file(path: Path) -> Path:
         pytest.skip(f"{path} is absent: the shared folder (../shared beside the checkout, or $ANYSAT_SHARED) is needed")
     return path
 
+
 TREESAT_NAME = "Abies_alba_1_1005_WEFL_NLF"
 
 

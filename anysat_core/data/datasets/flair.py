@@ -159,14 +159,16 @@ class FLAIR(AnySatDataset):
                 raise self.not_found(sen_dir)
             for zone in sorted(p for p in aerial_dir.iterdir() if p.is_dir()):
                 for img in sorted((zone / "img").glob("IMG_*.tif")):
-                    pid = img.stem[len("IMG_"):]
-                    self.items.append({
-                        "img": img,
-                        "msk": label_dir / zone.name / "msk" / f"MSK_{pid}.tif",
-                        "sen": sen_dir / zone.name / "sen",
-                        "domain": domain,
-                        "zone": zone.name,
-                    })
+                    pid = img.stem[len("IMG_") :]
+                    self.items.append(
+                        {
+                            "img": img,
+                            "msk": label_dir / zone.name / "msk" / f"MSK_{pid}.tif",
+                            "sen": sen_dir / zone.name / "sen",
+                            "domain": domain,
+                            "zone": zone.name,
+                        }
+                    )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -255,9 +257,7 @@ class FLAIR(AnySatDataset):
         if label_arr.shape[0] != 1 or (
             "aerial-flair" in sample and label_arr.shape[-2:] != tuple(sample["aerial-flair"].shape[-2:])
         ):
-            raise self.corrupt(
-                it["msk"], f"has shape {label_arr.shape}; expected one band the size of {img.name}"
-            )
+            raise self.corrupt(it["msk"], f"has shape {label_arr.shape}; expected one band the size of {img.name}")
         raw = torch.from_numpy(label_arr[0].astype(np.int64))
         sem = raw.clamp(max=_OTHER + 1) - 1  # 1..12 -> 0..11, 13..19 -> 12 ("other")
         if self.task == "segmentation":

@@ -228,7 +228,11 @@ class PASTISHD(AnySatDataset):
         if geo is None:
             H, W = sem.shape
             geo = GeoInfo(
-                dataset=self.name, tile_id=pid, crs=self.crs, gsd_m=MODALITIES["s2"].gsd_m, shape=(H, W),
+                dataset=self.name,
+                tile_id=pid,
+                crs=self.crs,
+                gsd_m=MODALITIES["s2"].gsd_m,
+                shape=(H, W),
                 split=self.split,
             )
             projected = self.crs is not None and self.crs.startswith("EPSG:") and self.crs != "EPSG:4326"

@@ -90,7 +90,7 @@ class Planted(AnySatDataset):
     name: ClassVar[str] = "planted"
     url: ClassVar[str] = "https://arxiv.org/abs/2406.18554 (npz conversion: https://github.com/gastruc/AnySat)"
     layout: ClassVar[str] = (
-        "  {train,val,test}/labels2.json                   {\"<id>\": class index 0-39}\n"
+        '  {train,val,test}/labels2.json                   {"<id>": class index 0-39}\n'
         "  {train,val,test}/<id>/<id>_<mod>.npz            arr_0 (T, H, W, C)\n"
         "  {train,val,test}/<id>/<id>_<mod>_mask.npz       arr_0 (T, H, W, C)\n"
         "  {train,val,test}/<id>/<id>_<mod>_timestamp.npz  arr_0 (T,) ms since epoch\n"
@@ -126,7 +126,9 @@ class Planted(AnySatDataset):
         self.labels: list[int] = []
         for k, v in raw.items():
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < len(self.classes):
-                raise self.corrupt(labels_path, f"label of {k!r} is {v!r}; expected a class index 0-{len(self.classes) - 1}")
+                raise self.corrupt(
+                    labels_path, f"label of {k!r} is {v!r}; expected a class index 0-{len(self.classes) - 1}"
+                )
             self.labels.append(v)
 
     def __len__(self) -> int:

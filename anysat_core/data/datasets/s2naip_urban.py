@@ -136,7 +136,9 @@ class S2NaipUrban(AnySatDataset):
     """
 
     name: ClassVar[str] = "s2naip-urban"
-    url: ClassVar[str] = "https://huggingface.co/datasets/allenai/s2-naip (index JSONs: https://github.com/gastruc/AnySat)"
+    url: ClassVar[str] = (
+        "https://huggingface.co/datasets/allenai/s2-naip (index JSONs: https://github.com/gastruc/AnySat)"
+    )
     layout: ClassVar[str] = (
         "  {train,val,test}_dict.json   keys name, s2_dates, s1_dates, l8_dates (YYYYMMDD strings)\n"
         "  naip/<name>.png              4 x H x W uint8 at 1.25 m\n"

@@ -174,7 +174,9 @@ class Sickle(AnySatDataset):
                 date = date_from_name(mod, p.name)
                 doy = yyyymmdd_to_doy(date)
             except (IndexError, ValueError) as e:
-                raise self.corrupt(p, f"no YYYYMMDD date in the file name where {mod.upper()} names have it ({e})") from e
+                raise self.corrupt(
+                    p, f"no YYYYMMDD date in the file name where {mod.upper()} names have it ({e})"
+                ) from e
             files.append((date, p.name, doy, p))
         if not files:
             raise self.not_found(folder / "*.npz")

@@ -78,7 +78,9 @@ class TimeSen2Crop(AnySatDataset):
                     raise self.not_found(self.root / t / "dates.csv")
             return tiles
         held_out = {t for ts in _SPLIT_TILES.values() for t in ts} | set(_EXCLUDED)
-        tiles = sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name not in held_out and (p / "dates.csv").is_file())
+        tiles = sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and p.name not in held_out and (p / "dates.csv").is_file()
+        )
         if not tiles:
             raise self.not_found(self.root / "<tile>" / "dates.csv")
         return tiles
@@ -88,7 +90,9 @@ class TimeSen2Crop(AnySatDataset):
             with path.open(newline="") as f:
                 rows = [r for r in csv.reader(f) if r]
             if not rows or rows[0][0].strip() != "acquisition_date":
-                raise ValueError(f"first row is {rows[0] if rows else 'missing'}; expected the header 'acquisition_date'")
+                raise ValueError(
+                    f"first row is {rows[0] if rows else 'missing'}; expected the header 'acquisition_date'"
+                )
             raw = tuple(r[0].strip() for r in rows[1:])
             doy = [yyyymmdd_to_doy(d) for d in raw]
         except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
@@ -123,8 +127,9 @@ class TimeSen2Crop(AnySatDataset):
             raise self.corrupt(path, e) from e
         if values.shape != (T, _N_COLUMNS):
             raise self.corrupt(
-                path, f"{values.shape[0]} rows x {values.shape[1] if values.ndim == 2 else '?'} columns after the header; "
-                f"expected {T} rows (one per date of {tile}/dates.csv) x {_N_COLUMNS} columns (9 bands + flag)"
+                path,
+                f"{values.shape[0]} rows x {values.shape[1] if values.ndim == 2 else '?'} columns after the header; "
+                f"expected {T} rows (one per date of {tile}/dates.csv) x {_N_COLUMNS} columns (9 bands + flag)",
             )
         x = torch.from_numpy(values[:, list(_COLUMN_ORDER)]).reshape(T, _N_COLUMNS, 1, 1)
         mask = torch.ones(T, _N_COLUMNS, 1, 1, dtype=torch.bool)

@@ -138,8 +138,13 @@ class TreeSatAITS(AnySatDataset):
             self.names.append(n)
             self.labels.append(y)
         if dropped:
-            log.info("%s %s: dropped %d tiles with no genus above %.0f%%", self.name, self.split, dropped,
-                     100 * self.min_fraction)
+            log.info(
+                "%s %s: dropped %d tiles with no genus above %.0f%%",
+                self.name,
+                self.split,
+                dropped,
+                100 * self.min_fraction,
+            )
 
     def parse_labels(self, path: Path) -> dict[str, torch.Tensor]:
         """Multi-hot ``(15,)`` float32 labels of every tile of the labels JSON (genera with fraction > min)."""
@@ -258,4 +263,3 @@ class TreeSatAITS(AnySatDataset):
 
     def _options(self) -> dict[str, Any]:
         return {"crop": self.crop, "min_fraction": self.min_fraction}
-

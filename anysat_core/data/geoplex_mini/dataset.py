@@ -108,7 +108,13 @@ class GeoPlexMini(AnySatDataset):
         block_tiles: int = 4,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
-        mods = tuple(MODALITIES) if modalities == "all" else (modalities,) if isinstance(modalities, str) else tuple(modalities)
+        mods = (
+            tuple(MODALITIES)
+            if modalities == "all"
+            else (modalities,)
+            if isinstance(modalities, str)
+            else tuple(modalities)
+        )
         if not mods:
             raise ConfigError("modalities is empty; pass at least one registry name, e.g. ('s2',), or 'all'")
         rows, cols = (tiles, tiles) if isinstance(tiles, int) else tuple(tiles)
@@ -282,9 +288,10 @@ class GeoPlexMini(AnySatDataset):
             if np.array_equal(x, np.round(x)) and x.min() >= 0:
                 store = x.astype(np.uint8 if x.max() < 256 else np.uint16 if x.max() < 65536 else np.float32)
             arrays = {"x": store} if mask is None else {"x": store, "mask": mask}
-            with atomic_write(path, "write the GeoPlex-mini cache file", suffix=".npz", mkdir=False) as tmp, open(
-                tmp, "wb"
-            ) as f:
+            with (
+                atomic_write(path, "write the GeoPlex-mini cache file", suffix=".npz", mkdir=False) as tmp,
+                open(tmp, "wb") as f,
+            ):
                 np.savez_compressed(f, **arrays)
         return x, mask
 
@@ -324,7 +331,9 @@ class GeoPlexMini(AnySatDataset):
                     s[f"{mod}_mask"] = torch.from_numpy(mask)
                 samples.append(s)
             st = compute_stats(samples, mod)
-            out[mod] = NormStats(st.mean, st.std, source=f"geoplex-mini seed {self.seed}: {st.source}", units=units(mod))
+            out[mod] = NormStats(
+                st.mean, st.std, source=f"geoplex-mini seed {self.seed}: {st.source}", units=units(mod)
+            )
             self.world.stats_cache[key] = out[mod]
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -396,5 +405,3 @@ class GeoPlexMini(AnySatDataset):
             f"GeoPlexMini(seed={self.seed}, tiles=({self.rows}, {self.cols}), tile_m={self.tile_m}, task={self.task!r}, "
             f"split={self.split!r}, n={len(self)}, modalities={self.modalities})"
         )
-
-

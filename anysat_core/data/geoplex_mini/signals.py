@@ -64,18 +64,49 @@ _TEMP_OFFSET_K = np.array([-2.0, 2.0, 3.0, -1.0, 4.0, -3.0, 0.0, -3.0, 5.0])
 _CLOUD_K = 255.0
 # backscatter (dB): C band (VV, VH) and L band (HH, HV)
 _SAR_C_DB = np.array(
-    [[-10.5, -16.5], [-12, -19.5], [-11.5, -19.5], [-21, -27], [-2, -9], [-7.5, -13], [-8, -14], [-7, -12.5], [-12.5, -20.5]]
+    [
+        [-10.5, -16.5],
+        [-12, -19.5],
+        [-11.5, -19.5],
+        [-21, -27],
+        [-2, -9],
+        [-7.5, -13],
+        [-8, -14],
+        [-7, -12.5],
+        [-12.5, -20.5],
+    ]
 )
 _SAR_L_DB = np.array(
     [[-11, -19], [-12.5, -21], [-11, -24], [-24, -32], [1, -7], [-6.5, -11.5], [-6.5, -11.5], [-6, -11], [-10, -18]]
 )
 #: Central wavelength (nm) of each band name, per modality (``"vhr"`` for the VHR cameras); thermal bands > 5000.
 _BAND_WL_NM: dict[str, dict[str, float]] = {
-    "s2": {"B02": 490, "B03": 560, "B04": 665, "B05": 705, "B06": 740, "B07": 783, "B08": 842, "B8A": 865,
-           "B11": 1610, "B12": 2190},
+    "s2": {
+        "B02": 490,
+        "B03": 560,
+        "B04": 665,
+        "B05": 705,
+        "B06": 740,
+        "B07": 783,
+        "B08": 842,
+        "B8A": 865,
+        "B11": 1610,
+        "B12": 2190,
+    },
     "l7": {"B1": 485, "B2": 560, "B3": 660, "B4": 835, "B5": 1650, "B7": 2220},
-    "l8": {"B1": 443, "B2": 482, "B3": 561, "B4": 655, "B5": 865, "B6": 1609, "B7": 2201, "B8": 590, "B9": 1373,
-           "B10": 10900, "B11": 12000},
+    "l8": {
+        "B1": 443,
+        "B2": 482,
+        "B3": 561,
+        "B4": 655,
+        "B5": 865,
+        "B6": 1609,
+        "B7": 2201,
+        "B8": 590,
+        "B9": 1373,
+        "B10": 10900,
+        "B11": 12000,
+    },
     "modis": {"B1": 645, "B2": 858, "B3": 469, "B4": 555, "B5": 1240, "B6": 1640, "B7": 2130},
     "vhr": {"R": 650, "G": 555, "B": 480, "NIR": 830},
 }
@@ -98,13 +129,11 @@ def _hash_uniform(i: np.ndarray, j: np.ndarray, salt: int, k: int) -> np.ndarray
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
-
 def _interp_spectrum(table: np.ndarray, wl: np.ndarray) -> np.ndarray:
     """Endmember table ``(..., 13)`` sampled at wavelengths ``wl`` (C,) -> ``(..., C)``."""
     flat = table.reshape(-1, _WL_NM.size)
     out = np.stack([np.interp(wl, _WL_NM, row) for row in flat])
     return out.reshape(*table.shape[:-1], wl.size)
-
 
 
 def band_wavelengths(mod: Modality) -> np.ndarray:
@@ -274,7 +303,6 @@ def vhr(w: World, t: int, mod: Modality) -> np.ndarray:
         terrain = 145 + 4 * w.warp_field(x * 0.3, y * 0.3, 0)
         out[wl < 0] = (terrain + height)[None]
     return out.astype(np.float32)
-
 
 
 def generate(w: World, tile: int, mod: Modality, clouds: bool = True) -> tuple[np.ndarray, np.ndarray | None]:

@@ -59,7 +59,12 @@ ENDMEMBERS = ("green", "dry", "soil", "water", "urban", "broadleaf", "woody", "c
 GREEN, DRY, SOIL, H2O, IMPERV, BLEAF, WOODY, CONIF, BURNT = range(9)
 #: Per-sensor acquisition plan: (revisit days, probability that an acquisition is kept).
 _REVISIT = {
-    "s2": (5, 0.55), "s1": (6, 0.9), "s1-asc": (6, 0.9), "l8": (8, 0.8), "l7": (16, 0.85), "modis": (8, 1.0),
+    "s2": (5, 0.55),
+    "s1": (6, 0.9),
+    "s1-asc": (6, 0.9),
+    "l8": (8, 0.8),
+    "l7": (16, 0.85),
+    "modis": (8, 1.0),
     "alos": (42, 1.0),
 }
 #: Day-of-year window of the single VHR acquisition.
@@ -139,7 +144,6 @@ def _disturbed_weights(kind: int, t: np.ndarray, t0: float) -> np.ndarray:
 _ELIGIBLE = {0: (BROADLEAF, CONIFER), 1: (WHEAT, MAIZE, GRASS, BROADLEAF, CONIFER)}
 
 
-
 @dataclass(frozen=True)
 class Event:
     x: float
@@ -167,8 +171,10 @@ class World:
         self.seeds = np.stack([(sx + jit[0]).ravel(), (sy + jit[1]).ravel()], 1)  # (P, 2) metres
         n = len(self.seeds)
         inside = (
-            (self.seeds[:, 0] >= self.x0) & (self.seeds[:, 0] < self.x0 + self.width_m)
-            & (self.seeds[:, 1] <= self.y0) & (self.seeds[:, 1] > self.y0 - self.height_m)
+            (self.seeds[:, 0] >= self.x0)
+            & (self.seeds[:, 0] < self.x0 + self.width_m)
+            & (self.seeds[:, 1] <= self.y0)
+            & (self.seeds[:, 1] > self.y0 - self.height_m)
         )
         cls = rng.choice(len(CLASSES), size=n, p=_CLASS_P)
         idx_in = np.flatnonzero(inside)
@@ -336,6 +342,3 @@ class World:
 @functools.lru_cache(maxsize=8)
 def get_world(seed: int, rows: int, cols: int, tile_m: float, parcel_m: float) -> World:
     return World(seed, rows, cols, tile_m, parcel_m)
-
-
-

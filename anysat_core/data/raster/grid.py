@@ -161,8 +161,10 @@ def plan_grid(
         raise PatchSizeError(
             f"patch_size_m={patch_size_m!r}; expected a positive multiple of {step} m for {', '.join(gridded)}"
         )
-    if isinstance(tile_m, bool) or not isinstance(tile_m, (int, float, np.integer, np.floating)) or not (
-        tile_m > 0 and is_multiple(float(tile_m), need)
+    if (
+        isinstance(tile_m, bool)
+        or not isinstance(tile_m, (int, float, np.integer, np.floating))
+        or not (tile_m > 0 and is_multiple(float(tile_m), need))
     ):
         raise PatchSizeError(
             f"tile_m={tile_m!r}; expected a positive multiple of {need:g} m (the GSDs "

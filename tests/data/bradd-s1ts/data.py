@@ -44,7 +44,9 @@ def generate(root: Path = HERE, *, band_ids: bool = False, seed: int = 0) -> Non
         if band_ids:
             image = torch.tensor([2.0, 4.0]).view(1, 2, 1, 1).expand(T, 2, PX, PX).clone()
         else:
-            image = torch.stack([torch.randn(T, PX, PX, generator=g) * 2 - 9, torch.randn(T, PX, PX, generator=g) * 2 - 16], 1)
+            image = torch.stack(
+                [torch.randn(T, PX, PX, generator=g) * 2 - 9, torch.randn(T, PX, PX, generator=g) * 2 - 16], 1
+            )
             image = image.round(decimals=2)
         label = torch.zeros(2, PX, PX, dtype=torch.uint8)
         label[1, 2 + k : 8 + k, 3:11] = 1  # a clearing at the alert date

@@ -49,8 +49,9 @@ def generate(root: Path = HERE, *, band_ids: bool = False, seed: int = 0) -> Non
         for d in group:
             shutil.rmtree(root / d, ignore_errors=True)
     for k, (release, domain, zone, ids, T) in enumerate(ZONES):
-        aerial_dir, label_dir, sen_dir = (root / g / domain / zone / sub for g, sub in zip(FOLDERS[release],
-                                                                                          ("img", "msk", "sen")))
+        aerial_dir, label_dir, sen_dir = (
+            root / g / domain / zone / sub for g, sub in zip(FOLDERS[release], ("img", "msk", "sen"))
+        )
         for d in (aerial_dir, label_dir, sen_dir):
             d.mkdir(parents=True)
         for j, pid in enumerate(ids):
@@ -58,7 +59,9 @@ def generate(root: Path = HERE, *, band_ids: bool = False, seed: int = 0) -> Non
             if band_ids:
                 img = np.broadcast_to(np.arange(1, 6, dtype=np.uint8)[:, None, None], (5, PX, PX))
             else:  # 2 m blocks: compresses well
-                img = np.kron(rng.integers(0, 256, (5, PX // 10, PX // 10), dtype=np.uint8), np.ones((1, 10, 10), np.uint8))
+                img = np.kron(
+                    rng.integers(0, 256, (5, PX // 10, PX // 10), dtype=np.uint8), np.ones((1, 10, 10), np.uint8)
+                )
             msk = np.kron(rng.integers(1, 20, (1, PX // 20, PX // 20), dtype=np.uint8), np.ones((1, 20, 20), np.uint8))
             for path, arr in ((aerial_dir / f"IMG_{pid}.tif", img), (label_dir / f"MSK_{pid}.tif", msk)):
                 with rasterio.open(path, "w", driver="GTiff", width=PX, height=PX, count=arr.shape[0], dtype="uint8",

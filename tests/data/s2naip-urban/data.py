@@ -112,7 +112,9 @@ def generate(root: Path = HERE, *, band_ids: bool = False, seed: int = 0) -> Non
             T2, T1, T8 = len(dates["s2"]), len(dates["s1"]), len(dates["l8"])
             write_tif(root / "sentinel2" / f"{name}_8.tif", stack(rng, T2, S2_8, px10, band_ids, "s2"), name, 10.0)
             write_tif(root / "sentinel2" / f"{name}_16.tif", stack(rng, T2, S2_16, px20, band_ids, "s2"), name, 20.0)
-            write_tif(root / "sentinel1" / f"{name}.tif", stack(rng, T1, ("VV", "VH"), px10, band_ids, "s1"), name, 10.0)
+            write_tif(
+                root / "sentinel1" / f"{name}.tif", stack(rng, T1, ("VV", "VH"), px10, band_ids, "s1"), name, 10.0
+            )
             write_tif(root / "landsat" / f"{name}_8.tif", stack(rng, T8, ("B8",), px10, band_ids, "l8"), name, 10.0)
             write_tif(root / "landsat" / f"{name}_16.tif", stack(rng, T8, L8_16, px20, band_ids, "l8"), name, 20.0)
             (root / "openstreetmap" / f"{name}.geojson").write_text(

@@ -62,7 +62,9 @@ def generate(root: Path = HERE, *, band_ids: bool = False, seed: int = 0) -> Non
     (root / "masks" / "10m").mkdir(parents=True)
     lines = ["UNIQUE_ID,PLOT_ID,SPLIT,STANDARD_SEASON,YEAR,SOWING_DAY,HARVESTING_DAY,CROP_TYPE"]
     for k, (uid, plot, split, season, year) in enumerate(ROWS):
-        lines.append(f"{uid},{plot},{split},{season},{year},{year}-08-0{k + 1},{year + 1}-01-1{k},{'paddy' if k % 2 == 0 else 'other'}")
+        lines.append(
+            f"{uid},{plot},{split},{season},{year},{year}-08-0{k + 1},{year + 1}-01-1{k},{'paddy' if k % 2 == 0 else 'other'}"
+        )
         s2, s1, l8 = FILES[uid]
         for sat, names, bands, px in (("S2", s2, S2_BANDS, 12), ("S1", s1, ("VV", "VH"), 12), ("L8", l8, L8_BANDS, 4)):
             folder = root / "images" / sat / "npy" / str(uid)
