@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Every test but those that need the network or a GPU (the plain `pytest` inner loop leaves out slow and system too).
+# Every test but those that need the network or a GPU (the plain `pytest` inner loop leaves out slow and system too),
+# in TEST_WORKERS pytest-xdist processes of one thread each (tests/conftest.py sets the threads).
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -m 'not network and not gpu'
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not network and not gpu'
 
 # Static checks, as CI runs them: ruff lint, ruff format, mypy (lenient on anysat_core, see pyproject.toml).
 lint: install
@@ -38,6 +40,8 @@ app: install
 
 bench: install
 	$(PY) tests/benchmarks/bench_inference.py
+	$(PY) tests/benchmarks/bench_scene.py
+	$(PY) tests/benchmarks/bench_scene_memory.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache
