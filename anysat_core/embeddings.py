@@ -94,6 +94,7 @@ def embed_dataset(
             model, collate(samples), patch_size_m=patch_size_m, output=output, output_modality=output_modality
         )
         if output == "tile":
+            assert isinstance(out, xr.DataArray)  # one DataArray (sample, feature) for output="tile"
             feats.append(np.asarray(out.values, dtype=np.float32))
         else:
             feats.extend(out)

@@ -196,7 +196,7 @@ def features_to_dataarray(features: np.ndarray | torch.Tensor, meta: GeoInfo | N
     )
     if transform is not None:
         da = da.rio.write_transform(Affine(*transform))
-        if meta.crs is not None:
+        if meta is not None and meta.crs is not None:  # (meta is set when transform is)
             da = da.rio.write_crs(meta.crs)
     return da
 
@@ -255,8 +255,9 @@ def extract_features(
     if output == "tile":
         arr = feats.detach().float().cpu().numpy()  # (B, D)
         coords: dict[str, Any] = {"sample": [m.tile_id for m in metas], "feature": np.arange(arr.shape[1])}
-        bounds = [m.bounds for m in metas]
-        if all(b is not None for b in bounds):
+        all_bounds = [m.bounds for m in metas]
+        bounds = [b for b in all_bounds if b is not None]
+        if len(bounds) == len(all_bounds):
             coords["x"] = ("sample", np.array([(b[0] + b[2]) / 2 for b in bounds]))
             coords["y"] = ("sample", np.array([(b[1] + b[3]) / 2 for b in bounds]))
         da = xr.DataArray(arr, dims=("sample", "feature"), coords=coords, name=FEATURES_NAME, attrs=attrs)

@@ -15,7 +15,7 @@ DataArray.  numpy and xarray only (no torch).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -202,7 +202,7 @@ def locate(da: xr.DataArray, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np
 
 
 # ----------------------------------------------------------------------------------------------- results on the grid
-def spatial_coords(da: xr.DataArray) -> dict[str, xr.DataArray]:
+def spatial_coords(da: xr.DataArray) -> dict[Hashable, xr.DataArray]:
     """Coordinates of ``da`` that do not depend on ``feature`` (``x``, ``y``, ``spatial_ref``...)."""
     return {k: v for k, v in da.coords.items() if "feature" not in v.dims}
 

@@ -198,7 +198,7 @@ def parse_labels(points: Sequence[Any]) -> list[tuple[dict[str, Any], int, str]]
         elif isinstance(item, (tuple, list)) and len(item) == 2:
             geom, cls = _geometry(item[0]), item[1]
         whole = isinstance(cls, _NUMBER) and not isinstance(cls, bool) and float(cls).is_integer() and cls >= 0
-        if geom is None or not whole:
+        if geom is None or cls is None or not whole:  # (cls is None: not whole)
             raise InputShapeError(
                 f"label {i} ({item!r:.120}) is not understood; expected (x, y, class), (geometry, class) or a GeoJSON "
                 "Feature with properties['class'] (class a non-negative int)"

@@ -51,7 +51,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         series = mod is not None and mod.time_series
         base_series = base in MODALITIES and MODALITIES[base].time_series if base else False
         if series or base_series:
-            name = key if series else base
+            name = key if series or base is None else base  # base is set when base_series
             T = max(s[name].shape[0] for s in samples)
             if key.endswith("_mask") and values[0].dim() == samples[0][name].dim():
                 values = [_pad_time(v.to(torch.bool), T, False) for v in values]

@@ -76,7 +76,7 @@ def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormSt
     A channel with no valid value in a sample does not count for that sample; a channel never valid
     (a masked placeholder band) gets mean 0 and std 1.
     """
-    sums = counts = stds = None
+    acc: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # sums of means, of stds, counts
     for s in samples:
         x = s[modality].to(torch.float64)
         x4 = x.unsqueeze(0) if x.dim() == 3 else x  # (T, C, H, W)
@@ -92,12 +92,13 @@ def compute_stats(samples: Iterable[Mapping[str, Any]], modality: str) -> NormSt
         mu = (v * m).sum(1) / cnt.clamp(min=1)
         sd = (((v - mu[:, None]) ** 2 * m).sum(1) / cnt.clamp(min=1)).sqrt()
         ok = (cnt > 0).to(torch.float64)
-        if sums is None:
-            sums, stds, counts = mu * ok, sd * ok, ok
+        if acc is None:
+            acc = (mu * ok, sd * ok, ok)
         else:
-            sums, stds, counts = sums + mu * ok, stds + sd * ok, counts + ok
-    if sums is None:
+            acc = (acc[0] + mu * ok, acc[1] + sd * ok, acc[2] + ok)
+    if acc is None:
         raise InputShapeError(f"no samples to compute {modality} statistics from; give at least one sample")
+    sums, stds, counts = acc
     valid = counts > 0
     mean = torch.where(valid, sums / counts.clamp(min=1), torch.zeros_like(sums))
     std = torch.where(valid, (stds / counts.clamp(min=1)).clamp(min=1e-6), torch.ones_like(stds))
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ds = get_dataset(args.dataset, args.root, args.split, args.modalities, normalize=False)
     for mod in ds.modalities:
-        path = stats_path(ds.root, mod)
+        path = stats_path(ds.root_path, mod)
         if path.exists() and not args.force:
             print(f"{mod}: {path} exists (use --force to recompute)")
             continue

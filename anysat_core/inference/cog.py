@@ -6,6 +6,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from affine import Affine
@@ -50,10 +51,10 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
     import zarr
 
     g = zarr.open_group(str(src), mode="r")
-    feats = g[FEATURES_NAME]
+    feats = cast(zarr.Array, g[FEATURES_NAME])
     D, ny, nx = feats.shape
     count = D + (2 if probe else 0)
-    sref = dict(g["spatial_ref"].attrs)
+    sref: dict[str, Any] = dict(g["spatial_ref"].attrs)  # CF grid-mapping attributes (crs_wkt, GeoTransform)
     crs = rasterio.crs.CRS.from_wkt(sref["crs_wkt"])
     transform = Affine.from_gdal(*(float(v) for v in sref["GeoTransform"].split()))
     rows, cols = 256, 512
@@ -91,8 +92,9 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
                             np.asarray(feats[b0:b1, y0:y1, x0:x1]), indexes=list(range(b0 + 1, b1 + 1)), window=win
                         )
                     if probe:
-                        out.write(np.asarray(g["prediction"][y0:y1, x0:x1]).astype(np.float32), D + 1, window=win)
-                        out.write(np.asarray(g["confidence"][y0:y1, x0:x1]), D + 2, window=win)
+                        pred, conf = cast(zarr.Array, g["prediction"]), cast(zarr.Array, g["confidence"])
+                        out.write(np.asarray(pred[y0:y1, x0:x1]).astype(np.float32), D + 1, window=win)
+                        out.write(np.asarray(conf[y0:y1, x0:x1]), D + 2, window=win)
             out.update_tags(**attrs)
             for i in range(D):
                 out.set_band_description(i + 1, str(i))

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import xarray as xr
@@ -29,6 +30,9 @@ from affine import Affine
 
 from anysat_core.inference.plan import ScenePlan, grid_coords
 from anysat_core.writers import FEATURES_NAME, grid_mapping_attrs
+
+if TYPE_CHECKING:
+    import zarr
 
 log = logging.getLogger("anysat_core.inference")
 
@@ -146,7 +150,7 @@ class ZarrSink:
             return None
         try:
             g = self._zarr.open_group(str(self.path), mode="r")
-            state = dict(g.attrs.get(_PROGRESS_KEY) or {})
+            state = dict(cast("Mapping[str, Any]", g.attrs.get(_PROGRESS_KEY) or {}))  # not a mapping: TypeError
         except Exception as e:  # noqa: BLE001 - any unreadable store (crash during creation): start again
             log.warning("ignoring unreadable partial output %s (%s); starting again", self.path, e)
             return None
@@ -198,28 +202,33 @@ class ZarrSink:
                     fill_value=0.0,
                 )
 
+    def _array(self, name: str) -> zarr.Array:
+        """The array ``name`` of the store (every member read or written here is an array)."""
+        return cast("zarr.Array", self.group[name])
+
     def start(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
         if self.done == 0:
             return 0, None, None
-        s = self.group[_CARRY.format(slot=self.slot, kind="sum")][...]
-        w = self.group[_CARRY.format(slot=self.slot, kind="w")][...]
+        s = self._array(_CARRY.format(slot=self.slot, kind="sum"))[...]
+        w = self._array(_CARRY.format(slot=self.slot, kind="w"))[...]
         return self.done, np.asarray(s), np.asarray(w)
 
     def write(self, y0: int, x0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
         h, w = feats.shape[1:]
-        self.group[FEATURES_NAME][:, y0 : y0 + h, x0 : x0 + w] = feats
+        self._array(FEATURES_NAME)[:, y0 : y0 + h, x0 : x0 + w] = feats
         if self.probe and pred is not None:
-            self.group["prediction"][y0 : y0 + h, x0 : x0 + w] = pred
-            self.group["confidence"][y0 : y0 + h, x0 : x0 + w] = conf
+            assert conf is not None  # apply_probe gives both
+            self._array("prediction")[y0 : y0 + h, x0 : x0 + w] = pred
+            self._array("confidence")[y0 : y0 + h, x0 : x0 + w] = conf
 
     def read_cols(self, slot: int, y0: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-        s = self.group[_COLS.format(slot=slot, kind="sum")][:, y0 : y0 + h]
-        w = self.group[_COLS.format(slot=slot, kind="w")][y0 : y0 + h]
+        s = self._array(_COLS.format(slot=slot, kind="sum"))[:, y0 : y0 + h]
+        w = self._array(_COLS.format(slot=slot, kind="w"))[y0 : y0 + h]
         return np.asarray(s), np.asarray(w)
 
     def write_cols(self, slot: int, y0: int, csum: np.ndarray, cw: np.ndarray) -> None:
-        self.group[_COLS.format(slot=slot, kind="sum")][:, y0 : y0 + csum.shape[1]] = csum
-        self.group[_COLS.format(slot=slot, kind="w")][y0 : y0 + cw.shape[0]] = cw
+        self._array(_COLS.format(slot=slot, kind="sum"))[:, y0 : y0 + csum.shape[1]] = csum
+        self._array(_COLS.format(slot=slot, kind="w"))[y0 : y0 + cw.shape[0]] = cw
 
     def commit(self, steps_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
         slot = 1 - self.slot

@@ -23,7 +23,8 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ from torch import nn
 from anysat_core.config import AnySatConfig, AttentionMode, config_for_size
 from anysat_core.errors import PatchSizeError, UnknownModalityError
 from anysat_core.modalities import MODALITIES
-from anysat_core.model.attention import AttentionBase, Block, CombinerBlock, SelfAttention
+from anysat_core.model.attention import AttentionBase, Block, CombinerBlock, SelfAttention, SpatialBlock
 from anysat_core.model.encoder import SpatialEncoder
 from anysat_core.model.inputs import BatchPlan, Output, check_batch
 from anysat_core.model.pos_embed import distance_buckets, sincos_2d
@@ -44,7 +45,8 @@ _NN_MODULE_FILE = nn.Module.__call__.__code__.co_filename
 
 def _caller_stacklevel() -> int:
     """``stacklevel`` of a warning raised in ``forward`` that points at the user's call, past ``nn.Module.__call__``."""
-    level, frame = 2, sys._getframe(2)  # the caller of forward
+    level = 2
+    frame: FrameType | None = sys._getframe(2)  # the caller of forward
     while frame is not None and frame.f_code.co_filename == _NN_MODULE_FILE:
         level, frame = level + 1, frame.f_back
     return level
@@ -90,12 +92,13 @@ class AnySat(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        for i, blk in enumerate(self.spatial_encoder.predictor_blocks):
+        for i, module in enumerate(self.spatial_encoder.predictor_blocks):
+            blk = cast(SpatialBlock, module)
             blk.attn.proj.weight.data.div_(math.sqrt(2.0 * (i + 1)))
             blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * (i + 1)))
         for m in self.modules():
             if hasattr(m, "lookup_table_weight"):
-                nn.init.trunc_normal_(m.lookup_table_weight, std=0.02)
+                nn.init.trunc_normal_(cast(torch.Tensor, m.lookup_table_weight), std=0.02)
 
     @property
     def size(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -38,7 +40,7 @@ class SpatialEncoder(nn.Module):
             (the last block then computes only the class-token query: the other rows are not needed).
         """
         N, L = x.shape[:2]
-        hidden = self.predictor_blocks[0].mlp.fc1.out_features
+        hidden = cast(SpatialBlock, self.predictor_blocks[0]).mlp.fc1.out_features
         chunk = max(1, SPATIAL_CHUNK_FLOATS // (L * hidden))
         if N <= chunk:
             return self._encode(x, grid, keep_subpatches)

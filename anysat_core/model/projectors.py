@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,10 @@ class LinearStack(nn.Sequential):
     def stages(self) -> list[Stage]:
         """The ``(linear, norm, dropout)`` of every step, in order."""
         n = self.stage_len
-        return [Stage(self[i], self[i + 1], self[i + 3] if n == 4 else None) for i in range(0, len(self), n)]
+        return [
+            Stage(cast(nn.Linear, self[i]), self[i + 1], cast(nn.Dropout, self[i + 3]) if n == 4 else None)
+            for i in range(0, len(self), n)
+        ]
 
     @property
     def out_features(self) -> int:
@@ -134,7 +137,9 @@ class _LTAE(nn.Module):
 
     def _input_mlp(self, rows: torch.Tensor) -> torch.Tensor:
         """Linear -> GroupNorm(4) over each row's channels -> ReLU -> Dropout, five times. ``(R, C) -> (R, D)``."""
-        for lin, gn, drop in self.inconv.stages:
+        for lin, norm, drop in self.inconv.stages:
+            gn = cast(nn.GroupNorm, norm)
+            assert drop is not None  # inconv is built with dropout
             rows = F.group_norm(lin(rows), 4, gn.weight, gn.bias, gn.eps)
             rows = drop(F.relu(rows, inplace=True))
         return rows
@@ -162,7 +167,8 @@ class _LTAE(nn.Module):
             attn = F.dropout(attn, 0.1)
         # head h pools channel block h of the (date-encoded) features with its own weights
         o = torch.einsum("nth,nthc->nhc", attn, e.view(b * n, T, self.n_head, D // self.n_head)).reshape(b * n, D)
-        lin, gn, _ = self.mlp.stages[0]
+        lin, norm, _ = self.mlp.stages[0]
+        gn = cast(nn.GroupNorm, norm)
         o = F.relu(F.group_norm(lin(o), 4, gn.weight, gn.bias, gn.eps))
         o = self.dropout(o)
         return self.out_norm(o).view(b, n, D)

@@ -186,7 +186,10 @@ class PixelProbe:
         p = self.predict_proba_pixels(X[ok])
         prediction[ok] = p.argmax(1)
         confidence[ok] = p.max(1)
-        variables = {"prediction": prediction.reshape(h, w), "confidence": confidence.reshape(h, w)}
+        variables: dict[str, np.ndarray] = {
+            "prediction": prediction.reshape(h, w),
+            "confidence": confidence.reshape(h, w),
+        }
         return grid_dataset(variables, da, {"analysis": "pixel_probe"})
 
     def evaluate(self, das: Any, labels: Any) -> dict[str, Any]:

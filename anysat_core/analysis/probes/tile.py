@@ -114,14 +114,15 @@ class TileProbe:
         self.model_ = fit_quietly(self._estimator(), Xa, ya)
         return self
 
-    def _fitted(self) -> Pipeline:
-        if self.model_ is None:
+    def _fitted(self) -> tuple[Pipeline, int]:
+        """``(model_, num_classes_)``, set together by :meth:`fit`."""
+        if self.model_ is None or self.num_classes_ is None:
             raise ProbeError("this TileProbe is not fitted yet; call fit(X, y) first")
-        return self.model_
+        return self.model_, self.num_classes_
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities ``(N, K)``: softmax over K classes (multiclass) or one sigmoid per class (multilabel)."""
-        model = self._fitted()
+        model, k = self._fitted()
         Xa = as_float_2d(X)
         check_finite_rows(Xa)
         n_in = model[0].n_features_in_
@@ -130,7 +131,7 @@ class TileProbe:
         p = model.predict_proba(Xa)
         if self.task == "multilabel":
             return np.asarray(p, dtype=np.float64)
-        out = np.zeros((Xa.shape[0], self.num_classes_), dtype=np.float64)
+        out = np.zeros((Xa.shape[0], k), dtype=np.float64)
         out[:, model[-1].classes_] = p
         return out
 
@@ -148,7 +149,7 @@ class TileProbe:
             t = as_multihot(y, p.shape[0])
             return {f"F1_{a}": multilabel_f1(t, p, average=a) for a in ("weighted", "macro", "micro")}
         t = as_class_indices(y, p.shape[0])
-        k = self.num_classes_
+        k = p.shape[1]  # num_classes_ (predict_proba's columns)
         pred = p.argmax(1)
         cm = confusion_matrix(t, pred, k)
         return {

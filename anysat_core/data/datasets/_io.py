@@ -128,7 +128,7 @@ def read_geotiff(
         dataset=ds.name,
         tile_id=path.stem,
         crs=crs,
-        transform=tuple(tr)[:6] if georef else None,  # type: ignore[arg-type]
+        transform=tuple(tr)[:6] if georef else None,
         gsd_m=gsd,
         shape=(H, W),
         split=ds.split,

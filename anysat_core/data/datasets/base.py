@@ -145,6 +145,13 @@ class AnySatDataset(torch.utils.data.Dataset):
         self._load_index()
         self.normalizer = self._make_normalizer(normalize)
 
+    @property
+    def root_path(self) -> Path:
+        """``root`` of a dataset on disk (always set there; a ``generated`` dataset has no root)."""
+        if self.root is None:
+            raise ConfigError(f"{self.name} is generated in memory and has no root folder")
+        return self.root
+
     # ---------------------------------------------------------------- for subclasses
     def _load_index(self) -> None:
         """List the samples of ``self.split``; raise :meth:`not_found` for missing layout files."""
@@ -193,10 +200,10 @@ class AnySatDataset(torch.utils.data.Dataset):
         mods = self.modalities if modalities is None else tuple(modalities)
         stats: dict[str, NormStats] = {}
         for mod in mods:
-            path = stats_path(self.root, mod)
+            path = stats_path(self.root_path, mod)
             if path.exists() or compute:
                 samples = None if path.exists() else self._train_samples_raw(mods)
-                stats[mod] = load_or_compute_stats(self.root, mod, samples)
+                stats[mod] = load_or_compute_stats(self.root_path, mod, samples)
             elif self.name in MODALITIES[mod].stats:
                 stats[mod] = MODALITIES[mod].stats[self.name]
             else:

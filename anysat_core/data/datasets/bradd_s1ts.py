@@ -83,7 +83,7 @@ class BraDDS1TS(AnySatDataset):
         super().__init__(root, split, modalities, normalize, transform)
 
     def _load_index(self) -> None:
-        path = self.root / "meta.csv"
+        path = self.root_path / "meta.csv"
         if not path.is_file():
             raise self.not_found(path)
         try:
@@ -95,8 +95,8 @@ class BraDDS1TS(AnySatDataset):
             raise self.corrupt(path, f"no column {', '.join(missing)}; columns are {', '.join(map(str, df.columns))}")
         self.meta_df = df[df["close_set"] == _SPLIT_VALUES[self.split]].reset_index(drop=True)
         self.files: list[str] = [str(f) for f in self.meta_df["file"]]
-        if not (self.root / "Samples").is_dir():
-            raise self.not_found(self.root / "Samples")
+        if not (self.root_path / "Samples").is_dir():
+            raise self.not_found(self.root_path / "Samples")
 
     def _options(self) -> dict[str, Any]:
         return {"trust_pickle": self.trust_pickle}
@@ -105,7 +105,7 @@ class BraDDS1TS(AnySatDataset):
         return len(self.files)
 
     def _read(self, file: str) -> dict[str, Any]:
-        path = self.root / "Samples" / file
+        path = self.root_path / "Samples" / file
         if not path.is_file():
             raise self.not_found(path)
         try:

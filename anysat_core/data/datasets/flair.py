@@ -126,7 +126,7 @@ class FLAIR(AnySatDataset):
 
     # ------------------------------------------------------------------ index
     def _load_index(self) -> None:
-        root = self.root
+        root = self.root_path
         splits_path = root / "splits.json"
         if not splits_path.is_file():
             raise self.not_found(splits_path)
@@ -206,7 +206,7 @@ class FLAIR(AnySatDataset):
         H, W = arr.shape[-2:]
         if r0 < 0 or c0 < 0 or r0 + w > H or c0 + w > W:
             raise self.corrupt(
-                self.root / _CENTROIDS,
+                self.root_path / _CENTROIDS,
                 f"the {w} px window at rows {r0}..{r0 + w}, cols {c0}..{c0 + w} leaves the {H} x {W} super-area "
                 f"of {path.name}; use a smaller s2_window_px",
             )
@@ -235,9 +235,9 @@ class FLAIR(AnySatDataset):
             try:
                 r, c = (int(v) for v in self.centroids[img.name])
             except KeyError:
-                raise self.corrupt(self.root / _CENTROIDS, f"has no centroid for {img.name!r}") from None
+                raise self.corrupt(self.root_path / _CENTROIDS, f"has no centroid for {img.name!r}") from None
             except (TypeError, ValueError) as e:
-                raise self.corrupt(self.root / _CENTROIDS, f"{img.name!r}: {e}; expected [row, col]") from e
+                raise self.corrupt(self.root_path / _CENTROIDS, f"{img.name!r}: {e}; expected [row, col]") from e
             w = self.s2_window_px
             r0, c0 = r - w // 2, c - w // 2
             x = self._window(data_p, r0, c0, w, MODALITIES["s2"].num_bands, "reflectance")

@@ -121,14 +121,14 @@ class PASTISHD(AnySatDataset):
 
     # ------------------------------------------------------------------ index
     def _load_index(self) -> None:
-        meta_path = self.root / "metadata.geojson"
+        meta_path = self.root_path / "metadata.geojson"
         if not meta_path.is_file():
             raise self.not_found(meta_path)
         for d in ["ANNOTATIONS"] + [_SERIES[m][0] for m in self.modalities if m in _SERIES]:
-            if not (self.root / d).is_dir():
-                raise self.not_found(self.root / d)
-        if "spot" in self.modalities and not (self.root / _SPOT_DIR).is_dir():
-            raise self.not_found(self.root / _SPOT_DIR)
+            if not (self.root_path / d).is_dir():
+                raise self.not_found(self.root_path / d)
+        if "spot" in self.modalities and not (self.root_path / _SPOT_DIR).is_dir():
+            raise self.not_found(self.root_path / _SPOT_DIR)
         try:
             fc = json.loads(meta_path.read_text())
             features = fc["features"]
@@ -191,14 +191,14 @@ class PASTISHD(AnySatDataset):
         geo: GeoInfo | None = None
         for mod in self.modalities:
             if mod == "spot":
-                path = self.root / _SPOT_DIR / f"SPOT6_RVB_1M00_2019_{pid}.tif"
+                path = self.root_path / _SPOT_DIR / f"SPOT6_RVB_1M00_2019_{pid}.tif"
                 arr, geo, _ = read_geotiff(self, path)
                 if arr.shape[0] != MODALITIES["spot"].num_bands:
                     raise self.corrupt(path, f"has {arr.shape[0]} bands; expected 3 (R, G, B)")
                 sample["spot"] = torch.from_numpy(arr.astype(np.float32))
                 continue
             folder, prefix, key, _, stored, keep = _SERIES[mod]
-            path = self.root / folder / f"{prefix}_{pid}.npy"
+            path = self.root_path / folder / f"{prefix}_{pid}.npy"
             x = self._npy(path)
             if x.ndim != 4 or x.shape[1] != stored:
                 raise self.corrupt(path, f"has shape {x.shape}; expected (T, {stored}, H, W)")
@@ -210,7 +210,7 @@ class PASTISHD(AnySatDataset):
             sample[mod] = torch.from_numpy(np.ascontiguousarray(x[:, :keep], dtype=np.float32))
             sample[f"{mod}_dates"] = dates.clone()
             extra[key] = iso
-        tpath = self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy"
+        tpath = self.root_path / "ANNOTATIONS" / f"TARGET_{pid}.npy"
         target = self._npy(tpath)
         if target.ndim == 2:
             target = target[None]
@@ -248,8 +248,8 @@ class PASTISHD(AnySatDataset):
         mods = self.modalities if modalities is None else tuple(modalities)
         shipped: dict[str, NormStats] = {}
         for mod in mods:
-            if mod in _SERIES and not stats_path(self.root, mod).exists():
-                path = self.root / f"NORM_{_SERIES[mod][3]}_patch.json"
+            if mod in _SERIES and not stats_path(self.root_path, mod).exists():
+                path = self.root_path / f"NORM_{_SERIES[mod][3]}_patch.json"
                 if path.is_file():
                     shipped[mod] = self._shipped_stats(path, mod)
         rest = [m for m in mods if m not in shipped]

@@ -112,7 +112,7 @@ class Planted(AnySatDataset):
     patch_size_m: ClassVar[int] = 30
 
     def _load_index(self) -> None:
-        self.split_dir = self.root / self.split
+        self.split_dir = self.root_path / self.split
         labels_path = self.split_dir / "labels2.json"
         if not labels_path.is_file():
             raise self.not_found(labels_path)

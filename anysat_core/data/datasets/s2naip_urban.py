@@ -77,7 +77,8 @@ def rasterize_osm(features: Sequence[dict[str, Any]], shape: tuple[int, int]) ->
     for feat in features:
         geom = feat.get("geometry") or {}
         value = OSM_CATEGORIES.get(str((feat.get("properties") or {}).get("category")), 5)
-        gtype, coords = geom.get("type"), geom.get("coordinates")
+        gtype = geom.get("type")
+        coords: Any = geom.get("coordinates")  # GeoJSON: nested lists (a bad file fails with TypeError below)
         if gtype in ("Polygon", "MultiPolygon"):
             burned = rasterio.features.rasterize(
                 [(geom, 1)], out_shape=shape, transform=Affine.identity(), fill=0, dtype="uint8"
@@ -171,7 +172,7 @@ class S2NaipUrban(AnySatDataset):
         return {"osm_label": self.osm_label}
 
     def _load_index(self) -> None:
-        path = self.root / f"{self.split}_dict.json"
+        path = self.root_path / f"{self.split}_dict.json"
         if not path.is_file():
             raise self.not_found(path)
         try:
@@ -211,7 +212,7 @@ class S2NaipUrban(AnySatDataset):
         size: tuple[int, int] | None = None
         crs = transform = None
         for folder, suffix, names in _STACKS[mod]:
-            path = self.root / folder / f"{name}{suffix}.tif"
+            path = self.root_path / folder / f"{name}{suffix}.tif"
             arr, c, t = self._read_raster(path)
             if arr.shape[0] != T * len(names):
                 raise self.corrupt(
@@ -239,10 +240,10 @@ class S2NaipUrban(AnySatDataset):
         s10_shape: tuple[int, int] | None = None
         for mod in self.modalities:
             if mod == "naip":
-                arr, _, _ = self._read_raster(self.root / "naip" / f"{name}.png")
+                arr, _, _ = self._read_raster(self.root_path / "naip" / f"{name}.png")
                 n = MODALITIES["naip"].num_bands
                 if arr.shape[0] != n:
-                    raise self.corrupt(self.root / "naip" / f"{name}.png", f"{arr.shape[0]} bands; expected {n}")
+                    raise self.corrupt(self.root_path / "naip" / f"{name}.png", f"{arr.shape[0]} bands; expected {n}")
                 out["naip"] = torch.from_numpy(arr.astype(np.float32))
                 naip_shape = (int(arr.shape[1]), int(arr.shape[2]))
                 continue
@@ -261,7 +262,8 @@ class S2NaipUrban(AnySatDataset):
         if naip_shape is None and self.osm_label:
             ref_shape = (s10_shape[0] * 8, s10_shape[1] * 8) if s10_shape else (512, 512)
         if self.osm_label:
-            path = self.root / "openstreetmap" / f"{name}.geojson"
+            assert ref_shape is not None  # the NAIP shape, else 8x the 10 m shape, else 512 x 512 (set above)
+            path = self.root_path / "openstreetmap" / f"{name}.geojson"
             if not path.is_file():
                 raise self.not_found(path)
             try:

@@ -133,7 +133,7 @@ class Sickle(AnySatDataset):
         return {"img_size": self.img_size, "upstream_band_order": self.upstream_band_order}
 
     def _load_index(self) -> None:
-        path = self.root / "sickle_dataset_tabular.csv"
+        path = self.root_path / "sickle_dataset_tabular.csv"
         if not path.is_file():
             raise self.not_found(path)
         try:
@@ -150,8 +150,8 @@ class Sickle(AnySatDataset):
         except (TypeError, ValueError) as e:
             raise self.corrupt(path, f"UNIQUE_ID/PLOT_ID are not integers: {e}") from e
         for sub in ("images", "masks/10m"):
-            if not (self.root / sub).is_dir():
-                raise self.not_found(self.root / sub)
+            if not (self.root_path / sub).is_dir():
+                raise self.not_found(self.root_path / sub)
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -165,7 +165,7 @@ class Sickle(AnySatDataset):
 
     def _read_series(self, uid: int, mod: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(x (T, C, S, S) float32, doy (T,) int64, mask (T, C, S, S) bool or None)``."""
-        folder = self.root / "images" / _FOLDERS[mod] / "npy" / str(uid)
+        folder = self.root_path / "images" / _FOLDERS[mod] / "npy" / str(uid)
         if not folder.is_dir():
             raise self.not_found(folder)
         files = []
@@ -183,6 +183,7 @@ class Sickle(AnySatDataset):
         files.sort()
         S = self.img_size
         frames, masks = [], []
+        names: list[str | None]
         if mod == "s2":
             names = [_S2_BANDS[b] for b in MODALITIES["s2"].bands]
             if self.upstream_band_order:
@@ -212,13 +213,13 @@ class Sickle(AnySatDataset):
                 x = torch.cat([x, (x[:1] / (x[1:2] + _RATIO_EPS)).clamp(-_RATIO_CLAMP, _RATIO_CLAMP)])
             frames.append(x)
             masks.append(torch.tensor(valid))
-        doy = torch.tensor([f[2] for f in files], dtype=torch.int64)
+        doys = torch.tensor([f[2] for f in files], dtype=torch.int64)
         x = torch.stack(frames)
         mask = torch.stack(masks)[:, :, None, None].expand(-1, -1, S, S).contiguous() if mod == "l8" else None
-        return x, doy, mask
+        return x, doys, mask
 
     def _read_label(self, uid: int) -> tuple[torch.Tensor, Any, Any, tuple[int, int]]:
-        path = self.root / "masks" / "10m" / f"{uid}.tif"
+        path = self.root_path / "masks" / "10m" / f"{uid}.tif"
         if not path.is_file():
             raise self.not_found(path)
         try:

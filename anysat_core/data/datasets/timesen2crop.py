@@ -74,15 +74,17 @@ class TimeSen2Crop(AnySatDataset):
         if self.split in _SPLIT_TILES:
             tiles = list(_SPLIT_TILES[self.split])
             for t in tiles:
-                if not (self.root / t / "dates.csv").is_file():
-                    raise self.not_found(self.root / t / "dates.csv")
+                if not (self.root_path / t / "dates.csv").is_file():
+                    raise self.not_found(self.root_path / t / "dates.csv")
             return tiles
         held_out = {t for ts in _SPLIT_TILES.values() for t in ts} | set(_EXCLUDED)
         tiles = sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and p.name not in held_out and (p / "dates.csv").is_file()
+            p.name
+            for p in self.root_path.iterdir()
+            if p.is_dir() and p.name not in held_out and (p / "dates.csv").is_file()
         )
         if not tiles:
-            raise self.not_found(self.root / "<tile>" / "dates.csv")
+            raise self.not_found(self.root_path / "<tile>" / "dates.csv")
         return tiles
 
     def _read_dates(self, path: Path) -> tuple[torch.Tensor, tuple[str, ...]]:
@@ -103,9 +105,9 @@ class TimeSen2Crop(AnySatDataset):
         self.tile_dates: dict[str, tuple[torch.Tensor, tuple[str, ...]]] = {}
         self.items: list[tuple[str, int, Path]] = []
         for tile in self._split_tiles():
-            self.tile_dates[tile] = self._read_dates(self.root / tile / "dates.csv")
+            self.tile_dates[tile] = self._read_dates(self.root_path / tile / "dates.csv")
             for c in range(len(self.classes)):
-                folder = self.root / tile / str(c)
+                folder = self.root_path / tile / str(c)
                 if not folder.is_dir():
                     continue
                 files = [p for p in folder.iterdir() if p.suffix == ".csv"]

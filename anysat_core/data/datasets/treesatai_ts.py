@@ -108,7 +108,7 @@ class TreeSatAITS(AnySatDataset):
 
     # ------------------------------------------------------------------ index
     def _load_index(self) -> None:
-        root = self.root
+        root = self.root_path
         needs_sentinel = any(m in self.modalities for m in ("s2", "s1-asc", "s1"))
         if "aerial" in self.modalities and not (root / "aerial").is_dir():
             raise self.not_found(root / "aerial")
@@ -174,8 +174,8 @@ class TreeSatAITS(AnySatDataset):
 
     # ------------------------------------------------------------------ samples
     def _aerial_path(self, stem: str) -> Path:
-        p = self.root / "aerial" / f"{stem}.tif"
-        alt = self.root / "aerial" / "60m" / f"{stem}.tif"
+        p = self.root_path / "aerial" / f"{stem}.tif"
+        alt = self.root_path / "aerial" / "60m" / f"{stem}.tif"
         return alt if not p.exists() and alt.exists() else p
 
     def _load_sample(self, index: int) -> dict[str, Any]:
@@ -213,10 +213,10 @@ class TreeSatAITS(AnySatDataset):
     def _read_sentinel(self, stem: str, extra: dict[str, Any]) -> dict[str, torch.Tensor]:
         import h5py
 
-        path = self.root / "sentinel" / f"{stem}.h5"
+        path = self.root_path / "sentinel" / f"{stem}.h5"
         if not path.is_file():
             raise self.not_found(path)
-        pth = self.root / "s1-asc" / f"{stem}.pth"
+        pth = self.root_path / "s1-asc" / f"{stem}.pth"
         use_pth = pth.is_file() and any(m in self.modalities for m in ("s1-asc", "s1"))
         out: dict[str, torch.Tensor] = {}
         try:

@@ -127,7 +127,7 @@ class GeoPlexMini(AnySatDataset):
         self.task = task  # type: ignore[misc]
         self.seed, self.rows, self.cols, self.tile_m = int(seed), rows, cols, float(tile_m)
         self.parcel_m, self.block_tiles, self.min_cover = float(parcel_m), int(block_tiles), float(min_cover)
-        self.label_gsd_m = label_gsd_m  # resolved by _load_index once the modalities are checked
+        self._label_gsd_m_arg = label_gsd_m  # resolved into label_gsd_m by _load_index once the modalities are checked
         self.world = get_world(self.seed, rows, cols, self.tile_m, self.parcel_m)
         self.key = hashlib.sha1(
             json.dumps([GENERATOR_VERSION, self.seed, rows, cols, self.tile_m, self.parcel_m]).encode()
@@ -146,7 +146,8 @@ class GeoPlexMini(AnySatDataset):
             if m.projector != "ltae" or m.name in ("modis", "s2", "l7", "l8"):
                 band_wavelengths(m)  # ConfigError for a band without a spectral model
         spatial = [m.gsd_m for m in self.mods if not m.tile_token]
-        self.label_gsd_m = float(self.label_gsd_m if self.label_gsd_m is not None else min(spatial, default=10.0))
+        g = self._label_gsd_m_arg
+        self.label_gsd_m = float(g if g is not None else min(spatial, default=10.0))
         self._pixels(self.tile_m, self.label_gsd_m, "the label grid (label_gsd_m)")
         self.tile_split = self._assign_splits()
         self.indices = [i for i, s in enumerate(self.tile_split) if self.split in ("all", s)]
@@ -287,7 +288,7 @@ class GeoPlexMini(AnySatDataset):
             store = x  # integer-valued rasters are stored losslessly as uint8/uint16
             if np.array_equal(x, np.round(x)) and x.min() >= 0:
                 store = x.astype(np.uint8 if x.max() < 256 else np.uint16 if x.max() < 65536 else np.float32)
-            arrays = {"x": store} if mask is None else {"x": store, "mask": mask}
+            arrays: dict[str, Any] = {"x": store} if mask is None else {"x": store, "mask": mask}
             with (
                 atomic_write(path, "write the GeoPlex-mini cache file", suffix=".npz", mkdir=False) as tmp,
                 open(tmp, "wb") as f,

@@ -234,7 +234,7 @@ def _check_sources(sources: RasterSource | Sequence[RasterSource]) -> list[Raste
 def _resampling(src: RasterSource, frame: Frame, bounds: tuple[float, ...], gsd_m: float) -> Resampling:
     """``src.resampling``; else nearest for MODIS, average when the frame's pixels are clearly finer, bilinear."""
     if src.resampling is not None:
-        return src.resampling  # type: ignore[return-value]
+        return src.resampling
     if MODALITIES[src.modality].tile_token:
         return Resampling.nearest
     H, W = frame.shape

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -131,7 +131,7 @@ def _open_one(item: RasterLike, index: int) -> tuple[xr.DataArray, str, dict[str
     try:
         with warnings.catch_warnings():  # a missing geotransform/CRS is reported by read_frames with the fix
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            da = rioxarray.open_rasterio(path, masked=False, cache=False)
+            da = cast(xr.DataArray, rioxarray.open_rasterio(path, masked=False, cache=False))  # one raster file
         with rasterio.open(path) as src:
             tags = dict(src.tags())
             desc = list(src.descriptions)
@@ -267,7 +267,8 @@ def read_frames(src: RasterSource) -> list[Frame]:
             rasters that cannot make the modality (each message says how to fix it).
     """
     mod = MODALITIES[src.modality]
-    items = list(src.data) if isinstance(src.data, (list, tuple)) else [src.data]
+    # anything but a list or tuple is one item (_open_one rejects what is not a path or an xarray object)
+    items: list[RasterLike] = list(src.data) if isinstance(src.data, (list, tuple)) else [cast(RasterLike, src.data)]
     if not items:
         raise InputShapeError(f"RasterSource for {mod.name!r} has no data; give a path, a DataArray or a list of these")
     if not mod.time_series and len(items) > 1:
@@ -342,9 +343,9 @@ def _date_from_metadata(tags: dict[str, str], name: str) -> _dt.date | None:
             d = parse_date(str(upper[key]), f"{name} tag {key} (override it with RasterSource(..., dates=[...]))")
             if not isinstance(d, int):
                 return d
-    d = date_from_name(Path(name).name)
-    if d is not None:
-        return d
+    named = date_from_name(Path(name).name)
+    if named is not None:
+        return named
     if TIFF_DATETIME in upper and str(upper[TIFF_DATETIME]).strip():
         d2 = parse_date(str(upper[TIFF_DATETIME]), f"{name} tag {TIFF_DATETIME}")
         return d2 if not isinstance(d2, int) else None
