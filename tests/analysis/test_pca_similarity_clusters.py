@@ -143,7 +143,7 @@ def test_pca_errors() -> None:
         PCARGB(percentiles=(98, 2))
 
 
-def test_to_png_roundtrip_and_overwrite(tmp_path: Path) -> None:
+def test_write_png_roundtrip_and_overwrite(tmp_path: Path) -> None:
     da, _ = make_map(4, 5)
     da[:, 1, 2] = np.nan
     rgb = PCARGB().fit_transform(da)
