@@ -45,6 +45,7 @@ __all__ = [
     "remove_path",
     "replace_path",
     "save_torch",
+    "set_default_mode",
     "write_geotiff",
     "write_json",
     "write_png",
@@ -67,10 +68,14 @@ def chained_os_error(e: BaseException) -> OSError | None:
     return None
 
 
-def _umask_mode(directory: bool = False) -> int:
+def set_default_mode(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the permissions a new file or folder gets from the process umask (``0o666``/``0o777`` & ~umask).
+
+    Temporary files from :func:`tempfile.mkstemp` are ``0o600``; a finished output renamed from one gets this first.
+    """
     mask = os.umask(0)
     os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -98,7 +103,7 @@ def atomic_write(
         os.close(fd)
         tmp = Path(name)
         yield tmp
-        os.chmod(tmp, _umask_mode())  # mkstemp creates 0o600; a finished output gets the usual permissions
+        set_default_mode(tmp)  # mkstemp creates 0o600; a finished output gets the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:

@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 from affine import Affine
 
-from anysat_core.writers import FEATURES_NAME, replace_path
+from anysat_core.writers import FEATURES_NAME, replace_path, set_default_mode
 
 
 def write_cog(src: Path, out: Path, attrs: dict[str, str], probe: bool, overwrite: bool) -> None:
@@ -21,6 +21,7 @@ def write_cog(src: Path, out: Path, attrs: dict[str, str], probe: bool, overwrit
     os.close(fd)
     try:
         _zarr_to_cog(src, Path(tmp), attrs, probe)
+        set_default_mode(tmp)  # the COG gets the umask's permissions, not mkstemp's 0o600
         replace_path(Path(tmp), out, overwrite)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -40,6 +40,33 @@ def test_outputs_honour_the_umask(tmp_path, umask):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.json", "c.json", "d.zarr"]  # no temporary left
 
 
+def test_scene_exports_honour_the_umask(tmp_path):
+    from anysat_core import AnySat, RasterSource, infer_scene
+    from tests.helpers.scenes import write_s2_series
+
+    files = write_s2_series(tmp_path / "s2", height=12, width=12)
+    model = AnySat(size="test")
+    old = os.umask(0o027)
+    try:
+        outs = [
+            infer_scene(
+                model,
+                RasterSource(files, modality="s2"),
+                patch_size_m=20,
+                window_m=120,
+                overlap_m=0,
+                output="patch",
+                out=tmp_path / f"scene{suffix}",
+                progress=False,
+            )
+            for suffix in (".tif", ".zarr")
+        ]
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(outs[0].stat().st_mode) == 0o640  # the COG
+    assert stat.S_IMODE(outs[1].stat().st_mode) == 0o750  # the Zarr store (a folder)
+
+
 def test_no_clobber_without_overwrite(tmp_path):
     path = write_png(_rgb(), tmp_path / "a.png")
     before = path.read_bytes()
