@@ -44,6 +44,15 @@ def test_missing_root(tmp_path, name):
         get_dataset(name, None)
 
 
+def test_bad_constructor_arguments_say_what_the_dataset_takes():
+    with pytest.raises(ConfigError, match="missing a required argument: 'root'.*download it from http"):
+        get_dataset("flair")
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'splt'.*FLAIR takes"):
+        get_dataset("flair", "/data/FLAIR", splt="test")
+    with pytest.raises(ConfigError, match="GeoPlexMini takes"):
+        get_dataset("geoplex-mini", 3)  # the world's settings are keywords
+
+
 def test_constructor_arguments_build_the_dataset(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="nowhere"):
         get_dataset("flair", tmp_path / "nowhere", "test")

@@ -10,6 +10,7 @@ no root: its ``_load_index`` lays out the generated samples and it overrides ``_
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -75,7 +76,14 @@ def get_dataset(name: str, /, *args: Any, **kwargs: Any) -> AnySatDataset:
         DatasetNotFoundError: a dataset on disk whose ``root`` (or a file of its layout) is missing.
         ConfigError: bad constructor arguments (e.g. no root for a dataset on disk).
     """
-    return dataset_class(name)(*args, **kwargs)
+    cls = dataset_class(name)
+    signature = inspect.signature(cls)
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as e:
+        hint = "" if cls.generated else f"; download it from {cls.url}, then pass its folder as root"
+        raise ConfigError(f"get_dataset({name!r}, ...): {e}; {cls.__name__} takes {signature}{hint}") from None
+    return cls(*args, **kwargs)
 
 
 class AnySatDataset(torch.utils.data.Dataset):
