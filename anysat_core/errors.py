@@ -37,6 +37,7 @@ __all__ = [
     "PatchSizeError",
     "PretrainedWeightsError",
     "ProbeError",
+    "TileIndexError",
     "UnknownDatasetError",
     "UnknownModalityError",
 ]
@@ -56,6 +57,10 @@ class AnySatError(Exception):
 
 class UnknownModalityError(AnySatError, LookupError):
     """A modality key that is not in the registry (or not in this model)."""
+
+
+class TileIndexError(AnySatError, IndexError):
+    """A tile position or index outside a scene's grid (an IndexError, so iteration protocols still stop on it)."""
 
 
 class UnknownDatasetError(AnySatError, LookupError):

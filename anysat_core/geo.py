@@ -30,6 +30,7 @@ __all__ = [
     "count_steps",
     "grid_bounds",
     "grid_transform",
+    "is_length",
     "is_multiple",
     "lcm_length",
     "nearest_cell",
@@ -42,6 +43,15 @@ EPS = 1e-6
 
 #: ``(left, bottom, right, top)`` in CRS units.
 Bounds = tuple[float, float, float, float]
+
+
+def is_length(value: Any) -> bool:
+    """Whether ``value`` is a real, finite number (a length in metres or CRS units; bools are not lengths)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+    )
 
 
 def is_multiple(x: float, unit: float) -> bool:

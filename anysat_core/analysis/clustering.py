@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from anysat_core.analysis.grid import cell_matrix, feature_map, feature_maps, grid_like, pooled_sample
+from anysat_core.analysis.grid import cell_matrix, check_number, feature_map, feature_maps, grid_like, pooled_sample
 from anysat_core.errors import InputShapeError
 
 if TYPE_CHECKING:
@@ -107,8 +107,9 @@ def kmeans_map(
         EmptyTileError: every cell is masked.
         NonFiniteInputError: infinite feature values.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputShapeError(f"k={k!r}; expected a positive integer number of clusters")
+    check_number("k", k, whole=True, minimum=1)  # number of clusters
+    check_number("n_init", n_init, whole=True, minimum=1)
+    check_number("seed", seed, whole=True)
     single = isinstance(data, xr.DataArray)
     maps = feature_maps(data, "kmeans_map")
     X = pooled_sample(maps, max_samples, seed, "kmeans_map")

@@ -30,6 +30,7 @@ __all__ = [
     "bounds",
     "cell_matrix",
     "cell_sizes",
+    "check_number",
     "describe_cells",
     "feature_map",
     "feature_maps",
@@ -41,6 +42,29 @@ __all__ = [
 ]
 
 FEATURE_DIMS = ("feature", "y", "x")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    whole: bool = False,
+    minimum: float | None = None,
+    positive: bool = False,
+    error: type[Exception] = InputShapeError,
+) -> None:
+    """Raise ``error`` unless ``value`` is a real number (an integer when ``whole``; bools are neither), at least
+    ``minimum`` and above 0 when ``positive``: the one check of the numeric settings of the analysis tools."""
+    kinds = (int, np.integer) if whole else (int, float, np.integer, np.floating)
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and bool(np.isfinite(value))
+    ok = ok and (minimum is None or value >= minimum) and (not positive or value > 0)
+    if not ok:
+        if whole and minimum == 1:
+            need = "a positive integer"
+        else:
+            need = "an integer" if whole else "a number"
+            need += f" >= {minimum:g}" if minimum is not None else " > 0" if positive else ""
+        raise error(f"{name}={value!r}; expected {need}")
 
 
 # ----------------------------------------------------------------------------------------------- checking maps

@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from anysat_core.analysis.grid import cell_matrix, feature_map, feature_maps, pooled_sample, spatial_coords
+from anysat_core.analysis.grid import (
+    cell_matrix,
+    check_number,
+    feature_map,
+    feature_maps,
+    pooled_sample,
+    spatial_coords,
+)
 from anysat_core.errors import InputShapeError
 
 __all__ = ["PCARGB"]
@@ -71,8 +78,8 @@ class PCARGB:
         lo, hi = (float(p) for p in percentiles) if ok else (0.0, -1.0)
         if not 0.0 <= lo < hi <= 100.0:
             raise InputShapeError(f"percentiles={percentiles!r}; expected (low, high) with 0 <= low < high <= 100")
-        if not (isinstance(max_samples, (int, np.integer)) and max_samples > 1):
-            raise InputShapeError(f"max_samples={max_samples!r}; expected an integer > 1 (e.g. 100_000)")
+        check_number("max_samples", max_samples, whole=True, minimum=2)
+        check_number("seed", seed, whole=True)
         self.percentiles = (lo, hi)
         self.max_samples = int(max_samples)
         self.seed = int(seed)

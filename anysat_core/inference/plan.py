@@ -16,7 +16,7 @@ from torch import nn
 
 from anysat_core.data.raster import RasterScene, RasterSource, SceneGrid, open_rasters
 from anysat_core.errors import InputShapeError, OutputError, PatchSizeError
-from anysat_core.geo import EPS, cell_centres, count_steps, is_multiple
+from anysat_core.geo import EPS, cell_centres, count_steps, is_length, is_multiple
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["ScenePlan", "plan_scene"]
@@ -138,13 +138,18 @@ def check_megabytes(name: str, value: Any, example: int) -> None:
         raise InputShapeError(f"{name}={value!r}; expected a positive number of megabytes, e.g. {example}")
 
 
+def check_lengths(**lengths: Any) -> None:
+    """Raises PatchSizeError unless every value is a real, finite number of metres."""
+    for name, v in lengths.items():
+        if not is_length(v):
+            raise PatchSizeError(f"{name}={v!r}; expected a number of metres")
+
+
 def _check_geometry(scene: RasterScene, patch_size_m: float, window_m: float, overlap_m: float) -> None:
     grid = scene.grid
     gridded = [m for m in scene.modalities if not MODALITIES[m].tile_token]
     step = math.lcm(*(MODALITIES[m].patch_step_m for m in gridded))
-    for name, v in (("patch_size_m", patch_size_m), ("window_m", window_m), ("overlap_m", overlap_m)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-            raise PatchSizeError(f"{name}={v!r}; expected a number of metres")
+    check_lengths(patch_size_m=patch_size_m, window_m=window_m, overlap_m=overlap_m)
     if not (patch_size_m > 0 and is_multiple(patch_size_m, step) and is_multiple(patch_size_m, grid.unit)):
         raise PatchSizeError(
             f"patch_size_m={patch_size_m!r}; expected a positive multiple of {max(step, grid.unit):g} m for "

@@ -18,7 +18,15 @@ from anysat_core.data.sample import Sample
 from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputExistsError, OutputWriteError
 from anysat_core.features import provenance_attrs
 from anysat_core.inference.cog import write_cog
-from anysat_core.inference.plan import ScenePlan, as_scene, check_megabytes, check_output, plan_scene, window_scene
+from anysat_core.inference.plan import (
+    ScenePlan,
+    as_scene,
+    check_lengths,
+    check_megabytes,
+    check_output,
+    plan_scene,
+    window_scene,
+)
 from anysat_core.inference.runners import dask_runner, local_runner
 from anysat_core.inference.sinks import MemorySink, ZarrSink
 from anysat_core.inference.stream import SceneStream
@@ -177,6 +185,7 @@ def infer_scene(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
     check_output(output)
+    check_lengths(patch_size_m=patch_size_m, window_m=window_m, overlap_m=overlap_m)  # before opening rasters
     scene = as_scene(scene_or_sources, window_m, patch_size_m)
     plan = plan_scene(
         model,

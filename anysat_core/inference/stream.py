@@ -27,7 +27,7 @@ import numpy as np
 
 from anysat_core.data.raster import RasterScene
 from anysat_core.data.sample import Sample
-from anysat_core.errors import EmptyTileError
+from anysat_core.errors import EmptyTileError, InputShapeError
 from anysat_core.inference.plan import ScenePlan
 from anysat_core.inference.runners import Runner
 from anysat_core.inference.sinks import MemorySink, ZarrSink
@@ -227,7 +227,11 @@ class SceneStream:
         """Add window ``c``'s features ``(h, w, D)`` times the blending weight; report the window as done."""
         D, wc, _ = self.plan.buffer_shape
         if f.shape[:2] != (wc, wc) or f.shape[2] != D:
-            raise RuntimeError(f"internal: window output {f.shape} does not match the plan {(wc, wc, D)}")
+            raise InputShapeError(
+                f"the model returned a window output of shape {f.shape}; the scene plan expects {(wc, wc, D)} (cells, "
+                "cells, features) for this output, window_m and patch_size_m: a custom model must return "
+                "(B, h, w, D) maps like AnySat's output='patch'/'dense'"
+            )
         x0 = (c - panel.c0) * self.plan.stride_cells
         panel.acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * self.weight
         panel.wsum[:, x0 : x0 + wc] += self.weight

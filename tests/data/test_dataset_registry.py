@@ -45,9 +45,9 @@ def test_missing_root(tmp_path, name):
 
 
 def test_bad_constructor_arguments_say_what_the_dataset_takes():
-    with pytest.raises(ConfigError, match="missing a required argument: 'root'.*download it from http"):
+    with pytest.raises(ConfigError, match=r"missing a required argument: 'root'.*download it from http"):
         get_dataset("flair")
-    with pytest.raises(ConfigError, match="unexpected keyword argument 'splt'.*FLAIR takes"):
+    with pytest.raises(ConfigError, match=r"unexpected keyword argument 'splt'.*FLAIR takes"):
         get_dataset("flair", "/data/FLAIR", splt="test")
     with pytest.raises(ConfigError, match="GeoPlexMini takes"):
         get_dataset("geoplex-mini", 3)  # the world's settings are keywords

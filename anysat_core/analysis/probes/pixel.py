@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anysat_core.analysis.grid import cell_matrix, describe_cells, feature_map, feature_maps, grid_dataset
+from anysat_core.analysis.grid import cell_matrix, check_number, describe_cells, feature_map, feature_maps, grid_dataset
 from anysat_core.analysis.labels import MISSING, labels_on_grid
 from anysat_core.analysis.metrics import confusion_matrix, miou, overall_accuracy, per_class_iou
 from anysat_core.analysis.probes._checks import (
@@ -64,14 +64,13 @@ class PixelProbe:
         nan: NanPolicy = "raise",
         max_iter: int = 2000,
     ) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ProbeError(f"num_classes={num_classes!r}; expected an int >= 2")
+        check_number("num_classes", num_classes, whole=True, minimum=2, error=ProbeError)
         if nan not in ("raise", "drop"):
             raise ProbeError(f"nan={nan!r}; expected 'raise' or 'drop'")
-        if isinstance(C, bool) or not (isinstance(C, (int, float)) and C > 0):
-            raise ProbeError(f"C={C!r}; expected a positive number")
-        if not (isinstance(max_pixels, (int, np.integer)) and max_pixels >= 2):
-            raise ProbeError(f"max_pixels={max_pixels!r}; expected an int >= 2")
+        check_number("C", C, positive=True, error=ProbeError)
+        check_number("max_pixels", max_pixels, whole=True, minimum=2, error=ProbeError)
+        check_number("seed", seed, whole=True, error=ProbeError)
+        check_number("max_iter", max_iter, whole=True, minimum=1, error=ProbeError)
         self.num_classes, self.ignore_index, self.C = int(num_classes), ignore_index, float(C)
         self.max_pixels, self.seed, self.nan, self.max_iter = int(max_pixels), int(seed), nan, int(max_iter)
         self.model_: Pipeline | None = None

@@ -17,6 +17,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from anysat_core.analysis.grid import check_number
 from anysat_core.analysis.metrics import confusion_matrix, multiclass_f1, multilabel_f1, overall_accuracy
 from anysat_core.analysis.probes._checks import (
     as_class_indices,
@@ -60,10 +61,10 @@ class TileProbe:
     ) -> None:
         if task not in ("multiclass", "multilabel"):
             raise ProbeError(f"task={task!r}; expected 'multiclass' or 'multilabel'")
-        if not (isinstance(cv, (int, np.integer)) and cv >= 2):
-            raise ProbeError(f"cv={cv!r}; expected an int >= 2 (number of folds)")
-        if not (isinstance(C, (int, float)) and C > 0):
-            raise ProbeError(f"C={C!r}; expected a positive number")
+        check_number("cv", cv, whole=True, minimum=2, error=ProbeError)  # number of folds
+        check_number("C", C, positive=True, error=ProbeError)
+        check_number("seed", seed, whole=True, error=ProbeError)
+        check_number("max_iter", max_iter, whole=True, minimum=1, error=ProbeError)
         self.task, self.C, self.cv, self.seed = task, float(C), int(cv), int(seed)
         self.num_classes = num_classes
         self.max_iter = int(max_iter)

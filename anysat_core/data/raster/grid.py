@@ -27,6 +27,7 @@ from anysat_core.geo import (
     count_steps,
     grid_bounds,
     grid_transform,
+    is_length,
     is_multiple,
     lcm_length,
     north_up,
@@ -156,16 +157,14 @@ def plan_grid(
         )
 
     step = math.lcm(*(MODALITIES[m].patch_step_m for m in gridded))
-    need = lcm_length([unit, float(step)] + ([float(patch_size_m)] if patch_size_m else []))
-    if patch_size_m is not None and not (patch_size_m > 0 and is_multiple(patch_size_m, step)):
+    if patch_size_m is not None and not (
+        is_length(patch_size_m) and patch_size_m > 0 and is_multiple(patch_size_m, step)
+    ):
         raise PatchSizeError(
             f"patch_size_m={patch_size_m!r}; expected a positive multiple of {step} m for {', '.join(gridded)}"
         )
-    if (
-        isinstance(tile_m, bool)
-        or not isinstance(tile_m, (int, float, np.integer, np.floating))
-        or not (tile_m > 0 and is_multiple(float(tile_m), need))
-    ):
+    need = lcm_length([unit, float(step)] + ([float(patch_size_m)] if patch_size_m else []))
+    if not (is_length(tile_m) and tile_m > 0 and is_multiple(float(tile_m), need)):
         raise PatchSizeError(
             f"tile_m={tile_m!r}; expected a positive multiple of {need:g} m (the GSDs "
             f"{', '.join(f'{m} {MODALITIES[m].gsd_m:g} m' for m in gridded)}, the patch step {step} m"

@@ -21,7 +21,7 @@ from anysat_core.data.raster.grid import SceneGrid, plan_grid, reference_crs
 from anysat_core.data.raster.sources import Frame, RasterSource, read_frames
 from anysat_core.data.sample import GeoInfo, Sample
 from anysat_core.dates import day_of_year
-from anysat_core.errors import CorruptFileError, EmptyTileError, InputShapeError
+from anysat_core.errors import CorruptFileError, EmptyTileError, InputShapeError, TileIndexError
 from anysat_core.geo import cell_centres, grid_bounds
 from anysat_core.modalities import MODALITIES
 
@@ -129,8 +129,12 @@ class RasterScene:
     def _read(self, row: int, col: int) -> tuple[Sample, bool]:
         """The sample of tile ``(row, col)`` and whether any gridded modality has a valid pixel in it."""
         g = self.grid
-        if not (0 <= row < g.n_rows and 0 <= col < g.n_cols):
-            raise IndexError(f"tile ({row}, {col}) is outside the {g.n_rows} x {g.n_cols} tile grid")
+        whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (row, col))
+        if not (whole and 0 <= row < g.n_rows and 0 <= col < g.n_cols):
+            raise TileIndexError(
+                f"tile ({row!r}, {col!r}) is outside the {g.n_rows} x {g.n_cols} tile grid; expected whole numbers "
+                f"0 <= row < {g.n_rows} and 0 <= col < {g.n_cols}"
+            )
         sample: Sample = {}
         any_valid = False
         grids: dict[str, Any] = {}
@@ -174,7 +178,7 @@ class RasterScene:
         """The sample of tile ``(row, col)``.
 
         Raises:
-            IndexError: outside the grid.
+            TileIndexError: outside the grid (an IndexError).
             EmptyTileError: the tile has no valid pixel in any gridded modality.
         """
         sample, ok = self._read(row, col)
@@ -207,7 +211,7 @@ class RasterScene:
     def __getitem__(self, i: int) -> Sample:
         idx = self._index()
         if not -len(idx) <= i < len(idx):
-            raise IndexError(f"tile index {i} out of range; the scene has {len(idx)} non-empty tiles")
+            raise TileIndexError(f"tile index {i} out of range; the scene has {len(idx)} non-empty tiles")
         return self.tile(*idx[i])
 
 

@@ -1,0 +1,81 @@
+"""Hostile values on user-input paths end in a specific AnySatError (never a bare ValueError/TypeError/IndexError)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import anysat_core as ac
+from anysat_core.errors import AnySatError, InputShapeError, PatchSizeError, ProbeError, TileIndexError
+from tests.helpers.scenes import write_s2_series
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return write_s2_series(tmp_path_factory.mktemp("s2"), height=12, width=12)
+
+
+@pytest.mark.parametrize("patch", [math.nan, "20", True, -20])
+def test_bad_patch_sizes_of_scenes(files, patch):
+    source = ac.RasterSource(files, modality="s2")
+    with pytest.raises(PatchSizeError, match="patch_size_m="):
+        ac.open_rasters(source, tile_m=120, patch_size_m=patch)
+    with pytest.raises(PatchSizeError, match="patch_size_m="):
+        ac.infer_scene(ac.AnySat(size="test"), source, patch_size_m=patch, window_m=120, overlap_m=0, progress=False)
+
+
+@pytest.mark.parametrize("where", [(5, 0), (0, -1), ("a", 0), (0.5, 0)])
+def test_tile_positions_outside_the_grid(files, where):
+    scene = ac.open_rasters(ac.RasterSource(files, modality="s2"), tile_m=60)
+    with pytest.raises(TileIndexError, match="outside the 2 x 2 tile grid") as info:
+        scene.tile(*where)
+    assert isinstance(info.value, IndexError)
+    with pytest.raises(TileIndexError, match="out of range"):
+        scene[len(scene)]
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: ac.PCARGB(seed="a"), InputShapeError),
+        (lambda: ac.PCARGB(max_samples=1.5), InputShapeError),
+        (lambda: ac.TileProbe(max_iter="a"), ProbeError),
+        (lambda: ac.TileProbe(C=True), ProbeError),
+        (lambda: ac.TileProbe(cv=1), ProbeError),
+        (lambda: ac.PixelProbe(3, seed="x"), ProbeError),
+        (lambda: ac.PixelProbe(3, C=math.inf), ProbeError),
+    ],
+)
+def test_bad_analysis_settings(make, error):
+    with pytest.raises(error, match="expected"):
+        make()
+
+
+def test_a_custom_model_with_the_wrong_output_shape(files):
+    class Wrong(torch.nn.Module):
+        config = ac.AnySat(size="test").config
+
+        def forward(self, batch, patch_size_m, output, output_modality=None):
+            return torch.zeros(batch["s2"].shape[0], 2, 2, 64)
+
+    with pytest.raises(AnySatError, match="the model returned a window output of shape"):
+        ac.infer_scene(
+            Wrong(),
+            ac.RasterSource(files, modality="s2"),
+            patch_size_m=20,
+            window_m=120,
+            overlap_m=0,
+            output="patch",
+            progress=False,
+        )
+
+
+def test_kmeans_settings():
+    fmap = xr.DataArray(np.random.default_rng(0).normal(size=(4, 5, 5)), dims=("feature", "y", "x"))
+    for bad in ({"k": 0}, {"k": 2, "n_init": 0}, {"k": 2, "seed": "s"}):
+        with pytest.raises(InputShapeError, match="expected"):
+            ac.kmeans_map(fmap, **bad)
