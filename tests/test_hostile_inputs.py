@@ -79,3 +79,9 @@ def test_kmeans_settings():
     for bad in ({"k": 0}, {"k": 2, "n_init": 0}, {"k": 2, "seed": "s"}):
         with pytest.raises(InputShapeError, match="expected"):
             ac.kmeans_map(fmap, **bad)
+
+
+@pytest.mark.parametrize("patch", [math.nan, math.inf, "20"])
+def test_bad_patch_sizes_of_the_model(patch):
+    with pytest.raises(PatchSizeError, match="expected a number of metres"):
+        ac.AnySat(size="test")(ac.random_batch(["s2"]), patch_size_m=patch)

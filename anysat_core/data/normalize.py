@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 
-from anysat_core.errors import ChannelMismatchError, CorruptFileError, DatasetNotFoundError, InputShapeError
+from anysat_core.errors import (
+    ChannelMismatchError,
+    ConfigError,
+    CorruptFileError,
+    DatasetNotFoundError,
+    InputShapeError,
+)
 from anysat_core.modalities import MODALITIES, NormStats
 from anysat_core.writers import write_json
 
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m anysat_core.data.normalize DATASET ROOT``: compute and cache the statistics of a dataset."""
     import argparse
 
-    from anysat_core.data.datasets import get_dataset
+    from anysat_core.data.datasets import dataset_class, get_dataset
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", help="registered dataset name (anysat_core.data.datasets.list_datasets())")
@@ -167,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modalities", nargs="*", default=None)
     ap.add_argument("--force", action="store_true", help="recompute even if the file exists")
     args = ap.parse_args(argv)
+    if dataset_class(args.dataset).generated:
+        raise ConfigError(
+            f"{args.dataset} is generated (no files, no root): its statistics are computed when it is built; "
+            "this command caches statistics of datasets on disk"
+        )
     ds = get_dataset(args.dataset, args.root, args.split, args.modalities, normalize=False)
     for mod in ds.modalities:
         path = stats_path(ds.root_path, mod)

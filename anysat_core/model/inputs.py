@@ -29,6 +29,7 @@ from anysat_core.errors import (
     PatchSizeError,
     UnknownModalityError,
 )
+from anysat_core.geo import EPS, is_length
 from anysat_core.modalities import MODALITIES, Modality
 
 __all__ = ["META_KEYS", "OUTPUTS", "BatchPlan", "Output", "check_batch"]
@@ -41,7 +42,6 @@ OUTPUTS: tuple[str, ...] = get_args(Output)
 _SUFFIXES = ("_dates", "_date_mask", "_mask")
 #: Keys of a sample/batch that carry no model input (labels, ids, georeferencing); the model ignores them.
 META_KEYS = frozenset({"label", "name", "meta", "dataset", "tile_id"})
-_TOL = 1e-6
 
 
 @dataclass
@@ -256,7 +256,7 @@ def check_batch(
     grid_mods = [n for n in names if not MODALITIES[n].tile_token]
     extents = {n: _extent(MODALITIES[n], images[n]) for n in grid_mods}
     ref = extents[grid_mods[0]]
-    if any(abs(e - ref) > _TOL * max(1.0, ref) for e in extents.values()):
+    if any(abs(e - ref) > EPS * max(1.0, ref) for e in extents.values()):
         detail = ", ".join(
             f"{n} {e:g} m ({images[n].shape[-1]} px x {MODALITIES[n].gsd_m:g} m)" for n, e in extents.items()
         )
@@ -266,10 +266,10 @@ def check_batch(
         )
 
     # patch size in metres
-    if isinstance(patch_size_m, bool) or not isinstance(patch_size_m, (int, float, np.integer, np.floating)):
+    if not is_length(patch_size_m):
         raise PatchSizeError(f"patch_size_m={patch_size_m!r}; expected a number of metres such as 10, 20 or 40")
     step = math.lcm(*(MODALITIES[n].patch_step_m for n in grid_mods))
-    if patch_size_m <= 0 or abs(patch_size_m / step - round(patch_size_m / step)) > _TOL:
+    if patch_size_m <= 0 or abs(patch_size_m / step - round(patch_size_m / step)) > EPS:
         raise PatchSizeError(
             f"patch_size_m={patch_size_m!r}; expected a positive multiple of {step} m for "
             f"{', '.join(grid_mods)}"
@@ -277,15 +277,15 @@ def check_batch(
             + ", e.g. "
             + ", ".join(str(step * k) for k in (1, 2, 4))
         )
-    patch_m = round(patch_size_m / 10) * 10
-    cells = ref / patch_m
-    if cells < 1 - _TOL or abs(cells - round(cells)) > _TOL:
-        divisors = [d for d in range(step, round(ref) + 1, step) if abs(ref / d - round(ref / d)) <= _TOL]
+    snapped_m = round(patch_size_m / 10) * 10  # the patch side on the 10 m lattice
+    cells = ref / snapped_m
+    if cells < 1 - EPS or abs(cells - round(cells)) > EPS:
+        divisors = [d for d in range(step, round(ref) + 1, step) if abs(ref / d - round(ref / d)) <= EPS]
         raise PatchSizeError(
             f"patch_size_m={patch_size_m!r} does not divide the tile extent of {ref:g} m; expected one of "
             f"{divisors or 'none (crop the tile to a multiple of ' + str(step) + ' m)'}."
         )
-    patch_cells_10m = patch_m // 10
+    patch_cells_10m = snapped_m // 10
     grid = round(cells)
 
     for n in names:
@@ -293,7 +293,7 @@ def check_batch(
         if mod.tile_token:
             if patch_cells_10m >= 24:
                 raise PatchSizeError(
-                    f"patch_size_m={patch_m} with {n}; {n} gives one {mod.gsd_m:g} m token per tile and works with "
+                    f"patch_size_m={patch_size_m!r} with {n}; {n} gives one {mod.gsd_m:g} m token per tile and works with "
                     "patch sizes below 240 m. Use a smaller patch size or drop modis."
                 )
             if images[n].shape[-1] != 1:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from anysat_core.data.sample import GeoInfo
-from anysat_core.dates import yyyymmdd_to_doy
+from anysat_core.dates import day_of_year, yyyymmdd_date
 from anysat_core.errors import ConfigError, InputShapeError
 
 if TYPE_CHECKING:
@@ -64,8 +64,9 @@ def doy_from_names(
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         part = name.split("_")[field] if field is not None else name
         stamp = part[start:stop]
-        doys.append(yyyymmdd_to_doy(stamp))  # ValueError on a bad name
-        iso.append(f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}")
+        day = yyyymmdd_date(stamp)  # ValueError on a bad name
+        doys.append(day_of_year(day))
+        iso.append(day.isoformat())
     return torch.tensor(doys, dtype=torch.int64), iso
 
 

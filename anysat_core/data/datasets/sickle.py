@@ -37,7 +37,7 @@ _RATIO_EPS = 1e-6
 _RATIO_CLAMP = 1e4
 
 
-def date_from_name(mod: str, filename: str) -> str:
+def _stamp_from_name(mod: str, filename: str) -> str:
     """YYYYMMDD of an acquisition file: S2 ``_``-field 1 if the name starts with "T" else field 0; S1 field 4;
     L8 field 2 (first 8 characters)."""
     fields = Path(filename).stem.split("_")
@@ -171,7 +171,7 @@ class Sickle(AnySatDataset):
         files = []
         for p in folder.glob("*.npz"):
             try:
-                date = date_from_name(mod, p.name)
+                date = _stamp_from_name(mod, p.name)
                 doy = yyyymmdd_to_doy(date)
             except (IndexError, ValueError) as e:
                 raise self.corrupt(
