@@ -36,7 +36,7 @@ from anysat_core.data.geoplex_mini.world import CLASSES, CRS, ORIGIN_M, YEAR, ge
 from anysat_core.data.normalize import Normalize, compute_stats, read_stats, write_stats
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, ExtentMismatchError
-from anysat_core.geo import is_multiple
+from anysat_core.geo import cell_centres, is_multiple
 from anysat_core.modalities import MODALITIES, Modality, NormStats
 from anysat_core.writers import atomic_write
 
@@ -229,12 +229,11 @@ class GeoPlexMini(AnySatDataset):
         g = float(gsd_m)
         H = self._pixels(self.rows * self.tile_m, g, "the world map")
         W = self._pixels(self.cols * self.tile_m, g, "the world map")
-        x0, y0 = ORIGIN_M
-        xs = x0 + (np.arange(W) + 0.5) * g
+        xs, ys = cell_centres(self.transform_at(g), (H, W))
         unit, cls = np.empty((H, W), np.int64), np.empty((H, W), np.int64)
         step = max(1, 250_000 // W)
         for r in range(0, H, step):
-            x, y = np.meshgrid(xs, y0 - (np.arange(r, min(H, r + step)) + 0.5) * g)
+            x, y = np.meshgrid(xs, ys[r : r + step])
             _, unit[r : r + step], cls[r : r + step] = self.world.query(x, y)
         return unit, cls
 
