@@ -23,10 +23,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Every test but those that need the network or a GPU (the plain `pytest` inner loop leaves out slow and system too),
-# in TEST_WORKERS pytest-xdist processes of one thread each (tests/conftest.py sets the threads).
+# in TEST_WORKERS pytest-xdist processes of one thread each (tests/conftest.py sets the threads). The tests' temporary
+# files go to memory (/dev/shm) where there is one: the suite writes many small rasters and stores.
 TEST_WORKERS ?= 2
+TEST_TMP ?= $(if $(wildcard /dev/shm),/dev/shm/anysat-explorer-tests,)
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not network and not gpu'
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not network and not gpu' $(if $(TEST_TMP),--basetemp=$(TEST_TMP))
 
 # Static checks, as CI runs them: ruff lint, ruff format, mypy (lenient on anysat_core, see pyproject.toml).
 lint: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import torch
 from anysat_core import AnySat, AnySatError, CheckpointError, CheckpointMismatchError, PretrainedWeightsError
 from anysat_core.data.synthetic import random_batch
 from anysat_core.model import checkpoint as ckpt
+from tests.helpers.shared import SHARED, shared_file
 
 
 @pytest.fixture(scope="module")
@@ -179,14 +181,18 @@ def test_from_pretrained_env_var_and_path(released_file, monkeypatch, loads):
 
 @pytest.mark.slow
 def test_from_pretrained_builds_the_base_model(tmp_path, monkeypatch):
-    """End to end with a base-size file in the released format (random weights: the real file needs the network)."""
+    """End to end with a base-size file in the released format, made from the released key list (every tensor filled
+    with its key's index, so each must land under its own name; the real file needs the network)."""
+    ref = json.loads(shared_file(SHARED / "reference" / "state_dict_keys_base.json").read_text())
+    released = {k["key"]: torch.full(k["shape"], float(i)) for i, k in enumerate(ref["keys"])}
     path = tmp_path / "AnySat.pth"
-    ref = AnySat(size="base").state_dict()
-    torch.save({"state_dict": ref}, path)
+    torch.save({"state_dict": released}, path)
     monkeypatch.setenv(ckpt.ENV_VAR, str(path))
     model = AnySat.from_pretrained("base")
     assert model.size == "base" and not model.training
-    assert torch.equal(model.state_dict()["blocks.6.attn.q_learned"], ref["blocks.6.attn.q_learned"])
+    loaded = model.state_dict()
+    assert loaded.keys() == released.keys()
+    assert all(torch.equal(loaded[k], v) for k, v in released.items())
 
 
 def test_from_pretrained_offline_without_weights_says_what_to_fetch(tmp_path, monkeypatch):
