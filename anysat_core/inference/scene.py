@@ -15,7 +15,7 @@ from torch import nn
 
 from anysat_core.data.raster import RasterScene, RasterSource
 from anysat_core.data.sample import Sample
-from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputExistsError, OutputWriteError
+from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputWriteError
 from anysat_core.features import provenance_attrs
 from anysat_core.inference.cog import write_cog
 from anysat_core.inference.plan import (
@@ -30,7 +30,7 @@ from anysat_core.inference.plan import (
 from anysat_core.inference.runners import dask_runner, local_runner
 from anysat_core.inference.sinks import MemorySink, ZarrSink
 from anysat_core.inference.stream import SceneStream
-from anysat_core.writers import remove_path, replace_path
+from anysat_core.writers import check_destination, remove_path, replace_path
 
 __all__ = ["infer_scene"]
 
@@ -77,12 +77,7 @@ def _open_partial(
     overwrite: bool,
 ) -> tuple[ZarrSink, Path]:
     """The partial store ``.<name>.partial.zarr`` beside ``out_path`` (resumed when its fingerprint matches)."""
-    if (out_path.exists() or out_path.is_symlink()) and not overwrite:
-        raise OutputExistsError(
-            f"{str(out_path)!r} exists already; pass overwrite=True to replace it, or choose another path"
-        )
-    if out_path.is_dir() and kind == "cog":
-        raise OutputExistsError(f"{str(out_path)!r} is a folder; pass the path of a .tif file")
+    check_destination(out_path, overwrite, ".tif file" if kind == "cog" else "Zarr store")
     work = out_path.with_name(f".{out_path.name}.partial.zarr")
     existed = work.exists()
     try:
