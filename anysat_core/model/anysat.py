@@ -182,11 +182,12 @@ class AnySat(nn.Module):
 
         return cls.from_checkpoint(pretrained_path(size, **kwargs), size=size)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write weights plus config (atomically: temporary file then rename)."""
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write weights plus config (atomically: temporary file then rename); an existing file is replaced only
+        with ``overwrite=True`` (:class:`~anysat_core.errors.OutputExistsError` otherwise), like every writer."""
         from anysat_core.model.checkpoint import save_checkpoint
 
-        save_checkpoint(self, path)
+        save_checkpoint(self, path, overwrite=overwrite)
 
     # ------------------------------------------------------------------ forward
     def forward(

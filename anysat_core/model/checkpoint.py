@@ -26,7 +26,7 @@ import torch
 
 from anysat_core.config import SIZES, AnySatConfig, config_for_size
 from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
-from anysat_core.writers import save_torch
+from anysat_core.writers import check_destination, save_torch
 
 if TYPE_CHECKING:
     from anysat_core.model.anysat import AnySat
@@ -176,10 +176,11 @@ def load_checkpoint(
     return model.eval()
 
 
-def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
+def save_checkpoint(model: AnySat, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Write ``model`` in the anysat_core format, atomically (temporary file in the same folder, then rename).
 
     Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False, or is a folder.
         CheckpointError: the folder of ``path`` does not exist.
         OutputWriteError: the file cannot be written (read-only folder, full disk, file size limit); an existing
             ``path`` is then left unchanged and no temporary file remains.
@@ -189,6 +190,7 @@ def save_checkpoint(model: AnySat, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise CheckpointError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    check_destination(path, overwrite, ".pth file")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from anysat_core import AnySat, AnySatError, CheckpointError, CheckpointMismatchError, PretrainedWeightsError
+from anysat_core import (
+    AnySat,
+    AnySatError,
+    CheckpointError,
+    CheckpointMismatchError,
+    OutputExistsError,
+    PretrainedWeightsError,
+)
 from anysat_core.data.synthetic import random_batch
 from anysat_core.model import checkpoint as ckpt
 from tests.helpers.shared import SHARED, shared_file
@@ -48,6 +55,11 @@ def test_own_format_round_trip(tmp_path):
     assert raw["format"] == "anysat_core" and raw["config"]["modalities"] == ["s2", "s1-asc"]
     loaded = AnySat.from_checkpoint(path)
     assert loaded.config == model.config
+    before = path.read_bytes()
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        AnySat(size="test").save(path)  # never clobbered silently
+    assert path.read_bytes() == before
+    model.save(path, overwrite=True)
     b = random_batch(["s2"], extent_m=40, dates=4)
     with torch.no_grad():
         torch.testing.assert_close(loaded(b, patch_size_m=20, output="all"), model(b, patch_size_m=20, output="all"))

@@ -118,7 +118,7 @@ def _png(path: Path, variant: int) -> None:
 
 def _checkpoint(path: Path, variant: int) -> None:
     torch.manual_seed(variant)
-    AnySat(size="test").save(path)  # ~2 MiB; always overwrites
+    AnySat(size="test").save(path, overwrite=True)  # ~2 MiB
 
 
 def _stats(path: Path, variant: int) -> None:
