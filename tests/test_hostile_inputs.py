@@ -85,3 +85,26 @@ def test_kmeans_settings():
 def test_bad_patch_sizes_of_the_model(patch):
     with pytest.raises(PatchSizeError, match="expected a number of metres"):
         ac.AnySat(size="test")(ac.random_batch(["s2"]), patch_size_m=patch)
+
+
+def test_probes_in_scene_inference_are_checked_before_any_work(files, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    model = ac.AnySat(size="test")
+    source = ac.RasterSource(files, modality="s2")
+    kw = {"patch_size_m": 20, "window_m": 120, "overlap_m": 0, "output": "patch", "progress": False}
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 64)), np.arange(40) % 3
+    for probe in (
+        ac.TileProbe("multiclass").fit(X, y),
+        ac.PixelProbe(3).fit_pixels(X, y),
+        LogisticRegression().fit(X, y),
+    ):
+        ds = ac.infer_scene(model, source, probe=probe, **kw)
+        assert set(np.unique(ds["prediction"].values)) <= {0, 1, 2} and ds.attrs["probe"] == type(probe).__name__
+    bad = [object(), ac.PixelProbe(3), LogisticRegression(), ac.TileProbe("multiclass").fit(X[:, :8], y)]
+    for probe in bad:  # no predict_proba, not fitted (ours and scikit-learn's), fitted on another width
+        out = tmp_path / f"{type(probe).__name__}.zarr"
+        with pytest.raises(ac.OutputError, match="probe"):
+            ac.infer_scene(model, source, probe=probe, out=out, **kw)
+        assert list(tmp_path.iterdir()) == [], "nothing may be written before the probe is accepted"

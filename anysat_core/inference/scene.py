@@ -29,7 +29,7 @@ from anysat_core.inference.plan import (
 )
 from anysat_core.inference.runners import dask_runner, local_runner
 from anysat_core.inference.sinks import MemorySink, ZarrSink
-from anysat_core.inference.stream import SceneStream
+from anysat_core.inference.stream import SceneStream, check_probe
 from anysat_core.writers import check_destination, remove_path, replace_path
 
 __all__ = ["infer_scene"]
@@ -205,6 +205,7 @@ def infer_scene(
         "crs": plan.crs,
     }
     if probe is not None:
+        check_probe(probe, plan.n_features)  # before any output exists
         attrs["probe"] = type(probe).__name__
 
     out_path = Path(out) if out is not None else None

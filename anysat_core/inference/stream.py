@@ -27,7 +27,7 @@ import numpy as np
 
 from anysat_core.data.raster import RasterScene
 from anysat_core.data.sample import Sample
-from anysat_core.errors import EmptyTileError, InputShapeError
+from anysat_core.errors import EmptyTileError, InputShapeError, OutputError
 from anysat_core.inference.plan import ScenePlan
 from anysat_core.inference.runners import Runner
 from anysat_core.inference.sinks import MemorySink, ZarrSink
@@ -45,6 +45,38 @@ def ramp(window_cells: int, overlap_cells: int) -> np.ndarray:
         w[:overlap_cells] = up
         w[window_cells - overlap_cells :] = up[::-1]
     return w.astype(np.float32)
+
+
+def check_probe(probe: Any, n_features: int) -> None:
+    """Refuse, before any work, a probe that cannot classify ``(N, n_features)`` feature rows.
+
+    The protocol is scikit-learn's: ``predict_proba((N, D)) -> (N, K)`` and, optionally, ``classes_`` (the class id of
+    each column). :class:`~anysat_core.TileProbe`, :class:`~anysat_core.PixelProbe` and fitted scikit-learn
+    classifiers follow it.
+
+    Raises:
+        OutputError: no ``predict_proba``, or it fails or returns another shape on one row of zeros (an unfitted
+            probe, one fitted on features of another width...); the message names the cause.
+    """
+    if not callable(getattr(probe, "predict_proba", None)):
+        raise OutputError(
+            f"probe is a {type(probe).__name__} without predict_proba; expected a fitted classifier with "
+            "predict_proba((N, D)) -> (N, K) and classes_, e.g. a PixelProbe, a TileProbe or a scikit-learn classifier"
+        )
+    try:
+        proba = np.asarray(probe.predict_proba(np.zeros((1, n_features))))
+        classes = getattr(probe, "classes_", None)
+    except Exception as e:
+        raise OutputError(
+            f"probe {type(probe).__name__} cannot classify {n_features} features ({type(e).__name__}: {e}); give a "
+            f"probe fitted on features of this model, output and patch size ({n_features} per cell)"
+        ) from e
+    if proba.ndim != 2 or proba.shape[0] != 1 or (classes is not None and len(classes) != proba.shape[1]):
+        raise OutputError(
+            f"probe {type(probe).__name__}.predict_proba returned shape {proba.shape} for one row"
+            + (f" with {len(classes)} classes_" if classes is not None else "")
+            + "; expected (1, K) probabilities, one column per class"
+        )
 
 
 def apply_probe(probe: Any, classes: Any, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -156,7 +156,13 @@ class PixelProbe:
             raise ProbeError("this PixelProbe is not fitted yet; call fit(...) or use fit_from_points(...)")
         return self.model_
 
-    def predict_proba_pixels(self, X: np.ndarray) -> np.ndarray:
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class ids ``(K,)`` of the columns of :meth:`predict_proba` (scikit-learn's classifier protocol)."""
+        self._fitted()
+        return np.arange(self.num_classes)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, K)`` for finite rows of ``X (n, D)`` (all K columns, 0 for unseen classes)."""
         model = self._fitted()
         n_in = model[0].n_features_in_
@@ -182,7 +188,7 @@ class PixelProbe:
         h, w = da.sizes["y"], da.sizes["x"]
         prediction = np.full(h * w, -1, dtype=np.int64)
         confidence = np.full(h * w, np.nan, dtype=np.float32)
-        p = self.predict_proba_pixels(X[ok])
+        p = self.predict_proba(X[ok])
         prediction[ok] = p.argmax(1)
         confidence[ok] = p.max(1)
         variables: dict[str, np.ndarray] = {
@@ -202,7 +208,7 @@ class PixelProbe:
         X, y = self._pixels(das, labels)
         if y.size == 0:
             raise ProbeError("no labelled cell to evaluate (all labels ignored or outside the feature maps)")
-        pred = self.predict_proba_pixels(X).argmax(1)
+        pred = self.predict_proba(X).argmax(1)
         cm = confusion_matrix(y, pred, self.num_classes)
         return {
             "OA": overall_accuracy(cm),

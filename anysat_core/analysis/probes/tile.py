@@ -121,6 +121,11 @@ class TileProbe:
             raise ProbeError("this TileProbe is not fitted yet; call fit(X, y) first")
         return self.model_, self.num_classes_
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class ids ``(K,)`` of the columns of :meth:`predict_proba` (scikit-learn's classifier protocol)."""
+        return np.arange(self._fitted()[1])
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities ``(N, K)``: softmax over K classes (multiclass) or one sigmoid per class (multilabel)."""
         model, k = self._fitted()
