@@ -108,3 +108,23 @@ def test_probes_in_scene_inference_are_checked_before_any_work(files, tmp_path):
         with pytest.raises(ac.OutputError, match="probe"):
             ac.infer_scene(model, source, probe=probe, out=out, **kw)
         assert list(tmp_path.iterdir()) == [], "nothing may be written before the probe is accepted"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"mean": [0, 0], "std": [1, 0]}', '{"mean": [0, NaN], "std": [1, 1]}', '{"mean": "ab", "std": [1, 1]}', "[1, 2]"],
+)
+def test_statistics_files_are_validated(tmp_path, content):
+    from anysat_core.data.normalize import read_stats
+
+    path = tmp_path / "NORM_s1-asc_patch.json"
+    path.write_text(content)
+    with pytest.raises(ac.CorruptFileError, match=r"NORM_s1-asc_patch\.json"):
+        read_stats(path, "s1-asc")
+
+
+def test_user_statistics_are_validated():
+    from anysat_core.data.normalize import Normalize
+
+    with pytest.raises(ac.ConfigError, match="std 0"):
+        Normalize({"s1-asc": ac.NormStats(mean=(0.0, 0.0), std=(1.0, 0.0), source="mine")})

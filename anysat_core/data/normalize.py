@@ -13,6 +13,7 @@ in the dataset root, written atomically.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -44,23 +45,48 @@ def read_stats(path: str | os.PathLike[str], modality: str) -> NormStats:
         raw = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise CorruptFileError(f"cannot read statistics file {str(path)!r}: {e}; delete it to recompute it") from e
-    if "mean" not in raw:  # PASTIS: one entry per fold
-        folds = [v for v in raw.values() if isinstance(v, dict) and "mean" in v]
-        if not folds:
-            raise CorruptFileError(f"{str(path)!r} has no 'mean'/'std'; expected {{'mean': [...], 'std': [...]}}")
-        n = len(folds)
-        raw = {k: [sum(f[k][i] for f in folds) / n for i in range(len(folds[0][k]))] for k in ("mean", "std")}
-    stats = NormStats(mean=tuple(map(float, raw["mean"])), std=tuple(map(float, raw["std"])), source=str(path))
-    _check_len(stats, modality, str(path))
+    try:
+        if "mean" not in raw:  # PASTIS: one entry per fold
+            folds = [v for v in raw.values() if isinstance(v, dict) and "mean" in v]
+            if not folds:
+                raise CorruptFileError(f"{str(path)!r} has no 'mean'/'std'; expected {{'mean': [...], 'std': [...]}}")
+            n = len(folds)
+            raw = {k: [sum(f[k][i] for f in folds) / n for i in range(len(folds[0][k]))] for k in ("mean", "std")}
+        stats = NormStats(mean=tuple(map(float, raw["mean"])), std=tuple(map(float, raw["std"])), source=str(path))
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
+        raise CorruptFileError(
+            f"statistics file {str(path)!r} does not have the expected structure ({type(e).__name__}: {e}); expected "
+            "{'mean': [one number per band], 'std': [...]}; delete it to recompute it"
+        ) from e
+    try:
+        check_stats(stats, modality, str(path))
+    except ConfigError as e:
+        raise CorruptFileError(f"{e}; fix or delete the file to recompute it") from None
     return stats
 
 
-def _check_len(stats: NormStats, modality: str, where: str) -> None:
+def check_stats(stats: NormStats, modality: str, where: str) -> None:
+    """Raise unless ``stats`` has one finite mean and one finite, positive std per band of ``modality``.
+
+    Raises:
+        ChannelMismatchError: not one value per band.
+        ConfigError: a NaN/infinite mean or std, or a std <= 0 (it would divide by zero); ``where`` names it.
+    """
     n = MODALITIES[modality].num_bands
     if len(stats.mean) != n or len(stats.std) != n:
         raise ChannelMismatchError(
             f"{where} has {len(stats.mean)} means and {len(stats.std)} stds for {modality}; expected {n} "
             f"({', '.join(MODALITIES[modality].bands)})"
+        )
+    bad = [
+        f"{band}: mean {m:g}, std {s:g}"
+        for band, m, s in zip(MODALITIES[modality].bands, stats.mean, stats.std)
+        if not (math.isfinite(m) and math.isfinite(s) and s > 0)
+    ]
+    if bad:
+        raise ConfigError(
+            f"{where} has unusable statistics for {modality} ({'; '.join(bad)}); expected finite means and stds > 0 "
+            "(a constant band has std 0: give it std 1)"
         )
 
 
@@ -124,7 +150,7 @@ def load_or_compute_stats(
             f"compute it with: python -m anysat_core.data.normalize <dataset> {str(root)!r}"
         )
     stats = compute_stats(samples, modality)
-    _check_len(stats, modality, "computed statistics")
+    check_stats(stats, modality, "computed statistics")
     write_stats(path, stats)
     return stats
 
@@ -138,7 +164,7 @@ class Normalize:
 
     def __init__(self, stats: Mapping[str, NormStats]) -> None:
         for mod, st in stats.items():
-            _check_len(st, mod, f"statistics for {mod}")
+            check_stats(st, mod, f"statistics for {mod}")
         self.stats = dict(stats)
         self._tensors = {
             m: (torch.tensor(s.mean, dtype=torch.float32), torch.tensor(s.std, dtype=torch.float32))
