@@ -55,6 +55,14 @@ class AnySatConfig:
     attention: AttentionMode = "standard"
 
     def __post_init__(self) -> None:
+        for name in ("embed_dim", "depth", "num_heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{name}={v!r}; expected an integer (e.g. the 'tiny' preset: {SIZES['tiny'][name]})")
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)):
+            raise ConfigError(f"mlp_ratio={self.mlp_ratio!r}; expected a number (4.0 in every released size)")
+        if not isinstance(self.size, str) or not isinstance(self.attention, str):
+            raise ConfigError(f"size={self.size!r}, attention={self.attention!r}; expected strings")
         if self.num_heads < 1:
             raise ConfigError(f"num_heads={self.num_heads} must be at least 1")
         if self.embed_dim <= 0 or self.embed_dim % self.num_heads:

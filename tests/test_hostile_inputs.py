@@ -128,3 +128,19 @@ def test_user_statistics_are_validated():
 
     with pytest.raises(ac.ConfigError, match="std 0"):
         Normalize({"s1-asc": ac.NormStats(mean=(0.0, 0.0), std=(1.0, 0.0), source="mine")})
+
+
+@pytest.mark.parametrize("nodata", ["zero", [0, 1], True])
+def test_nodata_must_be_a_number(nodata):
+    with pytest.raises(ac.ConfigError, match="nodata="):
+        ac.RasterSource(["s2.tif"], modality="s2", nodata=nodata)
+
+
+@pytest.mark.parametrize("config", [{"embed_dim": "64"}, {"depth": 1.5}, {"mlp_ratio": "4"}, {"attention": 3}])
+def test_checkpoint_configs_of_the_wrong_type(tmp_path, config):
+    model = ac.AnySat(size="test")
+    path = tmp_path / "c.pth"
+    payload = {"format": "anysat_core", "format_version": 1, "state_dict": model.state_dict()}
+    torch.save({**payload, "config": {**model.config.to_dict(), **config}}, path)
+    with pytest.raises(ac.ConfigError, match=next(iter(config))):
+        ac.AnySat.from_checkpoint(path)

@@ -82,6 +82,13 @@ class RasterSource:
                 f"{self.modality} is a single-date modality; remove dates= from its RasterSource "
                 "(only time series take dates)"
             )
+        if self.nodata is not None and (
+            isinstance(self.nodata, bool) or not isinstance(self.nodata, (int, float, np.integer, np.floating))
+        ):
+            raise ConfigError(
+                f"nodata={self.nodata!r} for {self.modality}; expected a number (the pixel value that marks missing "
+                "data, e.g. 0 or -9999) or None to use the file's own nodata"
+            )
         if isinstance(self.resampling, str):
             try:
                 self.resampling = Resampling[self.resampling]
