@@ -140,17 +140,18 @@ def replace_path(tmp: Path, final: Path, overwrite: bool) -> None:
         os.replace(tmp, final)
 
 
-def check_destination(path: str | os.PathLike[str], overwrite: bool, kind: str) -> Path:
+def check_destination(path: str | os.PathLike[str], overwrite: bool, kind: str, *, folder: bool = False) -> Path:
     """``path`` as a Path after checking that it may be written.
 
     Args:
-        kind: what the file is, for the message (``".tif file"``, ``".png file"``...).
+        kind: what the output is, for the message (``".tif file"``, ``".png file"``, ``"Zarr store"``...).
+        folder: the output is itself a folder (a Zarr store), so an existing folder is an existing output.
 
     Raises:
-        OutputExistsError: ``path`` is a folder, or exists and ``overwrite`` is False.
+        OutputExistsError: ``path`` is a folder where a file is expected, or exists and ``overwrite`` is False.
     """
     path = Path(path)
-    if path.is_dir() and not path.is_symlink() and kind != "Zarr store":
+    if path.is_dir() and not path.is_symlink() and not folder:
         raise OutputExistsError(f"{str(path)!r} is a folder; pass the path of a {kind}")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(
@@ -241,7 +242,7 @@ def write_zarr(da: xr.DataArray | xr.Dataset, path: str | os.PathLike[str], *, o
         raise InputShapeError(f"write_zarr got a {type(da).__name__}; expected an xarray DataArray or Dataset")
     if path.suffix.lower() != ".zarr":
         raise OutputError(f"path={str(path)!r}; a Zarr store path must end in '.zarr'")
-    check_destination(path, overwrite, "Zarr store")
+    check_destination(path, overwrite, "Zarr store", folder=True)
     ds = da.to_dataset(name=da.name or FEATURES_NAME) if isinstance(da, xr.DataArray) else da
     tmp: Path | None = None
     try:

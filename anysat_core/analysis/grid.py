@@ -231,9 +231,27 @@ def spatial_coords(da: xr.DataArray) -> dict[Hashable, xr.DataArray]:
     return {k: v for k, v in da.coords.items() if "feature" not in v.dims}
 
 
-def grid_like(values: np.ndarray, da: xr.DataArray, name: str, attrs: Mapping[str, str]) -> xr.DataArray:
-    """A ``(y, x)`` DataArray on the grid of the ``(feature, y, x)`` map ``da`` (coords, CRS, attrs kept)."""
-    out = xr.DataArray(values, dims=("y", "x"), coords=spatial_coords(da), name=name, attrs={**da.attrs, **attrs})
+def grid_like(
+    values: np.ndarray,
+    da: xr.DataArray,
+    name: str,
+    attrs: Mapping[str, str],
+    *,
+    leading: Mapping[str, Sequence[Any]] | None = None,
+) -> xr.DataArray:
+    """A ``(y, x)`` DataArray on the grid of the ``(feature, y, x)`` map ``da`` (coords, CRS, attrs kept).
+
+    ``leading`` adds dimensions before ``y, x`` with their coordinates, e.g. ``{"band": ["r", "g", "b"]}`` for
+    ``values`` of shape ``(3, y, x)``.
+    """
+    leading = dict(leading or {})
+    out = xr.DataArray(
+        values,
+        dims=(*leading, "y", "x"),
+        coords={**leading, **spatial_coords(da)},
+        name=name,
+        attrs={**da.attrs, **attrs},
+    )
     if "grid_mapping" in da.encoding:
         out.encoding["grid_mapping"] = da.encoding["grid_mapping"]
     return out

@@ -36,8 +36,8 @@ from anysat_core.analysis.grid import (
     check_number,
     feature_map,
     feature_maps,
+    grid_like,
     pooled_sample,
-    spatial_coords,
 )
 from anysat_core.errors import InputShapeError
 
@@ -174,15 +174,7 @@ class PCARGB:
             "pca_high": _fmt(self.high_),
             "pca_n_samples": str(self.n_samples_),
         }
-        out = xr.DataArray(
-            cube,
-            dims=("band", "y", "x"),
-            coords={"band": ["r", "g", "b"], **spatial_coords(da)},
-            name="pca_rgb",
-            attrs={**da.attrs, **attrs},
-        )
-        if "grid_mapping" in da.encoding:
-            out.encoding["grid_mapping"] = da.encoding["grid_mapping"]
+        out = grid_like(cube, da, "pca_rgb", attrs, leading={"band": ["r", "g", "b"]})
         return out
 
     def fit_transform(self, da: xr.DataArray) -> xr.DataArray:

@@ -77,7 +77,10 @@ def _open_partial(
     overwrite: bool,
 ) -> tuple[ZarrSink, Path]:
     """The partial store ``.<name>.partial.zarr`` beside ``out_path`` (resumed when its fingerprint matches)."""
-    check_destination(out_path, overwrite, ".tif file" if kind == "cog" else "Zarr store")
+    if kind == "cog":
+        check_destination(out_path, overwrite, ".tif file")
+    else:
+        check_destination(out_path, overwrite, "Zarr store", folder=True)
     work = out_path.with_name(f".{out_path.name}.partial.zarr")
     existed = work.exists()
     try:
