@@ -27,16 +27,20 @@ __all__ = [
     "EmptyTileError",
     "ExtentMismatchError",
     "InputShapeError",
+    "MemoryLimitError",
     "MetricInputError",
     "MissingCRSError",
     "NonFiniteInputError",
     "NonSquareTileError",
     "OutputError",
     "OutputExistsError",
+    "OutputLockedError",
     "OutputWriteError",
     "PatchSizeError",
     "PretrainedWeightsError",
     "ProbeError",
+    "ResumeMismatchError",
+    "SchedulerUnreachableError",
     "TileIndexError",
     "UnknownDatasetError",
     "UnknownModalityError",
@@ -163,6 +167,23 @@ class EmptyTileError(AnySatError, ValueError):
 
 class OutputExistsError(AnySatError, FileExistsError):
     """An output file exists already and overwriting was not asked for."""
+
+
+class OutputLockedError(AnySatError, FileExistsError):
+    """An output another run is writing right now (its lock is held); wait for it or choose another path."""
+
+
+class ResumeMismatchError(OutputError):
+    """A partial output made from other inputs or settings than the run asked to resume it (names what changed)."""
+
+
+class MemoryLimitError(AnySatError, MemoryError):
+    """A request whose memory estimate exceeds the allowed share of this machine's memory (refused before
+    allocating anything)."""
+
+
+class SchedulerUnreachableError(AnySatError, ConnectionError):
+    """A Dask scheduler address that does not answer."""
 
 
 class MetricInputError(AnySatError, ValueError):
