@@ -44,6 +44,10 @@ _LAZY: dict[str, str] = {
     "RasterSource": "anysat_core.data.raster",
     "RasterScene": "anysat_core.data.raster",
     "parse_date": "anysat_core.dates",
+    # memory limit of a request (refuse early)
+    "check_memory": "anysat_core.memory",
+    "memory_limit_bytes": "anysat_core.memory",
+    "set_memory_share": "anysat_core.memory",
     # features, scenes, files
     "extract_features": "anysat_core.features",
     "features_to_dataarray": "anysat_core.features",
@@ -95,6 +99,7 @@ if TYPE_CHECKING:
     from anysat_core.dates import parse_date
     from anysat_core.features import extract_features, features_to_dataarray
     from anysat_core.inference import ScenePlan, infer_scene, plan_scene
+    from anysat_core.memory import check_memory, memory_limit_bytes, set_memory_share
     from anysat_core.model import OUTPUTS, AnySat
     from anysat_core.writers import write_geotiff, write_png, write_zarr
 
@@ -127,6 +132,7 @@ __all__ = [
     "ScenePlan",
     "TileProbe",
     "__version__",
+    "check_memory",
     "collate",
     "config_for_size",
     "cosine_similarity_map",
@@ -142,12 +148,14 @@ __all__ = [
     "label_efficiency",
     "list_datasets",
     "list_modalities",
+    "memory_limit_bytes",
     "open_rasters",
     "parse_date",
     "plan_scene",
     "predict_map",
     "random_batch",
     "refine",
+    "set_memory_share",
     "similarity_to_query",
     "threshold",
     "top_k",
