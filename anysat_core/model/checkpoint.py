@@ -26,6 +26,7 @@ import torch
 
 from anysat_core.config import SIZES, AnySatConfig, config_for_size
 from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
+from anysat_core.memory import check_memory, format_bytes
 from anysat_core.writers import check_destination, save_torch
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "HF_REPO",
     "checkpoint_filter_fn",
     "load_checkpoint",
+    "model_bytes",
     "pretrained_path",
     "read_state_dict",
     "save_checkpoint",
@@ -126,8 +128,58 @@ def _infer_config(sd: dict[str, torch.Tensor], size: str | None) -> AnySatConfig
     return AnySatConfig(size="custom", embed_dim=dim, depth=max(depth, 1), num_heads=max(1, dim // 64))
 
 
-def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointMismatchError` listing every missing, unexpected and mis-shaped key."""
+def model_bytes(config: AnySatConfig) -> int:
+    """Bytes of the float32 parameters of an AnySat model of ``config``, estimated from below from the config alone
+    (nothing is built): its transformer blocks (``depth`` main and ``depth`` spatial-encoder blocks and the combiner,
+    about 3/4 of every released size; the projectors are left out).
+
+    Each block holds the attention projections (``4 D^2``) and the MLP (``2 D H`` with ``H = int(D * mlp_ratio)``).
+    """
+    D, H = config.embed_dim, int(config.embed_dim * config.mlp_ratio)
+    block = 4 * D * D + 2 * D * H + 11 * D + H  # qkv + proj (or wk, wv, proj + query), fc1 + fc2, biases and norms
+    return 4 * (2 * config.depth + 1) * block
+
+
+def _tensor_bytes(sd: dict[str, torch.Tensor]) -> int:
+    return sum(v.numel() * v.element_size() for v in sd.values())
+
+
+def _signature(config: AnySatConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of the state-dict keys that follow directly from ``config`` (width, depth, MLP width): a check of a file
+    against a config without building the model (the full check is :func:`check_state_dict`)."""
+    D, H, depth = config.embed_dim, int(config.embed_dim * config.mlp_ratio), config.depth
+    shapes: dict[str, tuple[int, ...]] = {"cls_token": (1, 1, D), "spatial_encoder.cls_token": (1, 1, D)}
+    for i in range(depth):
+        for prefix in (f"blocks.{i}.", f"spatial_encoder.predictor_blocks.{i}."):
+            shapes[prefix + "attn.qkv.weight"] = (3 * D, D)
+            shapes[prefix + "mlp.fc1.weight"] = (H, D)
+    shapes[f"blocks.{depth}.attn.wk.weight"] = (D, D)  # the combiner
+    shapes[f"blocks.{depth}.mlp.fc1.weight"] = (H, D)
+    return shapes
+
+
+def _differs(config: AnySatConfig, sd: dict[str, torch.Tensor]) -> bool:
+    """True when the file's tensors cannot be those of a model of ``config``: a key of :func:`_signature` missing or
+    of another shape, blocks beyond ``depth``, or projectors of other modalities."""
+    for k, shape in _signature(config).items():
+        if k not in sd or tuple(sd[k].shape) != shape:
+            return True
+    extra_block = re.compile(r"(blocks\.(\d+)|spatial_encoder\.predictor_blocks\.(\d+))\.")
+    projectors = set()
+    for k in sd:
+        m = extra_block.match(k)
+        if m and (int(m.group(2)) > config.depth if m.group(2) else int(m.group(3)) >= config.depth):
+            return True
+        if k.startswith("projector_"):
+            projectors.add(k[len("projector_") :].split(".", 1)[0])
+    return projectors != set(config.modalities)
+
+
+def check_state_dict(
+    model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint", *, fix: str | None = None
+) -> None:
+    """Raise :class:`CheckpointMismatchError` listing every missing, unexpected and mis-shaped key; ``fix`` replaces
+    the default advice (pass the size the checkpoint was trained with)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -151,7 +203,7 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
     if mismatched:
         msg += listing("mis-shaped keys", [f"{k} checkpoint {s} vs model {m}" for k, s, m in mismatched])
     sizes = "|".join(repr(name) for name in SIZES)
-    msg += f"\nPass the size the checkpoint was trained with (size={sizes}), or check the file."
+    msg += "\n" + (fix or f"Pass the size the checkpoint was trained with (size={sizes}), or check the file.")
     raise CheckpointMismatchError(msg, missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
@@ -162,7 +214,17 @@ def load_checkpoint(
     size: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> AnySat:
-    """Build a model from ``path`` (see the module doc for formats); returned in eval mode."""
+    """Build a model from ``path`` (see the module doc for formats); returned in eval mode.
+
+    Before the model is built, the config (embedded, inferred or given by ``size``) is checked against the memory
+    limit (:func:`~anysat_core.memory.check_memory`, with :func:`model_bytes`) and against the file's tensors (a
+    mismatch lists every key, from a model of meta tensors that allocates nothing).
+
+    Raises:
+        CheckpointError: unreadable file or unknown format.
+        CheckpointMismatchError: a config or ``size`` whose keys or shapes differ from the file's tensors.
+        MemoryLimitError: a config whose model would not fit in the allowed share of this machine's memory.
+    """
     source = f"checkpoint {str(path)!r}"
     sd, config = read_state_dict(_read(path, map_location), source)
     if config is not None and size is not None and config.size != size:
@@ -170,8 +232,27 @@ def load_checkpoint(
             f"{source} holds an AnySat {config.size!r} model but size={size!r} was requested; "
             f"pass size={config.size!r} or omit size"
         )
-    model = cls(config=config or _infer_config(sd, size))
-    check_state_dict(model, sd, source)
+    fix = (
+        "The config stored in the file does not describe its tensors: the file is damaged or was edited; save the "
+        "model again with AnySat.save()."
+        if config is not None
+        else None
+    )
+    config = config or _infer_config(sd, size)
+    c = config
+    check_memory(
+        model_bytes(c),
+        f"the AnySat model that {source} declares (embed_dim {c.embed_dim}, depth {c.depth}, mlp_ratio {c.mlp_ratio:g})",
+        f"the file's tensors hold {format_bytes(_tensor_bytes(sd))}: a config that declares more than its tensors is "
+        "damaged or edited (save the model again with AnySat.save()); if the model is really this large, use a "
+        "machine with more memory or a larger ANYSAT_MEMORY_SHARE",
+    )
+    if _differs(config, sd):  # refused before the real model is built: a model of meta tensors lists every key
+        with torch.device("meta"):
+            shell = cls(config=config)
+        check_state_dict(shell, sd, source, fix=fix)
+    model = cls(config=config)
+    check_state_dict(model, sd, source, fix=fix)
     model.load_state_dict(sd, strict=True)
     return model.eval()
 
