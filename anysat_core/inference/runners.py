@@ -17,13 +17,17 @@ from torch import nn
 
 from anysat_core.data.collate import collate
 from anysat_core.data.sample import Sample
-from anysat_core.errors import OutputError
+from anysat_core.errors import ConfigError, OutputError, SchedulerUnreachableError
 from anysat_core.features import run_model
 
 #: ``runner(batches) -> [(B, h, w, D) float32 per batch]``.
 Runner = Callable[[list[list[Sample]]], list[np.ndarray]]
 
 _WORKER_MODELS: dict[str, nn.Module] = {}  # one model per worker process, by weights hash
+
+#: Seconds a scheduler address is given to answer before :class:`~anysat_core.errors.SchedulerUnreachableError`
+#: (distributed's own default is 30 s); change it here or with ``connect_timeout_s=``.
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _run_batch(model: nn.Module, samples: list[Sample], patch_size_m: float, output: str, om: str) -> np.ndarray:
@@ -76,15 +80,55 @@ def _worker_run(
     return _run_batch(_worker_model(payload), samples, patch_size_m, output, om)
 
 
-@contextlib.contextmanager
-def dask_runner(client: Any, model: nn.Module, sha: str, patch_size_m: float, output: str, om: str) -> Iterator[Runner]:
-    """A runner on a ``distributed.Client`` (or a scheduler address, then connected and closed here)."""
+def connect_client(client: Any, timeout_s: float | None = None) -> tuple[Any, bool]:
+    """``(distributed.Client, own)``: ``client`` as given (``own`` False), or connected to the scheduler address
+    ``client`` (``own`` True: the caller closes it), waiting at most ``timeout_s`` seconds (default
+    :data:`CONNECT_TIMEOUT_S`).
+
+    Raises:
+        SchedulerUnreachableError: nothing answers at the address within ``timeout_s`` (refused port, unroutable
+            host, firewall), or what answers is not a Dask scheduler; the message names the address.
+        ConfigError: ``client`` is neither an address string nor a ``distributed.Client``, or a bad ``timeout_s``.
+    """
+    if not isinstance(client, str):
+        if all(callable(getattr(client, name, None)) for name in ("scatter", "submit", "gather")):
+            return client, False
+        raise ConfigError(
+            f"client={client!r} ({type(client).__name__}); expected a distributed.Client or the address of a Dask "
+            "scheduler such as 'tcp://10.0.0.5:8786', or None to run in this process"
+        )
+    timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ConfigError(f"connect_timeout_s={timeout_s!r}; expected a positive number of seconds, e.g. 5")
     try:
         from distributed import Client
     except ImportError as e:  # pragma: no cover - distributed is a dependency of this feature
         raise OutputError("client= needs the 'distributed' package (pip install distributed)") from e
-    own = isinstance(client, str)
-    cl = Client(client) if own else client
+    try:
+        return Client(client, timeout=timeout), True
+    except Exception as e:  # timed out, refused, unresolvable, or a service that is not a scheduler (any error)
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise SchedulerUnreachableError(
+            f"no Dask scheduler answers at {client!r} within {timeout:g} s ({type(e).__name__}: {first}); start one "
+            "there (dask scheduler) or check the address and port (the scheduler prints it, e.g. "
+            "'tcp://10.0.0.5:8786'); pass client=None to run in this process"
+        ) from e
+
+
+@contextlib.contextmanager
+def dask_runner(
+    client: Any,
+    model: nn.Module,
+    sha: str,
+    patch_size_m: float,
+    output: str,
+    om: str,
+    *,
+    connect_timeout_s: float | None = None,
+) -> Iterator[Runner]:
+    """A runner on a ``distributed.Client`` (or a scheduler address, then connected here, within
+    ``connect_timeout_s`` seconds, and closed at the end: see :func:`connect_client`)."""
+    cl, own = connect_client(client, connect_timeout_s)
     try:
         payload = cl.scatter(_model_payload(model, sha), broadcast=True)
 
