@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from anysat_core.errors import (
@@ -31,7 +32,15 @@ from anysat_core.errors import (
 from anysat_core.modalities import MODALITIES, NormStats
 from anysat_core.writers import write_json
 
-__all__ = ["Normalize", "compute_stats", "load_or_compute_stats", "read_stats", "stats_path", "write_stats"]
+__all__ = [
+    "Normalize",
+    "compute_stats",
+    "load_or_compute_stats",
+    "read_stats",
+    "registry_stats",
+    "stats_path",
+    "write_stats",
+]
 
 
 def stats_path(root: str | os.PathLike[str], modality: str) -> Path:
@@ -155,6 +164,14 @@ def load_or_compute_stats(
     return stats
 
 
+def registry_stats(modality: str, name: str) -> NormStats:
+    """The registry's statistics ``name`` of ``modality``, their ``source`` starting with ``name``."""
+    stats = MODALITIES[modality].stats[name]
+    if stats.source.startswith(name):
+        return stats
+    return NormStats(stats.mean, stats.std, f"{name} ({stats.source})", stats.units)
+
+
 class Normalize:
     """Apply ``(x - mean) / std`` per channel to the modalities of a sample (a new dict is returned).
 
@@ -174,7 +191,23 @@ class Normalize:
     @classmethod
     def from_registry(cls, source: str, modalities: Iterable[str]) -> Normalize:
         """Statistics named ``source`` in the registry (e.g. ``"treesatai-ts"``) for each modality that has them."""
-        return cls({m: MODALITIES[m].stats[source] for m in modalities if source in MODALITIES[m].stats})
+        return cls({m: registry_stats(m, source) for m in modalities if source in MODALITIES[m].stats})
+
+    def describe(self) -> dict[str, str]:
+        """``{modality: where its statistics come from}``, e.g. ``{"s2": "treesatai-ts (AnySat demo notebook...)"}``."""
+        return {m: s.source for m, s in self.stats.items()}
+
+    def __repr__(self) -> str:
+        return f"Normalize({', '.join(f'{m}: {src}' for m, src in self.describe().items()) or 'nothing'})"
+
+    def apply_array(self, modality: str, x: np.ndarray) -> np.ndarray:
+        """``x`` ``(..., C, h, w)`` normalised with ``modality``'s statistics (unchanged when it has none)."""
+        st = self.stats.get(modality)
+        if st is None:
+            return x
+        mean = np.asarray(st.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(st.std, dtype=np.float32)[:, None, None]
+        return ((x - mean) / std).astype(np.float32, copy=False)
 
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(sample)

@@ -124,6 +124,7 @@ def test_no_seams_across_window_borders(scene) -> None:
     """
     torch.manual_seed(0)
     tiny = AnySat(size="tiny").eval()
+    scene = scene.with_normalize(None)  # the ratios above were measured on raw values (larger context differences)
     hard = infer_scene(tiny, scene, output="patch", overlap_m=0, **KW).values
     soft = infer_scene(tiny, scene, output="patch", overlap_m=60, **KW).values
     for axis in (2, 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from pathlib import Path
@@ -40,6 +41,10 @@ UTM = "EPSG:32631"
 SQ = (X0 + 160, Y0 - 80, X0 + 200, Y0 - 40)  # left, bottom, right, top
 C_S2 = MODALITIES["s2"].num_bands
 C_S1 = MODALITIES["s1-asc"].num_bands
+
+
+#: most tests look at file values: raw (the default normalisation is tested on its own)
+open_raw = functools.partial(open_rasters, normalize=None)
 
 
 def write_tif(
@@ -105,7 +110,7 @@ def write_s1_wgs84(path: Path, bright: bool = True) -> Path:
 def two_crs(tmp_path: Path) -> RasterScene:
     s2 = write_s2(tmp_path / "s2_20200102.tif")
     s1 = write_s1_wgs84(tmp_path / "s1_20200105.tif")
-    return open_rasters([RasterSource(s2, "s2"), RasterSource(s1, "s1-asc")], tile_m=120, patch_size_m=40)
+    return open_raw([RasterSource(s2, "s2"), RasterSource(s1, "s1-asc")], tile_m=120, patch_size_m=40)
 
 
 def _centroid(img: np.ndarray, t: tuple, thr: float) -> tuple[float, float]:
@@ -144,7 +149,8 @@ def test_two_crs_grids_match_and_feature_lands_at_same_map_place(two_crs: Raster
 
 
 def test_grid_family_with_30m_modality(tmp_path: Path) -> None:
-    """s2 (10 m) + l7 (30 m): origin and extent snapped inwards to 30 m, pixel counts per modality."""
+    """s2 (10 m) + l7 (30 m): tiles start on the finest raster's (s2's) pixel grid, not on multiples of 30 m; the
+    l7 grid shares that origin with its own 30 m pixels."""
     s2 = write_s2(tmp_path / "s2_20200102.tif")
     C7 = MODALITIES["l7"].num_bands
     l7 = write_tif(
@@ -153,18 +159,20 @@ def test_grid_family_with_30m_modality(tmp_path: Path) -> None:
         Affine(30, 0, X0 - 45, 0, -30, Y0 + 15),
         UTM,
     )
-    scene = open_rasters([RasterSource(s2, "s2"), RasterSource(l7, "l7")], tile_m=120)
+    scene = open_raw([RasterSource(s2, "s2"), RasterSource(l7, "l7")], tile_m=120)
     g = scene.grid
     assert g.unit == 30
-    left, bottom, right, top = g.data_bounds
-    assert all(abs(v / 30 - round(v / 30)) < 1e-9 for v in g.data_bounds)
-    assert left >= X0 and right <= X0 + 370 and top <= Y0 and bottom >= Y0 - 230
-    assert (left, right, top, bottom) == (500010.0, 500370.0, 4800000.0, 4799790.0)
-    assert (g.n_rows, g.n_cols) == (2, 3)  # 210 m x 360 m
+    assert g.data_bounds == (X0, Y0 - 230, X0 + 370, Y0)  # the s2 extent, inside the l7 one: nothing cut off
+    assert g.origin == (X0, Y0)
+    assert (g.n_rows, g.n_cols) == (2, 4)  # 230 m x 370 m, the last row and column partly padding
     assert g.tile_px == {"s2": 12, "l7": 4}
+    assert "s2_20200102.tif" in g.reference
     s = scene.tile(0, 0)
     assert s["s2"].shape[-2:] == (12, 12) and s["l7"].shape[-2:] == (4, 4)
-    assert s["meta"].extra["grids"]["l7"]["transform"][2] == s["meta"].transform[2] == left  # shared origin
+    assert s["meta"].extra["grids"]["l7"]["transform"][2] == s["meta"].transform[2] == X0  # shared origin
+    edge = scene.tile(1, 3)  # 10 m wide, 110 m tall: the s2 pixels outside the extent are masked
+    assert int(edge["s2_mask"][0, 0].sum()) == 11
+    assert edge["meta"].extra["valid_fraction"] == pytest.approx(11 / 144)
 
 
 # ------------------------------------------------------------------------------------------------ nodata
@@ -176,7 +184,7 @@ def test_nodata_becomes_mask_not_silent_zero(tmp_path: Path) -> None:
     b[:, 10:12, 1:3] = -9999.0  # nodata given by the user
     b[1, 0, 0] = np.nan  # NaN is always missing
     s1 = write_tif(tmp_path / "s1_20200105.tif", b, Affine(10, 0, X0, 0, -10, Y0), UTM)
-    scene = open_rasters([RasterSource(s2, "s2"), RasterSource(s1, "s1-asc", nodata=-9999)], tile_m=120)
+    scene = open_raw([RasterSource(s2, "s2"), RasterSource(s1, "s1-asc", nodata=-9999)], tile_m=120)
     s = scene.tile(0, 0)
     m2, m1 = s["s2_mask"], s["s1-asc_mask"]
     assert m2.shape == s["s2"].shape and m2.dtype == torch.bool
@@ -227,7 +235,7 @@ def test_empty_tiles_skipped_and_requested_empty_tile_raises(tmp_path: Path) -> 
     a = s2_array(bright=False)
     a[:, 12:, 24:] = 0  # tile (1, 2) and the bottom-right corner all nodata
     s2 = write_s2(tmp_path / "s2_20200102.tif", array=a, nodata=0)
-    scene = open_rasters(RasterSource(s2, "s2"), tile_m=120)
+    scene = open_raw(RasterSource(s2, "s2"), tile_m=120)
     assert (scene.grid.n_rows, scene.grid.n_cols) == (2, 4)
     assert len(scene) == 6  # tiles (1, 2) and (1, 3) have no valid pixel
     kept = {(t["meta"].extra["row"], t["meta"].extra["col"]) for t in scene.tiles()}
@@ -248,7 +256,7 @@ def test_time_series_dates_from_file_names_and_tags(tmp_path: Path) -> None:
     f_feb = write_tif(tmp_path / "scene_b.tif", const(2), t, UTM, tags={"TIFFTAG_DATETIME": "2020:02:10 10:30:00"})
     f_jan = write_tif(tmp_path / "s2_2020-01-02.tif", const(1), t, UTM)
     f_jun = write_tif(tmp_path / "scene_c.tif", const(4), t, UTM, tags={"ACQUISITION_DATE": "2020-06-30T10:00:00Z"})
-    scene = open_rasters(RasterSource([f_mar, f_feb, f_jun, f_jan], "s2"), tile_m=120)
+    scene = open_raw(RasterSource([f_mar, f_feb, f_jun, f_jan], "s2"), tile_m=120)
     s = scene.tile(0, 0)
     assert s["s2_dates"].dtype == torch.int64
     assert s["s2_dates"].tolist() == [2, 41, 75, 182]  # 2020 is a leap year: 31 + 29 + 15 = 75
@@ -265,11 +273,11 @@ def test_explicit_dates_band_stacked_file_and_dataarray(tmp_path: Path) -> None:
     t = Affine(10, 0, X0, 0, -10, Y0)
     stacked = np.concatenate([np.full((C_S1, 12, 12), v, np.float32) for v in (7, 5)])  # date-major
     f = write_tif(tmp_path / "s1_stack.tif", stacked, t, UTM)
-    s = open_rasters(RasterSource(f, "s1-asc", dates=["2021-05-01", "20210101"]), tile_m=120).tile(0, 0)
+    s = open_raw(RasterSource(f, "s1-asc", dates=["2021-05-01", "20210101"]), tile_m=120).tile(0, 0)
     assert s["s1-asc_dates"].tolist() == [1, 121]
     assert s["s1-asc"][:, 0, 0, 0].tolist() == [5.0, 7.0]
     with pytest.raises(DatesError, match="dates="):
-        open_rasters(RasterSource(f, "s1-asc"), tile_m=120)
+        open_raw(RasterSource(f, "s1-asc"), tile_m=120)
 
     xs = X0 + 5 + 10 * np.arange(12)
     ys = Y0 - 5 - 10 * np.arange(12)
@@ -278,7 +286,7 @@ def test_explicit_dates_band_stacked_file_and_dataarray(tmp_path: Path) -> None:
         dims=("time", "band", "y", "x"),
         coords={"time": np.array(["2020-03-01", "2020-01-31"], dtype="datetime64[ns]"), "y": ys, "x": xs},
     ).rio.write_crs(UTM)
-    s = open_rasters(RasterSource(da, "s1-asc"), tile_m=120).tile(0, 0)
+    s = open_raw(RasterSource(da, "s1-asc"), tile_m=120).tile(0, 0)
     assert s["s1-asc_dates"].tolist() == [31, 61]
     assert s["s1-asc"][:, 1, 5, 5].tolist() == [2.0, 1.0]
     assert parse_date(200) == 200
@@ -288,13 +296,13 @@ def test_band_selection_by_number_and_name(tmp_path: Path) -> None:
     t = Affine(10, 0, X0, 0, -10, Y0)
     a = np.arange(1, 13, dtype=np.float32)[:, None, None] * np.ones((12, 12, 12), np.float32)
     f = write_tif(tmp_path / "s2_20200102.tif", a, t, UTM)
-    s = open_rasters(RasterSource(f, "s2", bands=[2, 3, 4, 5, 6, 7, 8, 9, 11, 12]), tile_m=120).tile(0, 0)
+    s = open_raw(RasterSource(f, "s2", bands=[2, 3, 4, 5, 6, 7, 8, 9, 11, 12]), tile_m=120).tile(0, 0)
     assert s["s2"][0, :, 0, 0].tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 11, 12]
     names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
     with rasterio.open(f, "r+") as dst:
         for i, n in enumerate(names, 1):
             dst.set_band_description(i, n)
-    s = open_rasters(RasterSource(f, "s2"), tile_m=120).tile(0, 0)  # registry bands found by name
+    s = open_raw(RasterSource(f, "s2"), tile_m=120).tile(0, 0)  # registry bands found by name
     assert s["s2"][0, :, 0, 0].tolist() == [names.index(b) + 1 for b in MODALITIES["s2"].bands]
 
 
@@ -368,35 +376,35 @@ def test_tile_cell_coords_needs_a_north_up_georeferenced_tile() -> None:
 def test_wrong_band_count(tmp_path: Path) -> None:
     f = write_tif(tmp_path / "s2_20200102.tif", np.ones((9, 12, 12), np.float32), Affine(10, 0, X0, 0, -10, Y0), UTM)
     with pytest.raises(ChannelMismatchError, match=r"expects 10 bands.*B02.*bands=\["):
-        open_rasters(RasterSource(f, "s2"), tile_m=120)
+        open_raw(RasterSource(f, "s2"), tile_m=120)
     with pytest.raises(ChannelMismatchError, match="out of range"):
-        open_rasters(RasterSource(f, "s2", bands=list(range(1, 11))), tile_m=120)
+        open_raw(RasterSource(f, "s2", bands=list(range(1, 11))), tile_m=120)
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the file is meant to lack one
 def test_missing_crs(tmp_path: Path) -> None:
     f = write_tif(tmp_path / "s2_20200102.tif", np.ones((C_S2, 12, 12), np.float32), None, None)
     with pytest.raises(MissingCRSError, match="crs="):
-        open_rasters(RasterSource(f, "s2"), tile_m=120)
+        open_raw(RasterSource(f, "s2"), tile_m=120)
 
 
 def test_time_series_without_dates(tmp_path: Path) -> None:
     f = write_s2(tmp_path / "scene_a.tif")
     with pytest.raises(DatesError, match=r"scene_a\.tif.*dates="):
-        open_rasters(RasterSource(f, "s2"), tile_m=120)
+        open_raw(RasterSource(f, "s2"), tile_m=120)
 
 
 def test_unparsable_dates(tmp_path: Path) -> None:
     f = write_s2(tmp_path / "scene_a.tif")
     with pytest.raises(DatesError, match="cannot parse"):
-        open_rasters(RasterSource(f, "s2", dates=["2020-13-45"]), tile_m=120)
+        open_raw(RasterSource(f, "s2", dates=["2020-13-45"]), tile_m=120)
     with pytest.raises(DatesError, match="cannot parse"):
-        open_rasters(RasterSource(f, "s2", dates=["yesterday"]), tile_m=120)
+        open_raw(RasterSource(f, "s2", dates=["yesterday"]), tile_m=120)
     g = write_s2(tmp_path / "scene_b.tif", tags={"ACQUISITION_DATE": "soon"})
     with pytest.raises(DatesError, match="ACQUISITION_DATE"):
-        open_rasters(RasterSource(g, "s2"), tile_m=120)
+        open_raw(RasterSource(g, "s2"), tile_m=120)
     with pytest.raises(DatesError, match="1 entries"):
-        open_rasters(RasterSource([f, g], "s2", dates=["2020-01-01"]), tile_m=120)
+        open_raw(RasterSource([f, g], "s2", dates=["2020-01-01"]), tile_m=120)
 
 
 def test_non_overlapping_sources(tmp_path: Path) -> None:
@@ -405,7 +413,7 @@ def test_non_overlapping_sources(tmp_path: Path) -> None:
         tmp_path / "s1_20200105.tif", np.ones((C_S1, 10, 10), np.float32), Affine(10, 0, X0 + 5000, 0, -10, Y0), UTM
     )
     with pytest.raises(ExtentMismatchError, match="do not overlap"):
-        open_rasters([RasterSource(s2, "s2"), RasterSource(far, "s1-asc")], tile_m=120)
+        open_raw([RasterSource(s2, "s2"), RasterSource(far, "s1-asc")], tile_m=120)
 
 
 def test_bad_modality_and_tile_size(tmp_path: Path) -> None:
@@ -413,9 +421,9 @@ def test_bad_modality_and_tile_size(tmp_path: Path) -> None:
     with pytest.raises(UnknownModalityError, match="sentinel2"):
         RasterSource(s2, "sentinel2")
     with pytest.raises(PatchSizeError, match="multiple of 10"):
-        open_rasters(RasterSource(s2, "s2"), tile_m=125)
+        open_raw(RasterSource(s2, "s2"), tile_m=125)
     with pytest.raises(PatchSizeError, match="patch_size_m=40"):
-        open_rasters(RasterSource(s2, "s2"), tile_m=100, patch_size_m=40)
+        open_raw(RasterSource(s2, "s2"), tile_m=100, patch_size_m=40)
 
 
 def test_modis_one_pixel_per_tile_at_tile_centre(tmp_path: Path) -> None:
@@ -427,7 +435,7 @@ def test_modis_one_pixel_per_tile_at_tile_centre(tmp_path: Path) -> None:
     mod = write_tif(
         tmp_path / "modis_20200103.tif", np.repeat(vals[None], C, 0), Affine(250, 0, mx0, 0, -250, my0), UTM
     )
-    scene = open_rasters([RasterSource(s2, "s2"), RasterSource(mod, "modis")], tile_m=120)
+    scene = open_raw([RasterSource(s2, "s2"), RasterSource(mod, "modis")], tile_m=120)
     assert scene.grid.tile_px["modis"] == 1 and scene.grid.gsd_m["modis"] == 120
     for s in scene.tiles():
         r, c = s["meta"].extra["row"], s["meta"].extra["col"]
@@ -441,8 +449,8 @@ def test_modis_one_pixel_per_tile_at_tile_centre(tmp_path: Path) -> None:
 def test_geographic_first_source_uses_utm_and_metric_crs_required(tmp_path: Path) -> None:
     s2 = write_s2(tmp_path / "s2_20200102.tif")
     s1 = write_s1_wgs84(tmp_path / "s1_20200105.tif")
-    scene = open_rasters([RasterSource(s1, "s1-asc"), RasterSource(s2, "s2")], tile_m=120)
+    scene = open_raw([RasterSource(s1, "s1-asc"), RasterSource(s2, "s2")], tile_m=120)
     assert scene.grid.crs == UTM
     assert scene.grid.data_bounds == (X0, Y0 - 230, X0 + 370, Y0)
     with pytest.raises(ConfigError, match="metres"):
-        open_rasters([RasterSource(s1, "s1-asc"), RasterSource(s2, "s2")], tile_m=120, crs="EPSG:4326")
+        open_raw([RasterSource(s1, "s1-asc"), RasterSource(s2, "s2")], tile_m=120, crs="EPSG:4326")

@@ -35,16 +35,28 @@ coordinate; an acquisition-date tag of the GeoTIFF (``ACQUISITION_DATE``, ``DATE
 processing date).  Frames are sorted chronologically and become ``<mod>_dates`` as day of year (``tm_yday``,
 1..366), as the AnySat loaders do.
 
-**Alignment.** All rasters are warped with ``rioxarray``'s ``rio.reproject`` onto one grid family:
+**Alignment.** Tiles keep the data where it is:
 
-* reference CRS: ``crs=`` of :func:`open_rasters` (must be projected, in metres) or the first source's CRS; when that
-  one is geographic (degrees) or not in metres, the UTM zone of its centre is used instead;
-* common extent: the intersection of all sources' bounds (in the reference CRS), shrunk inwards to whole
-  multiples of the grid unit ``u`` = least common multiple of the GSDs of the modalities (10 m for s2 + s1), so
-  that the extent is a whole number of pixels of every modality and every grid shares the origin;
-* each modality gets pixels of its registry GSD (``MODALITIES[m].gsd_m``) on that origin;
-* resampling: ``average`` when the source pixels are clearly finer than the target GSD, ``bilinear`` otherwise
-  (override per source with ``resampling=``); MODIS uses ``nearest``.
+* reference CRS: ``crs=`` of :func:`open_rasters` (must be projected, in metres) or the CRS of the reference raster
+  (the first raster of the finest gridded modality); when that one is geographic (degrees) or not in metres, the UTM
+  zone of its centre is used instead;
+* common extent: the intersection of all sources' bounds (in the reference CRS), shrunk inwards to the reference
+  raster's own pixel grid; tile ``(0, 0)`` starts at its top-left corner (or, with ``origin=(x, y)``, on the
+  ``tile_m`` lattice through that point), so no data is cut off or shifted;
+* each modality gets pixels of its registry GSD (``MODALITIES[m].gsd_m``) on that origin; ``tile_m`` is a multiple
+  of every GSD (the grid unit ``u`` = their least common multiple, 10 m for s2 + s1);
+* a raster already on its target grid (same CRS and pixel size, whole-pixel offset) is read as is, without
+  resampling; others are warped with rasterio: ``average`` when the source pixels are clearly finer than the target
+  GSD, ``bilinear`` otherwise (override per source with ``resampling=``); MODIS uses ``nearest``;
+* pixels outside the common extent, nodata and non-finite values are masked (``<mod>_mask``); edge tiles are
+  padded.  ``min_valid_fraction=`` skips tiles (e.g. slivers) with less valid data; ``scene.summary()`` counts them.
+
+**Normalisation.** Tiles are normalised by default (``normalize="auto"``): with the registry's statistics of each
+modality (those the released checkpoint was used with, e.g. ``treesatai-ts`` for s2, s1 and aerial, in the units of
+the original data) or, for modalities without any, statistics computed from a bounded sample of the scene.  Give a
+registry name, a statistics file, a ``{modality: ...}`` mapping or a
+:class:`~anysat_core.data.normalize.Normalize` to choose, or ``normalize=None`` for raw file values;
+``scene.normalization`` and ``repr(scene)`` name the statistics in use (see :mod:`anysat_core.data.raster.stats`).
 
 **MODIS** (one 250 m pixel per tile): each tile gets the value of the MODIS pixel that contains the tile centre
 (nearest-neighbour sampling of a grid with one ``tile_m`` pixel per tile).

@@ -1,7 +1,9 @@
-"""The scene grid: reference CRS, common extent snapped to the grid unit, tile size checks, tiles on the map.
+"""The scene grid: reference CRS, the reference raster's pixel lattice, tile size checks, tiles on the map.
 
-Every modality grid of a scene shares one origin (the top-left corner of the common extent) on a lattice of the grid
-unit (the least common multiple of the modalities' GSDs), so a tile is a whole number of pixels of each modality.
+Tiles keep the data where it is: the tile grid starts on the pixel lattice of the **reference raster** (the first
+raster of the finest gridded modality), at the first lattice point inside the common extent, or on a lattice of
+``tile_m`` anchored at an explicit ``origin``.  Every modality grid shares that origin with its own GSD, so a tile is
+a whole number of pixels of each modality, and a raster already on its target grid is read as is (no resampling).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from anysat_core.data.raster.sources import Frame
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, ExtentMismatchError, InputShapeError, MissingCRSError, PatchSizeError
 from anysat_core.geo import (
+    EPS,
     Bounds,
     cell_centres,
     count_steps,
@@ -31,7 +34,6 @@ from anysat_core.geo import (
     is_multiple,
     lcm_length,
     north_up,
-    snap_inward,
 )
 from anysat_core.modalities import MODALITIES
 
@@ -46,12 +48,15 @@ class SceneGrid:
 
     Attributes:
         crs: reference CRS string (``"EPSG:32631"``).
-        data_bounds: ``(left, bottom, right, top)`` of the common extent, snapped to whole multiples of ``unit``.
+        data_bounds: ``(left, bottom, right, top)`` of the common extent of the rasters, shrunk to the reference
+            pixel lattice; pixels outside it are masked.
         unit: least common multiple of the gridded modalities' GSDs; every tile is a whole number of pixels of each.
         tile_m: side of a tile.
         n_rows, n_cols: tile rows (top to bottom) and columns (left to right).
         gsd_m: ``{modality: pixel size}`` of each modality grid (MODIS: ``tile_m``, one pixel per tile).
         tile_px: ``{modality: pixels per tile side}``.
+        origin_xy: ``(x, y)`` top-left corner of tile ``(0, 0)``; None: the top-left corner of ``data_bounds``.
+        reference: the raster whose pixel lattice the grid follows (a description, for summaries).
     """
 
     crs: str
@@ -62,11 +67,21 @@ class SceneGrid:
     n_cols: int
     gsd_m: dict[str, float] = field(default_factory=dict)
     tile_px: dict[str, int] = field(default_factory=dict)
+    origin_xy: tuple[float, float] | None = None
+    reference: str = ""
 
     @property
     def origin(self) -> tuple[float, float]:
         """``(x, y)`` of the top-left corner shared by every grid."""
+        if self.origin_xy is not None:
+            return self.origin_xy
         return (self.data_bounds[0], self.data_bounds[3])
+
+    @property
+    def covered_bounds(self) -> Bounds:
+        """``(left, bottom, right, top)`` from the origin to the far edges of the data: what the grid must cover."""
+        x0, y0 = self.origin
+        return (x0, self.data_bounds[1], self.data_bounds[2], y0)
 
     @property
     def bounds(self) -> Bounds:
@@ -127,18 +142,68 @@ def frame_bounds(f: Frame, dst: CRS) -> Bounds:
     return b if f.crs == dst else transform_bounds(f.crs, dst, *b, densify_pts=21)
 
 
+def _lattice(frames: dict[str, list[Frame]], ref: CRS, gridded: list[str]) -> tuple[tuple[float, float], float, str]:
+    """``((x, y) anchor, step, description)`` of the reference pixel lattice: the pixel corners of the first raster
+    of the finest gridded modality when it is north-up in ``ref`` (else multiples of that modality's GSD)."""
+    finest = min(gridded, key=lambda m: MODALITIES[m].gsd_m)
+    f = frames[finest][0]
+    a, b, c, d, e, fy = tuple(f.transform)[:6]
+    if f.crs == ref and b == 0 and d == 0 and a > 0 and e < 0 and math.isclose(a, -e, rel_tol=EPS):
+        return (c, fy), a, f"the pixel grid of {f.name} ({a:g} m, {finest})"
+    g = MODALITIES[finest].gsd_m
+    return (0.0, 0.0), g, f"multiples of {g:g} m ({finest}'s GSD; {f.name} is not a north-up grid in {ref.to_string()})"
+
+
+def _snap(bounds: Bounds, anchor: tuple[float, float], step: float) -> Bounds:
+    """``bounds`` shrunk to the lattice of ``step`` through ``anchor``."""
+    left, bottom, right, top = bounds
+    ax, ay = anchor
+    return (
+        ax + math.ceil((left - ax) / step - EPS) * step,
+        ay - math.floor((ay - bottom) / step + EPS) * step,
+        ax + math.floor((right - ax) / step + EPS) * step,
+        ay - math.ceil((ay - top) / step - EPS) * step,
+    )
+
+
+def _check_origin(origin: Any) -> tuple[float, float] | None:
+    if origin is None:
+        return None
+    try:
+        x, y = origin
+        ok = is_length(x) and is_length(y)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"origin={origin!r}; expected (x, y), the top-left corner of a tile in the reference CRS (metres), or "
+            "None to start the tiles on the reference raster's pixel grid"
+        )
+    return (float(x), float(y))
+
+
 def plan_grid(
-    frames: dict[str, list[Frame]], ref: CRS, tile_m: float, patch_size_m: float | None
+    frames: dict[str, list[Frame]],
+    ref: CRS,
+    tile_m: float,
+    patch_size_m: float | None,
+    origin: Any = None,
 ) -> tuple[SceneGrid, dict[str, Bounds]]:
     """The tile grid over the common extent of ``frames`` (``{modality: frames}``) in the reference CRS ``ref``.
+
+    Tile ``(0, 0)`` starts at the top-left corner of the common extent shrunk to the reference pixel lattice (see the
+    module docstring), or, with ``origin=(x, y)``, at the corner of the ``tile_m`` lattice through ``origin`` that
+    contains that corner.
 
     Returns:
         ``(grid, {frame name: bounds in ref})``.
 
     Raises:
-        ExtentMismatchError: the frames do not overlap by at least one grid unit.
+        ExtentMismatchError: the frames do not overlap by at least one reference pixel.
         PatchSizeError: ``tile_m``/``patch_size_m`` do not fit the modalities.
+        ConfigError: an ``origin`` that is not two finite numbers.
     """
+    anchor_xy = _check_origin(origin)
     gridded = [m for m in frames if not MODALITIES[m].tile_token]
     boxes = {f.name: frame_bounds(f, ref) for fs in frames.values() for f in fs}
     common = (
@@ -147,15 +212,19 @@ def plan_grid(
         min(b[2] for b in boxes.values()),
         min(b[3] for b in boxes.values()),
     )
-    unit = lcm_length([MODALITIES[m].gsd_m for m in gridded])
-    left, bottom, right, top = snap_inward(common, unit)
-    if not (is_multiple(right - left, unit) and is_multiple(top - bottom, unit)):
+    anchor, px, reference = _lattice(frames, ref, gridded)
+    if anchor_xy is not None:
+        anchor, px = anchor_xy, min(MODALITIES[m].gsd_m for m in gridded)
+        reference = f"origin {anchor_xy} (lattice of {px:g} m)"
+    left, bottom, right, top = _snap(common, anchor, px)
+    if right - left < px * (1 - EPS) or top - bottom < px * (1 - EPS):
         detail = "; ".join(f"{n}: {tuple(round(v, 2) for v in b)}" for n, b in boxes.items())
         raise ExtentMismatchError(
-            f"the rasters do not overlap by at least {unit:g} m in {ref.to_string()} (bounds left, bottom, right, top: "
-            f"{detail}); give rasters that cover a common area (check their CRS and coordinates)"
+            f"the rasters do not overlap by at least one {px:g} m pixel in {ref.to_string()} (bounds left, bottom, "
+            f"right, top: {detail}); give rasters that cover a common area (check their CRS and coordinates)"
         )
 
+    unit = lcm_length([MODALITIES[m].gsd_m for m in gridded])
     step = math.lcm(*(MODALITIES[m].patch_step_m for m in gridded))
     if patch_size_m is not None and not (
         is_length(patch_size_m) and patch_size_m > 0 and is_multiple(patch_size_m, step)
@@ -172,16 +241,22 @@ def plan_grid(
             + f"), e.g. {', '.join(f'{need * k:g}' for k in (2, 4, 6))}"
         )
     tile_m = float(tile_m)
+    x0, y0 = left, top
+    if anchor_xy is not None:  # the tile lattice through origin
+        x0 = anchor_xy[0] + math.floor((left - anchor_xy[0]) / tile_m + EPS) * tile_m
+        y0 = anchor_xy[1] - math.floor((anchor_xy[1] - top) / tile_m + EPS) * tile_m
     gsd = {m: (tile_m if MODALITIES[m].tile_token else MODALITIES[m].gsd_m) for m in frames}
     grid = SceneGrid(
         crs=ref.to_string(),
         data_bounds=(left, bottom, right, top),
         unit=unit,
         tile_m=tile_m,
-        n_rows=count_steps(top - bottom, tile_m),
-        n_cols=count_steps(right - left, tile_m),
+        n_rows=count_steps(y0 - bottom, tile_m),
+        n_cols=count_steps(right - x0, tile_m),
         gsd_m=gsd,
         tile_px={m: round(tile_m / g) for m, g in gsd.items()},
+        origin_xy=(x0, y0),
+        reference=reference,
     )
     return grid, boxes
 

@@ -17,38 +17,39 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 
+from anysat_core.data.normalize import Normalize
 from anysat_core.data.raster.grid import SceneGrid, plan_grid, reference_crs
 from anysat_core.data.raster.sources import Frame, RasterSource, read_frames
+from anysat_core.data.raster.stats import resolve_normalize
 from anysat_core.data.sample import GeoInfo, Sample
 from anysat_core.dates import day_of_year
-from anysat_core.errors import CorruptFileError, EmptyTileError, InputShapeError, TileIndexError
-from anysat_core.geo import cell_centres, grid_bounds
+from anysat_core.errors import ConfigError, CorruptFileError, EmptyTileError, InputShapeError, TileIndexError
+from anysat_core.geo import cell_centres, grid_bounds, is_length
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["RasterScene", "open_rasters"]
 
 
-def _read_frame(f: Frame, dst_crs: CRS, dst: Affine, shape: tuple[int, int], resampling: Resampling) -> np.ndarray:
-    """Warp the part of frame ``f`` under the grid ``(dst, shape)``: ``(C, h, w)`` float32, NaN where no data."""
-    h, w = shape
-    sb = grid_bounds(dst, shape)
-    if f.crs != dst_crs:
-        sb = transform_bounds(dst_crs, f.crs, *sb, densify_pts=21)
-    inv = ~f.transform
-    cols, rows = zip(*(inv @ (x, y) for x in (sb[0], sb[2]) for y in (sb[1], sb[3])))
-    H, W = f.shape
-    margin = 2  # source pixels around the window, so bilinear/average see their neighbours
-    c0, c1 = max(0, math.floor(min(cols)) - margin), min(W, math.ceil(max(cols)) + margin)
-    r0, r1 = max(0, math.floor(min(rows)) - margin), min(H, math.ceil(max(rows)) + margin)
-    out = np.full((len(f.band_idx), h, w), np.nan, dtype=np.float32)
-    if c0 >= c1 or r0 >= r1:
-        return out
-    try:
-        raw = np.asarray(f.da.isel(band=f.band_idx, y=slice(r0, r1), x=slice(c0, c1)).values)
-    except (rasterio.errors.RasterioError, OSError) as e:
-        raise CorruptFileError(
-            f"cannot read a window of {f.name!r} ({type(e).__name__}: {e}); the file may be truncated"
-        ) from e
+#: largest offset, in pixels, between a raster's grid and a target grid that still counts as "on the grid"
+ALIGN_TOL_PX = 1e-4
+
+
+def aligned_offset(f: Frame, dst_crs: CRS, dst: Affine) -> tuple[int, int] | None:
+    """``(row, col)`` of the grid ``dst``'s top-left pixel in frame ``f`` when ``dst`` is on ``f``'s own pixel grid
+    (same CRS, same pixel size, whole-pixel offset), else None (the frame must be resampled)."""
+    a, b, c, d, e, fy = tuple(f.transform)[:6]
+    if f.crs != dst_crs or b != 0 or d != 0 or dst.b != 0 or dst.d != 0:
+        return None
+    if abs(a - dst.a) > ALIGN_TOL_PX * abs(dst.a) or abs(e - dst.e) > ALIGN_TOL_PX * abs(dst.e):
+        return None
+    dc, dr = (dst.c - c) / a, (dst.f - fy) / e
+    if abs(dc - round(dc)) > ALIGN_TOL_PX or abs(dr - round(dr)) > ALIGN_TOL_PX:
+        return None
+    return round(dr), round(dc)
+
+
+def _masked_values(f: Frame, raw: np.ndarray) -> np.ndarray:
+    """``raw`` as float32 with NaN where it is not finite or equals the frame's nodata."""
     vals = raw.astype(np.float32)
     invalid = ~np.isfinite(vals)
     if f.nodata is not None:
@@ -57,6 +58,46 @@ def _read_frame(f: Frame, dst_crs: CRS, dst: Affine, shape: tuple[int, int], res
         else:  # integers (and bools): compare exactly in float64, so an out-of-range nodata never wraps around
             invalid |= raw.astype(np.float64) == f.nodata
     vals[invalid] = np.nan
+    return vals
+
+
+def _read_window(f: Frame, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """The frame's bands over rows ``[r0, r1)`` and columns ``[c0, c1)`` (inside the raster), as read."""
+    try:
+        return np.asarray(f.da.isel(band=f.band_idx, y=slice(r0, r1), x=slice(c0, c1)).values)
+    except (rasterio.errors.RasterioError, OSError) as e:
+        raise CorruptFileError(
+            f"cannot read a window of {f.name!r} ({type(e).__name__}: {e}); the file may be truncated or damaged: "
+            "re-download or re-export it"
+        ) from e
+
+
+def _read_frame(f: Frame, dst_crs: CRS, dst: Affine, shape: tuple[int, int], resampling: Resampling) -> np.ndarray:
+    """The part of frame ``f`` under the grid ``(dst, shape)``: ``(C, h, w)`` float32, NaN where no data.
+
+    A frame already on that grid (see :func:`aligned_offset`) is read as is; any other is warped."""
+    h, w = shape
+    H, W = f.shape
+    off = aligned_offset(f, dst_crs, dst)
+    if off is not None:
+        out = np.full((len(f.band_idx), h, w), np.nan, dtype=np.float32)
+        r, c = off
+        r0, r1, c0, c1 = max(0, r), min(H, r + h), max(0, c), min(W, c + w)
+        if r0 < r1 and c0 < c1:
+            out[:, r0 - r : r1 - r, c0 - c : c1 - c] = _masked_values(f, _read_window(f, r0, r1, c0, c1))
+        return out
+    sb = grid_bounds(dst, shape)
+    if f.crs != dst_crs:
+        sb = transform_bounds(dst_crs, f.crs, *sb, densify_pts=21)
+    inv = ~f.transform
+    cols, rows = zip(*(inv @ (x, y) for x in (sb[0], sb[2]) for y in (sb[1], sb[3])))
+    margin = 2  # source pixels around the window, so bilinear/average see their neighbours
+    c0, c1 = max(0, math.floor(min(cols)) - margin), min(W, math.ceil(max(cols)) + margin)
+    r0, r1 = max(0, math.floor(min(rows)) - margin), min(H, math.ceil(max(rows)) + margin)
+    out = np.full((len(f.band_idx), h, w), np.nan, dtype=np.float32)
+    if c0 >= c1 or r0 >= r1:
+        return out
+    vals = _masked_values(f, _read_window(f, r0, r1, c0, c1))
     # rasterio's warp directly (what rioxarray's reproject calls, without building a DataArray: ~13x less time per
     # small window); NaN is nodata on both sides
     rasterio.warp.reproject(
@@ -85,19 +126,45 @@ class _ModState:
 class RasterScene:
     """Aligned modalities over a common extent, cut into square tiles (see :mod:`anysat_core.data.raster`).
 
-    ``len(scene)`` and ``scene[i]`` count only non-empty tiles, in row-major order; finding them reads the
-    scene once (cached).  :meth:`tiles` streams them; :meth:`tile` reads any ``(row, col)``.
+    Tiles hold normalised values (``normalizer``, named statistics; None: raw file values).  A tile counts when
+    its valid fraction (the largest, over the gridded modalities, fraction of pixels valid at some date and band)
+    is above 0 and at least ``min_valid_fraction``.  ``len(scene)`` and ``scene[i]`` count those tiles, in
+    row-major order; finding them reads the scene once (cached; :meth:`summary` reports the counts).
+    :meth:`tiles` streams them; :meth:`tile` reads any ``(row, col)``.
     """
 
-    def __init__(self, mods: dict[str, _ModState], grid: SceneGrid, crs: CRS) -> None:
+    def __init__(
+        self,
+        mods: dict[str, _ModState],
+        grid: SceneGrid,
+        crs: CRS,
+        normalizer: Normalize | None = None,
+        min_valid_fraction: float = 0.0,
+    ) -> None:
         self._mods = mods
         self.grid = grid
         self.crs = crs
-        self._valid: list[tuple[int, int]] | None = None
+        self.normalizer = normalizer
+        self.min_valid_fraction = float(min_valid_fraction)
+        self._fractions: dict[tuple[int, int], float] | None = None
 
     def with_grid(self, grid: SceneGrid) -> RasterScene:
-        """The same aligned sources cut along another grid (e.g. overlapping inference windows)."""
-        return RasterScene(self._mods, grid, self.crs)
+        """The same aligned, normalised sources cut along another grid (e.g. overlapping inference windows, which
+        keep every window with data: ``min_valid_fraction`` is not carried over)."""
+        return RasterScene(self._mods, grid, self.crs, self.normalizer)
+
+    def with_normalize(self, normalize: Any) -> RasterScene:
+        """The same scene normalised as ``normalize`` says (see :func:`open_rasters`; None: raw file values)."""
+        norm = resolve_normalize(
+            normalize, {m: st.frames for m, st in self._mods.items()}, self.grid.data_bounds, self.crs
+        )
+        return RasterScene(self._mods, self.grid, self.crs, norm, self.min_valid_fraction)
+
+    @property
+    def normalization(self) -> dict[str, str]:
+        """``{modality: the statistics its values are normalised with}`` (``"none (raw file values)"`` if none)."""
+        described = self.normalizer.describe() if self.normalizer is not None else {}
+        return {m: described.get(m, "none (raw file values)") for m in self._mods}
 
     @property
     def modalities(self) -> list[str]:
@@ -115,9 +182,23 @@ class RasterScene:
 
     def __repr__(self) -> str:
         g = self.grid
+        norm = "; ".join(f"{m}: {src}" for m, src in self.normalization.items())
         return (
-            f"RasterScene({', '.join(self.modalities)}; {g.n_rows} x {g.n_cols} tiles of {g.tile_m:g} m in {g.crs}, "
-            f"data bounds {tuple(round(v, 3) for v in g.data_bounds)})"
+            f"RasterScene({', '.join(self.modalities)}; {g.n_rows} x {g.n_cols} tiles of {g.tile_m:g} m in {g.crs} "
+            f"from {tuple(round(v, 3) for v in g.origin)} on {g.reference or 'the reference grid'}, data bounds "
+            f"{tuple(round(v, 3) for v in g.data_bounds)}; normalised with: {norm})"
+        )
+
+    def summary(self) -> str:
+        """Tiles of the grid with data, kept and skipped (reads every tile once; cached)."""
+        fr = self._scan()
+        n_data = sum(v > 0 for v in fr.values())
+        kept = len(self._index())
+        g = self.grid
+        return (
+            f"{self!r}\n{g.n_rows * g.n_cols} tiles in the grid: {n_data} with data, {kept} kept, "
+            f"{n_data - kept} below min_valid_fraction={self.min_valid_fraction:g}, "
+            f"{g.n_rows * g.n_cols - n_data} empty"
         )
 
     def _inside_mask(self, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
@@ -126,8 +207,8 @@ class RasterScene:
         left, bottom, right, top = self.grid.data_bounds
         return ((ys > bottom) & (ys < top))[:, None] & ((xs > left) & (xs < right))[None, :]
 
-    def _read(self, row: int, col: int) -> tuple[Sample, bool]:
-        """The sample of tile ``(row, col)`` and whether any gridded modality has a valid pixel in it."""
+    def _read(self, row: int, col: int) -> tuple[Sample, float]:
+        """The sample of tile ``(row, col)`` and its valid fraction (see the class docstring)."""
         g = self.grid
         whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (row, col))
         if not (whole and 0 <= row < g.n_rows and 0 <= col < g.n_cols):
@@ -136,7 +217,7 @@ class RasterScene:
                 f"0 <= row < {g.n_rows} and 0 <= col < {g.n_cols}"
             )
         sample: Sample = {}
-        any_valid = False
+        fraction = 0.0
         grids: dict[str, Any] = {}
         iso_dates: dict[str, list[str]] = {}
         for m, st in self._mods.items():
@@ -148,7 +229,11 @@ class RasterScene:
             valid = np.isfinite(data)
             if not mod.tile_token:
                 valid &= self._inside_mask(t, (px, px))
-                any_valid |= bool(valid.any())
+                per_pixel = valid.reshape(-1, px, px).any(axis=0)
+                fraction = max(fraction, float(per_pixel.mean()))
+            if self.normalizer is not None:
+                data = self.normalizer.apply_array(m, data)
+            # invalid pixels are 0 after normalisation: the statistics' mean
             sample[m] = torch.from_numpy(np.where(valid, data, 0.0).astype(np.float32))
             if mod.time_series:
                 sample[f"{m}_dates"] = self._doys(st)
@@ -170,9 +255,14 @@ class RasterScene:
                 "dates": iso_dates,
                 "sources": {m: [f.name for f in st.frames] for m, st in self._mods.items()},
                 "grids": grids,
+                "normalization": self.normalization,
+                "valid_fraction": fraction,
             },
         )
-        return sample, any_valid
+        return sample, fraction
+
+    def _keep(self, fraction: float) -> bool:
+        return fraction > 0 and fraction >= self.min_valid_fraction
 
     def tile(self, row: int, col: int) -> Sample:
         """The sample of tile ``(row, col)``.
@@ -181,29 +271,40 @@ class RasterScene:
             TileIndexError: outside the grid (an IndexError).
             EmptyTileError: the tile has no valid pixel in any gridded modality.
         """
-        sample, ok = self._read(row, col)
-        if not ok:
+        sample, fraction = self._read(row, col)
+        if fraction <= 0:
             raise EmptyTileError(
                 f"tile ({row}, {col}) with bounds {self.grid.tile_bounds(row, col)} in {self.grid.crs} has no valid "
                 f"pixel in {', '.join(m for m in self._mods if not MODALITIES[m].tile_token)} (all nodata or outside "
                 "the data); pick another tile (scene.tiles() skips empty ones) or check nodata="
             )
+        if not self._keep(fraction):
+            raise EmptyTileError(
+                f"tile ({row}, {col}) with bounds {self.grid.tile_bounds(row, col)} in {self.grid.crs} has "
+                f"{fraction:.1%} valid pixels, below min_valid_fraction={self.min_valid_fraction:g}; pick another "
+                "tile (scene.tiles() skips such tiles) or lower min_valid_fraction"
+            )
         return sample
 
     def tiles(self, skip_empty: bool = True) -> Iterator[Sample]:
-        """Samples of all tiles in row-major order; empty tiles are skipped unless ``skip_empty=False``."""
+        """Samples of all tiles in row-major order; empty tiles (and those below ``min_valid_fraction``) are skipped
+        unless ``skip_empty=False``."""
         for r in range(self.grid.n_rows):
             for c in range(self.grid.n_cols):
-                sample, ok = self._read(r, c)
-                if ok or not skip_empty:
+                sample, fraction = self._read(r, c)
+                if self._keep(fraction) or not skip_empty:
                     yield sample
 
+    def _scan(self) -> dict[tuple[int, int], float]:
+        """``{(row, col): valid fraction}`` of every tile (read once, cached)."""
+        if self._fractions is None:
+            self._fractions = {
+                (r, c): self._read(r, c)[1] for r in range(self.grid.n_rows) for c in range(self.grid.n_cols)
+            }
+        return self._fractions
+
     def _index(self) -> list[tuple[int, int]]:
-        if self._valid is None:
-            self._valid = [
-                (r, c) for r in range(self.grid.n_rows) for c in range(self.grid.n_cols) if self._read(r, c)[1]
-            ]
-        return self._valid
+        return [rc for rc, fraction in self._scan().items() if self._keep(fraction)]
 
     def __len__(self) -> int:
         return len(self._index())
@@ -211,7 +312,7 @@ class RasterScene:
     def __getitem__(self, i: int) -> Sample:
         idx = self._index()
         if not -len(idx) <= i < len(idx):
-            raise TileIndexError(f"tile index {i} out of range; the scene has {len(idx)} non-empty tiles")
+            raise TileIndexError(f"tile index {i} out of range; the scene has {len(idx)} tiles with data")
         return self.tile(*idx[i])
 
 
@@ -252,6 +353,9 @@ def open_rasters(
     tile_m: float,
     crs: Any = None,
     patch_size_m: float | None = None,
+    normalize: Any = "auto",
+    origin: tuple[float, float] | None = None,
+    min_valid_fraction: float = 0.0,
 ) -> RasterScene:
     """Align ``sources`` on one grid family and cut their common extent into ``tile_m`` tiles.
 
@@ -259,19 +363,33 @@ def open_rasters(
         sources: one :class:`RasterSource` per modality.
         tile_m: tile side in metres: a multiple of every gridded modality's GSD, of their patch step
             (``MODALITIES[m].patch_step_m``) and of ``patch_size_m`` if given.
-        crs: reference CRS (projected, metres); default the first source's (its UTM zone if it is geographic).
+        crs: reference CRS (projected, metres); default the CRS of the reference raster (the first raster of the
+            finest modality; its UTM zone if it is geographic).
         patch_size_m: the patch size in metres you will run the model with, to check that it divides ``tile_m``.
+        normalize: the statistics tiles are normalised with (see :mod:`anysat_core.data.raster.stats`): ``"auto"``
+            (the registry's per modality, else statistics of this scene), ``"scene"``, a registry name, a dataset
+            root or JSON file, a ``{modality: ...}`` mapping, a :class:`Normalize`, or None for raw file values.
+            ``scene.normalization`` and ``repr(scene)`` say which are used.
+        origin: ``(x, y)`` in the reference CRS: tiles then lie on the ``tile_m`` lattice through it (e.g. to match
+            another product's tiling); default: the first tile starts on the reference raster's pixel grid at the
+            top-left corner of the common extent.
+        min_valid_fraction: in [0, 1]: tiles with a smaller valid fraction (e.g. slivers at the edges) are skipped
+            by ``len``, indexing and :meth:`RasterScene.tiles`; 0 keeps every tile with data.
 
     Raises:
         UnknownModalityError, ChannelMismatchError, MissingCRSError, DatesError: bad sources.
         ExtentMismatchError: the sources do not overlap (by at least one grid unit).
         PatchSizeError: ``tile_m``/``patch_size_m`` do not fit the modalities.
-        ConfigError: a non-metric ``crs``.
+        ConfigError: a non-metric ``crs``, a bad ``origin``, ``min_valid_fraction`` or ``normalize``.
+        DatasetNotFoundError, CorruptFileError: a statistics file that is missing or unreadable.
     """
+    if not (is_length(min_valid_fraction) and 0 <= min_valid_fraction <= 1):
+        raise ConfigError(f"min_valid_fraction={min_valid_fraction!r}; expected a number in [0, 1]")
     srcs = _check_sources(sources)
     frames = {s.modality: read_frames(s) for s in srcs}
-    ref = reference_crs(crs, frames[srcs[0].modality])
-    grid, boxes = plan_grid(frames, ref, tile_m, patch_size_m)
+    finest = min((s.modality for s in srcs if not MODALITIES[s.modality].tile_token), key=lambda m: MODALITIES[m].gsd_m)
+    ref = reference_crs(crs, frames[finest])
+    grid, boxes = plan_grid(frames, ref, tile_m, patch_size_m, origin)
     mods = {
         s.modality: _ModState(
             s,
@@ -280,4 +398,5 @@ def open_rasters(
         )
         for s in srcs
     }
-    return RasterScene(mods, grid, ref)
+    norm = resolve_normalize(normalize, frames, grid.data_bounds, ref)
+    return RasterScene(mods, grid, ref, norm, min_valid_fraction)
