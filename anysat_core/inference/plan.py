@@ -15,8 +15,10 @@ import numpy as np
 from torch import nn
 
 from anysat_core.data.raster import RasterScene, RasterSource, SceneGrid, open_rasters
-from anysat_core.errors import InputShapeError, OutputError, PatchSizeError
+from anysat_core.data.raster.survey import has_valid_data, nodata_summary
+from anysat_core.errors import EmptyTileError, InputShapeError, OutputError, PatchSizeError
 from anysat_core.geo import EPS, cell_centres, count_steps, is_length, is_multiple
+from anysat_core.memory import check_memory, format_bytes, memory_limit_bytes
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["ScenePlan", "plan_scene"]
@@ -197,6 +199,75 @@ def window_scene(scene: RasterScene, window_m: float, stride_m: float) -> Raster
     return scene.with_grid(wgrid)
 
 
+def scene_memory(
+    model: nn.Module,
+    scene: RasterScene,
+    *,
+    window_m: float,
+    patch_size_m: float,
+    n_features: int,
+    window_cells: int,
+    overlap_cells: int,
+    panel_cells: int,
+    grid_shape: tuple[int, int],
+    batch_size: int,
+    in_memory: bool,
+) -> dict[str, float]:
+    """Estimated peak bytes of a scene run, by part (nothing is allocated).
+
+    * ``accumulator``: the strip buffers ``(D, window, panel)`` (sums, divided output) and weights, plus the
+      ``overlap`` rows carried to the next strip;
+    * ``inputs``: the windows in flight (``INFLIGHT`` batches of ``batch_size``): per window and modality ``T x C``
+      rasters of ``window_m / gsd`` pixels, as float32 values, a validity mask, the collated batch and a transient copy
+      while reading (14 bytes per value);
+    * ``outputs``: the feature maps of those windows ``(window_cells, window_cells, D)`` float32 (model output and
+      its copy);
+    * ``model``: the activations of one batch in the main transformer (``1 + M * P`` tokens of width ``D``, about
+      ``4 + mlp_ratio`` live copies);
+    * ``result``: the whole feature grid ``(D, ny, nx)`` float32 when the result is kept in memory (``out=None``).
+    """
+    from anysat_core.inference.stream import INFLIGHT  # stream imports this module
+
+    D = n_features
+    values = 0.0  # values of one window's inputs
+    gridded = 0
+    for m in scene.modalities:
+        mod = MODALITIES[m]
+        px = 1.0 if mod.tile_token else float(window_m) / float(scene.grid.gsd_m[m])
+        n_dates = len(scene.dates.get(m, ())) if mod.time_series else 1
+        values += max(1, n_dates) * mod.num_bands * px * px
+        gridded += 0 if mod.tile_token else 1
+    windows = INFLIGHT * batch_size
+    tokens = 1 + gridded * (float(window_m) / float(patch_size_m)) ** 2
+    width = int(getattr(model, "embed_dim", 0) or D)
+    mlp_ratio = float(getattr(getattr(model, "config", None), "mlp_ratio", 4.0))
+    ny, nx = grid_shape
+    return {
+        "accumulator": 4.0 * (2 * D + 1) * window_cells * panel_cells + 8.0 * (D + 1) * overlap_cells * panel_cells,
+        "inputs": 14.0 * values * windows,
+        "outputs": 8.0 * D * float(window_cells) ** 2 * windows,
+        "model": 4.0 * batch_size * tokens * width * (4 + mlp_ratio),
+        "result": 4.0 * D * ny * nx if in_memory else 0.0,
+    }
+
+
+def _memory_fix(window_m: float, patch_size_m: float, overlap_m: float, fits: Any) -> str:
+    """The advice of a scene too large for memory: a smaller window that fits, if one does, and the other levers."""
+    hint = ""
+    w = float(window_m)
+    while w >= 2 * patch_size_m:
+        w = max(float(patch_size_m), math.floor(w / 2 / patch_size_m) * patch_size_m)
+        if w < 2 * overlap_m:
+            break
+        if fits(w):
+            hint = f" (window_m={w:g} fits)"
+            break
+    return (
+        f"lower window_m{hint}, use a coarser patch size (a larger patch_size_m) or output='patch', or lower "
+        "batch_size; buffer_mb bounds the panel width but never goes below one window"
+    )
+
+
 def plan_scene(
     model: nn.Module,
     scene: RasterScene,
@@ -207,16 +278,26 @@ def plan_scene(
     output: str = "dense",
     output_modality: str | None = None,
     buffer_mb: float = 16.0,
+    batch_size: int = 4,
+    in_memory: bool = False,
+    survey: bool = True,
 ) -> ScenePlan:
     """The window layout and feature grid :func:`~anysat_core.inference.infer_scene` uses for ``scene`` (nothing is
-    read or run).
+    run; with ``survey`` the rasters are read until their first valid pixel).
 
     ``buffer_mb`` bounds the strip accumulator: panels get as many window columns as fit (at least one).
+
+    Before anything is allocated, the peak memory of the run (:func:`scene_memory`: accumulator, the windows in
+    flight of ``batch_size``, their outputs, the model's activations, and the whole result when ``in_memory``) is
+    checked against :func:`~anysat_core.memory.memory_limit_bytes`; with ``survey`` a scene without a single valid
+    pixel is refused (:func:`~anysat_core.data.raster.survey.has_valid_data`).
 
     Raises:
         PatchSizeError: sizes that do not fit (see :func:`~anysat_core.inference.infer_scene`).
         OutputError: an unknown ``output`` or ``output_modality``.
         InputShapeError: ``buffer_mb`` is not a positive number.
+        MemoryLimitError: the run would need more than the allowed share of this machine's memory.
+        EmptyTileError: every pixel of the scene is nodata (``survey``).
     """
     check_megabytes("buffer_mb", buffer_mb, 16)
     check_output(output)
@@ -238,6 +319,39 @@ def plan_scene(
     per_col = 4 * (2 * D + 1) * wc
     fit = int((buffer_mb * 2**20 // per_col - oc) // max(sc, 1))
     panel = max(1, min(wg.n_cols, fit))
+
+    def parts(w_m: float, panel_windows: int) -> dict[str, float]:
+        w_c, s_c = round(w_m / cell), round((w_m - overlap_m) / cell)
+        return scene_memory(
+            model,
+            scene,
+            window_m=w_m,
+            patch_size_m=patch_size_m,
+            n_features=D,
+            window_cells=w_c,
+            overlap_cells=oc,
+            panel_cells=(panel_windows - 1) * s_c + w_c,
+            grid_shape=(ny, nx),
+            batch_size=batch_size,
+            in_memory=in_memory,
+        )
+
+    need = parts(window_m, panel)
+    if sum(need.values()) > memory_limit_bytes():
+        detail = ", ".join(f"{k} {format_bytes(v)}" for k, v in need.items() if v)
+        check_memory(
+            sum(need.values()),
+            f"scene inference with window_m={window_m:g} and patch_size_m={patch_size_m:g} ({wc} x {wc} cells of "
+            f"{D} features per window, batch_size={batch_size}: {detail})",
+            _memory_fix(window_m, patch_size_m, overlap_m, lambda w: sum(parts(w, 1).values()) <= memory_limit_bytes())
+            + (" or write to a file (out=...) instead of keeping the result in memory" if in_memory else ""),
+        )
+    if survey and not has_valid_data(scene):
+        raise EmptyTileError(
+            f"the scene has no valid pixel: inside its extent {tuple(round(v, 3) for v in scene.grid.data_bounds)} "
+            f"every value is NaN or nodata ({nodata_summary(scene)}); nothing would be written but NaN. Check the "
+            "rasters, or nodata= of their RasterSource if the file's nodata value is wrong"
+        )
     return ScenePlan(
         n_rows=wg.n_rows,
         n_cols=wg.n_cols,
