@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 from torch import nn
 
+from anysat_core.data.normalize import Normalize
 from anysat_core.data.raster import RasterScene, RasterSource
 from anysat_core.data.sample import Sample
 from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputWriteError
@@ -119,6 +120,22 @@ def _finish(
         raise _write_error(out_path, e, "finish the output", work) from e
 
 
+def _normalized(scene: RasterScene, normalize: Any) -> tuple[RasterScene, Callable[[Sample], Sample] | None]:
+    """``(scene normalised as asked, per-sample callable or None)`` for ``infer_scene(normalize=...)``."""
+    if isinstance(normalize, str) and normalize == "scene":
+        return scene, None
+    if callable(normalize) and not isinstance(normalize, Normalize):
+        return scene.with_normalize(None), normalize
+    return scene.with_normalize(normalize), None
+
+
+def normalization_attr(scene: RasterScene, sample_fn: Any = None) -> str:
+    """The ``normalization`` provenance attribute: ``"s2: <statistics>; s1: <statistics>"``."""
+    if sample_fn is not None:
+        return f"applied per window by {type(sample_fn).__qualname__} to raw file values"
+    return "; ".join(f"{m}: {src}" for m, src in scene.normalization.items())
+
+
 def infer_scene(
     model: nn.Module,
     scene_or_sources: RasterScene | RasterSource | Sequence[RasterSource],
@@ -129,7 +146,7 @@ def infer_scene(
     output: str = "dense",
     output_modality: str | None = None,
     batch_size: int = 4,
-    normalize: Callable[[Sample], Sample] | None = None,
+    normalize: Any = "scene",
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     resume: bool = True,
@@ -153,8 +170,11 @@ def infer_scene(
         output: ``"dense"`` (cells of the output modality's sub-patch, ``2D`` channels) or ``"patch"``.
         output_modality: modality of the dense sub-patches (default: the scene's first modality).
         batch_size: windows per forward pass (batches never span two strips).
-        normalize: applied to every window sample before batching, e.g. a
-            :class:`~anysat_core.data.normalize.Normalize`; the scene's values are raw file values.
+        normalize: ``"scene"`` (default): the scene's own normalisation (``open_rasters``' default ``"auto"`` when
+            sources are given); any choice of :func:`~anysat_core.open_rasters`' ``normalize=`` (a registry name, a
+            statistics file, a mapping, a :class:`~anysat_core.data.normalize.Normalize`, None for raw file values)
+            replaces it; any other callable is applied to every raw window sample instead.  The statistics used are
+            recorded in the output's ``normalization`` attribute.
         out: ``*.tif``/``*.tiff`` (Cloud-Optimized GeoTIFF) or ``*.zarr``; None returns the result in memory.
         overwrite: replace an existing ``out``.
         resume: continue a partial run of the same settings found beside ``out`` (False: start again).
@@ -185,6 +205,7 @@ def infer_scene(
     check_output(output)
     check_lengths(patch_size_m=patch_size_m, window_m=window_m, overlap_m=overlap_m)  # before opening rasters
     scene = as_scene(scene_or_sources, window_m, patch_size_m)
+    scene, sample_fn = _normalized(scene, normalize)
     plan = plan_scene(
         model,
         scene,
@@ -202,6 +223,7 @@ def infer_scene(
     )
     sha = attrs["checkpoint"]
     attrs |= {
+        "normalization": normalization_attr(scene, sample_fn),
         "window_m": f"{float(window_m):g}",
         "overlap_m": f"{float(overlap_m):g}",
         "blending": "raised-cosine ramp over the overlap, weighted mean",
@@ -244,7 +266,7 @@ def infer_scene(
                 runner,
                 sink,
                 batch_size=batch_size,
-                normalize=normalize,
+                normalize=sample_fn,
                 probe=probe,
                 progress=progress,
                 callback=callback,
