@@ -36,6 +36,12 @@ coordinates are map coordinates and ``spatial_ref`` holds only the transform.  :
 Attributes (all strings): ``model`` (``"AnySat-tiny"``...), ``checkpoint`` (SHA-256 of the weights, see
 :func:`weights_sha256`), ``patch_size_m``, ``output``, ``output_modality`` (``"none"`` unless ``dense``),
 ``modalities`` (comma-joined input modalities), ``anysat_core_version``.
+
+Valid fraction.  Spatial outputs carry a ``valid_fraction`` coordinate ``(y, x)`` (float32 in ``[0, 1]``): the
+share of the input under each cell that holds data, from the samples' ``<mod>_mask`` (see :func:`valid_fraction`).
+Cells whose valid fraction is at most ``min_valid_fraction`` (default 0: cells with no valid input at all, such as
+the padding of an edge tile or a nodata block) get NaN features, which the analysis tools skip (their NaN rule).
+``output="tile"`` embeddings are not masked (a tile without any valid pixel is refused where tiles are cut).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor used to write the CRS and transform)
 import torch
 import xarray as xr
 from affine import Affine
@@ -58,9 +65,22 @@ from anysat_core.geo import cell_centres, grid_transform
 from anysat_core.modalities import MODALITIES
 from anysat_core.writers import FEATURES_NAME
 
-__all__ = ["extract_features", "features_to_dataarray", "provenance_attrs", "run_model", "weights_sha256"]
+__all__ = [
+    "VALID_FRACTION",
+    "check_min_valid_fraction",
+    "extract_features",
+    "features_to_dataarray",
+    "provenance_attrs",
+    "run_model",
+    "valid_fraction",
+    "valid_fraction_coord",
+    "weights_sha256",
+]
 
 _SPATIAL_OUTPUTS = ("patch", "dense")
+
+#: Name of the per-cell valid-fraction coordinate/variable of feature maps.
+VALID_FRACTION = "valid_fraction"
 
 
 # ----------------------------------------------------------------------------------------------- weights hash
@@ -90,6 +110,110 @@ def weights_sha256(model: nn.Module) -> str:
     digest = h.hexdigest()
     _HASH_CACHE[model] = (fingerprint, digest)
     return digest
+
+
+# ----------------------------------------------------------------------------------------------- valid fraction
+def _cover(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` share of each output cell that each input pixel covers, both grids spanning the same extent
+    (rows sum to 1).  Computed in whole units of ``1 / (n_in * n_out)``, so fractions of whole pixels are exact."""
+    e_in = np.arange(n_in + 1, dtype=np.int64) * n_out  # pixel edges
+    e_out = np.arange(n_out + 1, dtype=np.int64) * n_in  # cell edges
+    lo = np.maximum(e_out[:-1, None], e_in[None, :-1])
+    hi = np.minimum(e_out[1:, None], e_in[None, 1:])
+    return np.clip(hi - lo, 0, None).astype(np.float64) / n_in
+
+
+def _pixel_mask(name: str, x: Any, mask: Any) -> np.ndarray:
+    """``(H, W)`` bool: pixels of modality ``name`` valid at any date and band of its ``mask``."""
+    H, W = x.shape[-2:]
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    try:
+        np.broadcast_shapes(m.shape, tuple(x.shape))
+    except ValueError:
+        raise InputShapeError(
+            f"{name}_mask has shape {tuple(m.shape)}, which does not broadcast to {name} of shape {tuple(x.shape)}; "
+            "expected a bool mask of the modality's shape (True = valid) or one broadcastable to it"
+        ) from None
+    m = m.astype(bool, copy=False)
+    if m.ndim > 2:
+        m = np.asarray(m.any(axis=tuple(range(m.ndim - 2))))
+    return np.broadcast_to(m, (H, W))
+
+
+def valid_fraction(sample: Mapping[str, Any], shape: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` float32 share of valid input under each cell of an ``h x w`` output grid laid over one sample.
+
+    For every gridded modality of ``sample`` (one sample, not a batch; MODIS, one value per tile, does not count) a
+    pixel is valid when its ``<mod>_mask`` is True at *any* date and band (the model then had some input there); the
+    valid pixels are pooled onto the cells by area (a cell finer than the pixels takes the share of its area under
+    valid pixels).  The result is the mean over the modalities: 0 where no modality has a valid pixel under the
+    cell, 1 where all of them are valid under all of it.  A modality without a mask counts as valid everywhere.
+
+    Raises:
+        InputShapeError: a mask that does not broadcast to its modality's tensor.
+    """
+    h, w = (int(v) for v in shape)
+    fracs: list[np.ndarray] = []
+    for name in modalities_of(sample):
+        x = sample[name]
+        if MODALITIES[name].tile_token or not hasattr(x, "shape") or len(x.shape) < 2:
+            continue
+        mask = sample.get(f"{name}_mask")
+        if mask is None:
+            fracs.append(np.ones((h, w), dtype=np.float64))
+            continue
+        pix = _pixel_mask(name, x, mask)
+        H, W = pix.shape
+        fracs.append(_cover(H, h) @ pix.astype(np.float64) @ _cover(W, w).T)
+    if not fracs:
+        return np.ones((h, w), dtype=np.float32)
+    return np.clip(np.mean(fracs, axis=0), 0.0, 1.0).astype(np.float32)
+
+
+def check_min_valid_fraction(value: Any) -> float:
+    """``value`` as a float after checking that it is a number in ``[0, 1)``.
+
+    Raises:
+        InputShapeError: anything else (a cell's valid fraction is at most 1, so 1 would mask every cell).
+    """
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not (ok and 0.0 <= float(value) < 1.0):
+        raise InputShapeError(
+            f"min_valid_fraction={value!r}; expected a number in [0, 1): cells whose share of valid input is at most "
+            "this get NaN features (0, the default, masks only cells with no valid input at all)"
+        )
+    return float(value)
+
+
+def valid_fraction_coord(vf: np.ndarray, min_valid_fraction: float) -> xr.DataArray:
+    """The ``valid_fraction`` ``(y, x)`` coordinate of a feature map, with attributes saying what it is."""
+    return xr.DataArray(
+        np.asarray(vf, dtype=np.float32),
+        dims=("y", "x"),
+        attrs={
+            "long_name": "share of valid input under the cell",
+            "units": "1",
+            "min_valid_fraction": f"{min_valid_fraction:g}",
+            "comment": "features are NaN where valid_fraction <= min_valid_fraction",
+        },
+    )
+
+
+def _sample_item(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """The gridded modality tensors and masks of item ``i`` of a collated batch."""
+    item: dict[str, Any] = {}
+    for name in modalities_of(batch):
+        x = batch[name]
+        if not isinstance(x, torch.Tensor) or MODALITIES[name].tile_token:
+            continue
+        item[name] = x[i]
+        mask = batch.get(f"{name}_mask")
+        if mask is not None:
+            m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+            if m.dim() == x.dim():  # one mask per item (a broadcast mask of fewer dims applies to all)
+                m = m[i if m.shape[0] > 1 else 0]
+            item[f"{name}_mask"] = m
+    return item
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -209,6 +333,7 @@ def extract_features(
     patch_size_m: float,
     output: str = "patch",
     output_modality: str | None = None,
+    min_valid_fraction: float = 0.0,
 ) -> xr.DataArray | list[xr.DataArray]:
     """Run ``model`` and return its output as labelled, georeferenced DataArray(s).
 
@@ -222,15 +347,18 @@ def extract_features(
         patch_size_m: patch side in metres (multiple of 10 dividing the tile side).
         output: ``"tile"``, ``"patch"`` or ``"dense"``.
         output_modality: modality of the ``dense`` sub-patch tokens (default: the first modality of the input).
+        min_valid_fraction: spatial outputs: cells whose share of valid input (the ``valid_fraction`` coordinate,
+            see :func:`valid_fraction`) is at most this get NaN features; 0 masks the cells with no valid input.
 
     Returns:
         ``"tile"``: DataArray ``(sample, feature)`` (``sample`` coords = tile ids, also for one sample).
-        ``"patch"``/``"dense"``: a DataArray ``(feature, y, x)`` for one sample, a list of them for a batch.
-        See the module docstring for coordinates and attributes.
+        ``"patch"``/``"dense"``: a DataArray ``(feature, y, x)`` with a ``valid_fraction`` ``(y, x)`` coordinate
+        for one sample, a list of them for a batch.  See the module docstring for coordinates and attributes.
 
     Raises:
         OutputError: ``output`` is not one of the three above.
-        InputShapeError: the input is neither a sample nor a batch, or ``meta`` does not match the batch size.
+        InputShapeError: the input is neither a sample nor a batch, ``meta`` does not match the batch size, a mask
+            does not fit its modality, or ``min_valid_fraction`` is not a number in ``[0, 1)``.
         AnySatError subclasses raised by the model for invalid inputs.
     """
     if output not in ("tile", *_SPATIAL_OUTPUTS):
@@ -241,6 +369,7 @@ def extract_features(
         raise InputShapeError(
             f"extract_features got a {type(sample_or_batch).__name__}; expected a sample dict or a collated batch dict"
         )
+    threshold = check_min_valid_fraction(min_valid_fraction)
     batched = _is_batch(sample_or_batch)
     batch = sample_or_batch if batched else collate([dict(sample_or_batch)])
     mods = modalities_of(batch)
@@ -266,7 +395,13 @@ def extract_features(
             da = da.rio.write_crs(crss.pop())
         return da
 
-    out = [features_to_dataarray(feats[i], metas[i], **attrs) for i in range(B)]
+    out = []
+    for i in range(B):
+        arr = np.array(feats[i].detach().float().cpu().numpy())  # (h, w, D), a copy that may be masked
+        vf = valid_fraction(_sample_item(batch, i), arr.shape[:2])
+        arr[vf <= threshold] = np.nan
+        da = features_to_dataarray(arr, metas[i], **attrs)
+        out.append(da.assign_coords({VALID_FRACTION: valid_fraction_coord(vf, threshold)}))
     return out if batched else out[0]
 
 

@@ -26,6 +26,12 @@ Two overlapping ramps sum to 1, so the result moves smoothly from one window to 
 single window keeps that window's value exactly.  ``overlap_m`` may be at most ``window_m / 2`` (each cell is then
 covered by at most two windows per axis).
 
+**Valid fraction.**  Each window's share of valid input under every cell
+(:func:`~anysat_core.features.valid_fraction` of its sample's masks: nodata, padding beyond the rasters) is blended
+like the features, with the same weights.  The result carries it as ``valid_fraction`` ``(y, x)`` (a coordinate of
+the in-memory result and of the Zarr store's features; not a COG band, see :mod:`~anysat_core.inference.cog`), and
+cells where it is at most ``min_valid_fraction`` (default 0: no valid input at all) get NaN features (prediction -1).
+
 **Bounded memory.**  Windows are processed in *panels* (vertical bands of at most ``panel_windows`` window
 columns, sized so the accumulator stays under ``buffer_mb``), and inside a panel one row of windows (a *strip*) at
 a time, reading each window's pixels only when its batch is run.  The accumulator holds ``window`` cell rows x the

@@ -1,4 +1,10 @@
-"""Cloud-Optimized GeoTIFF made from the partial Zarr store of a finished scene, block by block."""
+"""Cloud-Optimized GeoTIFF made from the partial Zarr store of a finished scene, block by block.
+
+Bands: the ``D`` features (descriptions ``"0"`` .. ``"D-1"``), then ``prediction`` and ``confidence`` with a probe.
+The per-cell ``valid_fraction`` of the store is not a band (every band of a feature COG is a feature, so that
+``rioxarray.open_rasterio`` gives the feature map as it is): cells with too little valid input are NaN (the COG's
+nodata) in every feature band, and the tag ``valid_fraction`` says so; write a ``.zarr`` to keep the fraction itself.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,12 @@ import numpy as np
 from affine import Affine
 
 from anysat_core.writers import FEATURES_NAME, replace_path, set_default_mode
+
+#: The COG tag that says where the per-cell valid fraction went.
+VALID_FRACTION_NOTE = (
+    "not stored in the GeoTIFF: features are NaN (nodata) where the share of valid input under a cell is at most "
+    "min_valid_fraction; a .zarr output keeps the per-cell valid_fraction"
+)
 
 
 def write_cog(src: Path, out: Path, attrs: dict[str, str], probe: bool, overwrite: bool) -> None:
@@ -96,7 +108,7 @@ def _zarr_to_cog(src: Path, dst: Path, attrs: dict[str, str], probe: bool, block
                         pred, conf = cast(zarr.Array, g["prediction"]), cast(zarr.Array, g["confidence"])
                         out.write(np.asarray(pred[y0:y1, x0:x1]).astype(np.float32), D + 1, window=win)
                         out.write(np.asarray(conf[y0:y1, x0:x1]), D + 2, window=win)
-            out.update_tags(**attrs)
+            out.update_tags(**attrs, valid_fraction=VALID_FRACTION_NOTE)
             for i in range(D):
                 out.set_band_description(i + 1, str(i))
             if probe:

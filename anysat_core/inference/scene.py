@@ -17,7 +17,7 @@ from anysat_core.data.normalize import Normalize
 from anysat_core.data.raster import RasterScene, RasterSource
 from anysat_core.data.sample import Sample
 from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputWriteError
-from anysat_core.features import provenance_attrs
+from anysat_core.features import check_min_valid_fraction, provenance_attrs
 from anysat_core.inference.cog import write_cog
 from anysat_core.inference.plan import (
     ScenePlan,
@@ -76,6 +76,7 @@ def _open_partial(
     probe: bool,
     resume: bool,
     overwrite: bool,
+    min_valid_fraction: float,
 ) -> tuple[ZarrSink, Path]:
     """The partial store ``.<name>.partial.zarr`` beside ``out_path`` (resumed when its fingerprint matches)."""
     if kind == "cog":
@@ -86,7 +87,7 @@ def _open_partial(
     existed = work.exists()
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        return ZarrSink(work, plan, attrs, fingerprint, probe, resume), work
+        return ZarrSink(work, plan, attrs, fingerprint, probe, resume, min_valid_fraction), work
     except OSError as e:
         if work.exists() and not (existed and resume):  # a store being created holds nothing worth keeping
             remove_path(work)
@@ -156,6 +157,7 @@ def infer_scene(
     callback: Callable[[int, int], None] | None = None,
     buffer_mb: float = 16.0,
     gdal_cache_mb: float = 64.0,
+    min_valid_fraction: float = 0.0,
 ) -> Path | xr.DataArray | xr.Dataset:
     """Feature map of a whole scene with sliding, blended windows (see :mod:`anysat_core.inference`).
 
@@ -186,10 +188,12 @@ def infer_scene(
         buffer_mb: memory for the blending accumulator; wider scenes are processed in more panels (results are
             the same up to float rounding in the columns shared by two panels).
         gdal_cache_mb: GDAL block cache limit while reading and writing (GDAL's default is 5 % of the RAM).
+        min_valid_fraction: cells whose share of valid input (``valid_fraction``, blended like the features) is
+            at most this get NaN features (and prediction -1); 0 masks the cells with no valid input at all.
 
     Returns:
-        ``out`` as a Path when given; else a DataArray ``(feature, y, x)`` (a Dataset with ``anysat_features``,
-        ``prediction`` and ``confidence`` when ``probe`` is given).
+        ``out`` as a Path when given; else a DataArray ``(feature, y, x)`` with a ``valid_fraction`` ``(y, x)``
+        coordinate (a Dataset with ``anysat_features``, ``prediction`` and ``confidence`` when ``probe`` is given).
 
     Raises:
         PatchSizeError: sizes that do not fit the modalities or each other.
@@ -200,6 +204,7 @@ def infer_scene(
         AnySatError subclasses from reading the rasters or running the model.
     """
     check_megabytes("gdal_cache_mb", gdal_cache_mb, 64)
+    threshold = check_min_valid_fraction(min_valid_fraction)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
     check_output(output)
@@ -228,6 +233,7 @@ def infer_scene(
         "overlap_m": f"{float(overlap_m):g}",
         "blending": "raised-cosine ramp over the overlap, weighted mean",
         "crs": plan.crs,
+        "min_valid_fraction": f"{threshold:g}",
     }
     if probe is not None:
         check_probe(probe, plan.n_features)  # before any output exists
@@ -237,7 +243,7 @@ def infer_scene(
     work: Path | None = None
     sink: MemorySink | ZarrSink
     if out_path is None:
-        sink = MemorySink(plan, probe is not None)
+        sink = MemorySink(plan, probe is not None, threshold)
     else:
         kind = _output_kind(out_path)
         fingerprint = {
@@ -250,7 +256,15 @@ def infer_scene(
             "normalize": type(normalize).__qualname__ if normalize is not None else None,
         }
         sink, work = _open_partial(
-            out_path, kind, plan, attrs, fingerprint, probe=probe is not None, resume=resume, overwrite=overwrite
+            out_path,
+            kind,
+            plan,
+            attrs,
+            fingerprint,
+            probe=probe is not None,
+            resume=resume,
+            overwrite=overwrite,
+            min_valid_fraction=threshold,
         )
 
     runner_cm = (
@@ -270,6 +284,7 @@ def infer_scene(
                 probe=probe,
                 progress=progress,
                 callback=callback,
+                min_valid_fraction=threshold,
             ).run()
     except OSError as e:
         if isinstance(e, AnySatError):

@@ -3,10 +3,12 @@
 Both sinks take, from the streaming loop (:mod:`anysat_core.inference.stream`):
 
 * ``start()``: ``(steps_done, carry_sum, carry_w)`` to resume from (``0, None, None`` for a fresh run);
-* ``write(y0, x0, feats (D, h, w), prediction (h, w) | None, confidence (h, w) | None)``: finished cells;
-* ``read_cols(slot, y0, h)`` / ``write_cols(slot, y0, csum (D, h, oc), cw (h, oc))``: the weighted sums and weights
-  of the ``overlap`` columns a panel shares with the next one (two slots, alternating from panel to panel);
-* ``commit(steps_done, carry_sum (D, oc, panel_width) | None, carry_w (oc, panel_width) | None)``: a strip is
+* ``write(y0, x0, feats (D, h, w), valid (h, w), prediction (h, w) | None, confidence (h, w) | None)``: finished
+  cells and their valid fraction;
+* ``read_cols(slot, y0, h)`` / ``write_cols(slot, y0, csum (D, h, oc), cw (2, h, oc))``: the weighted sums and the
+  weights (with the weighted valid fractions) of the ``overlap`` columns a panel shares with the next one (two slots,
+  alternating from panel to panel);
+* ``commit(steps_done, carry_sum (D, oc, panel_width) | None, carry_w (2, oc, panel_width) | None)``: a strip is
   finished; the ``overlap`` rows carried to the next strip are recorded with it.
 
 The Zarr sink keeps the resume state in the store's attributes (``anysat_progress``: the settings fingerprint, the
@@ -28,6 +30,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from anysat_core.features import VALID_FRACTION, valid_fraction_coord
 from anysat_core.inference.plan import ScenePlan, grid_coords
 from anysat_core.writers import FEATURES_NAME, grid_mapping_attrs
 
@@ -49,44 +52,58 @@ def georeferenced(ds: xr.DataArray | xr.Dataset, plan: ScenePlan) -> Any:
 class MemorySink:
     """Keeps the whole feature grid in memory (``out=None``: small scenes only)."""
 
-    def __init__(self, plan: ScenePlan, probe: bool) -> None:
+    def __init__(self, plan: ScenePlan, probe: bool, min_valid_fraction: float = 0.0) -> None:
         self.plan = plan
+        self.min_valid_fraction = min_valid_fraction
         ny, nx = plan.grid_shape
         self.features = np.full((plan.n_features, ny, nx), np.nan, dtype=np.float32)
+        self.valid = np.zeros((ny, nx), dtype=np.float32)
         self.prediction = np.full((ny, nx), -1, dtype=np.int16) if probe else None
         self.confidence = np.full((ny, nx), np.nan, dtype=np.float32) if probe else None
         oc = plan.overlap_cells if plan.n_panels > 1 else 0  # overlap columns carried between panels, if any
         self._cols = [
-            (np.zeros((plan.n_features, ny, oc), np.float32), np.zeros((ny, oc), np.float32)) for _ in range(2)
+            (np.zeros((plan.n_features, ny, oc), np.float32), np.zeros((2, ny, oc), np.float32)) for _ in range(2)
         ]
 
     def start(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
         return 0, None, None
 
-    def write(self, y0: int, x0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
+    def write(
+        self,
+        y0: int,
+        x0: int,
+        feats: np.ndarray,
+        valid: np.ndarray,
+        pred: np.ndarray | None,
+        conf: np.ndarray | None,
+    ) -> None:
         h, w = feats.shape[1:]
         self.features[:, y0 : y0 + h, x0 : x0 + w] = feats
+        self.valid[y0 : y0 + h, x0 : x0 + w] = valid
         if pred is not None and self.prediction is not None and self.confidence is not None:
             self.prediction[y0 : y0 + h, x0 : x0 + w] = pred
             self.confidence[y0 : y0 + h, x0 : x0 + w] = conf
 
     def read_cols(self, slot: int, y0: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         s, w = self._cols[slot]
-        return s[:, y0 : y0 + h], w[y0 : y0 + h]
+        return s[:, y0 : y0 + h], w[:, y0 : y0 + h]
 
     def write_cols(self, slot: int, y0: int, csum: np.ndarray, cw: np.ndarray) -> None:
         s, w = self._cols[slot]
         s[:, y0 : y0 + csum.shape[1]] = csum
-        w[y0 : y0 + cw.shape[0]] = cw
+        w[:, y0 : y0 + cw.shape[1]] = cw
 
     def commit(self, steps_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
         pass
 
     def result(self, attrs: dict[str, str]) -> xr.DataArray | xr.Dataset:
-        """DataArray ``(feature, y, x)``; a Dataset with ``prediction`` and ``confidence`` too with a probe."""
-        da = xr.DataArray(
-            self.features, dims=("feature", "y", "x"), coords=grid_coords(self.plan), name=FEATURES_NAME, attrs=attrs
-        )
+        """DataArray ``(feature, y, x)`` with the ``valid_fraction`` ``(y, x)`` coordinate; a Dataset with
+        ``prediction`` and ``confidence`` too with a probe."""
+        coords: dict[str, Any] = {
+            **grid_coords(self.plan),
+            VALID_FRACTION: valid_fraction_coord(self.valid, self.min_valid_fraction),
+        }
+        da = xr.DataArray(self.features, dims=("feature", "y", "x"), coords=coords, name=FEATURES_NAME, attrs=attrs)
         da = georeferenced(da, self.plan)
         if self.prediction is None:
             return da
@@ -126,9 +143,11 @@ class ZarrSink:
         fingerprint: dict[str, Any],
         probe: bool,
         resume: bool,
+        min_valid_fraction: float = 0.0,
     ) -> None:
         import zarr
 
+        self.min_valid_fraction = min_valid_fraction
         self.path = path
         self.plan = plan
         self.fingerprint = fingerprint
@@ -177,7 +196,13 @@ class ZarrSink:
             data_vars["confidence"] = (("y", "x"), dsa.full((ny, nx), np.nan, dtype=np.float32, chunks=chunks[1:]))
             enc["prediction"] = {"chunks": chunks[1:], "fill_value": -1}
             enc["confidence"] = {"chunks": chunks[1:]}
-        ds = georeferenced(xr.Dataset(data_vars, coords=grid_coords(p), attrs=attrs), p)
+        vf = valid_fraction_coord(np.zeros((0, 0), np.float32), self.min_valid_fraction)
+        coords: dict[str, Any] = {
+            **grid_coords(p),
+            VALID_FRACTION: (("y", "x"), dsa.zeros((ny, nx), dtype=np.float32, chunks=chunks[1:]), vf.attrs),
+        }
+        enc[VALID_FRACTION] = {"chunks": chunks[1:], "fill_value": 0.0}
+        ds = georeferenced(xr.Dataset(data_vars, coords=coords, attrs=attrs), p)
         for v in ds.data_vars:
             ds[v].attrs.update(attrs)
         ds = grid_mapping_attrs(ds)
@@ -196,9 +221,9 @@ class ZarrSink:
                 )
                 g.create_array(
                     _COLS.format(slot=slot, kind="w"),
-                    shape=(ny, oc),
+                    shape=(2, ny, oc),
                     dtype="float32",
-                    chunks=(rows, oc),
+                    chunks=(2, rows, oc),
                     fill_value=0.0,
                 )
 
@@ -213,9 +238,18 @@ class ZarrSink:
         w = self._array(_CARRY.format(slot=self.slot, kind="w"))[...]
         return self.done, np.asarray(s), np.asarray(w)
 
-    def write(self, y0: int, x0: int, feats: np.ndarray, pred: np.ndarray | None, conf: np.ndarray | None) -> None:
+    def write(
+        self,
+        y0: int,
+        x0: int,
+        feats: np.ndarray,
+        valid: np.ndarray,
+        pred: np.ndarray | None,
+        conf: np.ndarray | None,
+    ) -> None:
         h, w = feats.shape[1:]
         self._array(FEATURES_NAME)[:, y0 : y0 + h, x0 : x0 + w] = feats
+        self._array(VALID_FRACTION)[y0 : y0 + h, x0 : x0 + w] = valid
         if self.probe and pred is not None:
             assert conf is not None  # apply_probe gives both
             self._array("prediction")[y0 : y0 + h, x0 : x0 + w] = pred
@@ -223,12 +257,12 @@ class ZarrSink:
 
     def read_cols(self, slot: int, y0: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         s = self._array(_COLS.format(slot=slot, kind="sum"))[:, y0 : y0 + h]
-        w = self._array(_COLS.format(slot=slot, kind="w"))[y0 : y0 + h]
+        w = self._array(_COLS.format(slot=slot, kind="w"))[:, y0 : y0 + h]
         return np.asarray(s), np.asarray(w)
 
     def write_cols(self, slot: int, y0: int, csum: np.ndarray, cw: np.ndarray) -> None:
         self._array(_COLS.format(slot=slot, kind="sum"))[:, y0 : y0 + csum.shape[1]] = csum
-        self._array(_COLS.format(slot=slot, kind="w"))[y0 : y0 + cw.shape[0]] = cw
+        self._array(_COLS.format(slot=slot, kind="w"))[:, y0 : y0 + cw.shape[1]] = cw
 
     def commit(self, steps_done: int, carry_sum: np.ndarray | None, carry_w: np.ndarray | None) -> None:
         slot = 1 - self.slot

@@ -8,9 +8,12 @@ point, and in each panel its strips (rows of windows) from top to bottom.  One s
 2. :meth:`~SceneStream.window_outputs`: read the strip's windows lazily, a few batches at a time
    (:data:`INFLIGHT`), and run them (batches never cross strips, so a resumed run batches every window as an
    uninterrupted one);
-3. :meth:`~SceneStream.blend`: add each window's features times the separable raised-cosine weight;
+3. :meth:`~SceneStream.blend`: add each window's features and valid fraction (the share of valid input under each
+   cell, :func:`~anysat_core.features.valid_fraction` of the window sample, computed here, not on Dask workers)
+   times the separable raised-cosine weight;
 4. :meth:`~SceneStream.flush_strip`: exchange the ``overlap`` columns shared with the neighbouring panels through the
-   sink, divide the finished rows (``stride`` rows, all of them for the last strip), apply the probe, write them;
+   sink, divide the finished rows (``stride`` rows, all of them for the last strip), set the features of cells whose
+   valid fraction is at most ``min_valid_fraction`` to NaN, apply the probe, write them;
 5. :meth:`~SceneStream.carry_rows` and the sink's ``commit``: keep the ``overlap`` band for the next strip and
    record the progress.
 
@@ -28,6 +31,7 @@ import numpy as np
 from anysat_core.data.raster import RasterScene
 from anysat_core.data.sample import Sample
 from anysat_core.errors import EmptyTileError, InputShapeError, OutputError
+from anysat_core.features import valid_fraction
 from anysat_core.inference.plan import ScenePlan
 from anysat_core.inference.runners import Runner
 from anysat_core.inference.sinks import MemorySink, ZarrSink
@@ -101,7 +105,8 @@ class Panel:
 
     Attributes:
         acc: ``(D, window_cells, width)`` weighted feature sums of the current strip.
-        wsum: ``(window_cells, width)`` sums of the weights.
+        wts: ``(2, window_cells, width)``: the sums of the weights (:attr:`wsum`) and the weighted sums of the windows'
+            valid fractions (:attr:`vsum`), carried together.
         fin: ``(D, window_cells, x1 - x0)`` the divided output of the strip.
     """
 
@@ -112,8 +117,18 @@ class Panel:
     x1: int
     last: bool
     acc: np.ndarray
-    wsum: np.ndarray
+    wts: np.ndarray
     fin: np.ndarray
+
+    @property
+    def wsum(self) -> np.ndarray:
+        """``(window_cells, width)`` sums of the blending weights."""
+        return self.wts[0]
+
+    @property
+    def vsum(self) -> np.ndarray:
+        """``(window_cells, width)`` sums of the windows' valid fractions times the blending weights."""
+        return self.wts[1]
 
 
 def panel_buffers(plan: ScenePlan, p: int) -> Panel:
@@ -130,7 +145,7 @@ def panel_buffers(plan: ScenePlan, p: int) -> Panel:
         x1=x1,
         last=p == plan.n_panels - 1,
         acc=np.zeros((D, wc, width), dtype=np.float32),
-        wsum=np.zeros((wc, width), dtype=np.float32),
+        wts=np.zeros((2, wc, width), dtype=np.float32),
         fin=np.empty((D, wc, x1 - x0), dtype=np.float32),
     )
 
@@ -151,8 +166,10 @@ class SceneStream:
         probe: Any,
         progress: bool,
         callback: Callable[[int, int], None] | None,
+        min_valid_fraction: float = 0.0,
     ) -> None:
         self.wscene, self.plan, self.runner, self.sink = wscene, plan, runner, sink
+        self.min_valid_fraction = min_valid_fraction
         self.batch_size, self.normalize, self.probe = batch_size, normalize, probe
         self.progress, self.callback = progress, callback
         self.classes = getattr(probe, "classes_", None)
@@ -200,8 +217,8 @@ class SceneStream:
         """Strip ``r`` of ``panel``, committed; returns the ``overlap`` rows carried to the next strip."""
         self.seed_strip(panel, carry_sum, carry_w)
         n_seen = 0
-        for c, f in self.window_outputs(r, panel.c0, panel.c1):
-            self.blend(panel, c, f)
+        for c, f, v in self.window_outputs(r, panel.c0, panel.c1):
+            self.blend(panel, c, f, v)
             n_seen += 1
         self.bar.update((panel.c1 - panel.c0) - n_seen)  # empty windows
         last = r == self.plan.n_rows - 1
@@ -215,48 +232,54 @@ class SceneStream:
         """Clear the accumulator and put back the ``overlap`` rows carried from the strip above."""
         oc = self.plan.overlap_cells
         panel.acc.fill(0.0)
-        panel.wsum.fill(0.0)
+        panel.wts.fill(0.0)
         if carry_sum is not None and carry_w is not None and oc > 0:
             panel.acc[:, :oc] = carry_sum
-            panel.wsum[:oc] = carry_w
+            panel.wts[:, :oc] = carry_w
 
-    def read_batches(self, r: int, c0: int, c1: int) -> Iterator[tuple[list[int], list[Sample]]]:
-        """``(window columns, samples)`` of the non-empty windows ``(r, c0..c1)``, ``batch_size`` at a time, each
-        window read (and normalised) only when its batch is asked for."""
+    def read_batches(self, r: int, c0: int, c1: int) -> Iterator[tuple[list[int], list[Sample], list[np.ndarray]]]:
+        """``(window columns, samples, valid fractions)`` of the non-empty windows ``(r, c0..c1)``, ``batch_size`` at
+        a time, each window read (and normalised) only when its batch is asked for.  The valid fraction
+        ``(window_cells, window_cells)`` of a window comes from the masks of the sample the model gets."""
+        wc = self.plan.window_cells
         cols: list[int] = []
         samples: list[Sample] = []
+        fracs: list[np.ndarray] = []
         for c in range(c0, c1):
             try:
                 s = self.wscene.tile(r, c)
             except EmptyTileError:
                 continue
             cols.append(c)
-            samples.append(self.normalize(s) if self.normalize is not None else s)
+            s = self.normalize(s) if self.normalize is not None else s
+            samples.append(s)
+            fracs.append(valid_fraction(s, (wc, wc)))
             if len(samples) == self.batch_size:
-                yield cols, samples
-                cols, samples = [], []
+                yield cols, samples, fracs
+                cols, samples, fracs = [], [], []
         if samples:
-            yield cols, samples
+            yield cols, samples, fracs
 
-    def window_outputs(self, r: int, c0: int, c1: int) -> Iterator[tuple[int, np.ndarray]]:
-        """``(window column, features (h, w, D))`` of strip ``r``, running :data:`INFLIGHT` batches at a time: at
-        most that many batches of inputs are held."""
-        pending: list[tuple[list[int], list[Sample]]] = []
+    def window_outputs(self, r: int, c0: int, c1: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(window column, features (h, w, D), valid fraction (h, w))`` of strip ``r``, running :data:`INFLIGHT`
+        batches at a time: at most that many batches of inputs are held."""
+        pending: list[tuple[list[int], list[Sample], list[np.ndarray]]] = []
         batches = self.read_batches(r, c0, c1)
         while True:
             nxt = next(batches, None)
             if nxt is not None:
                 pending.append(nxt)
             if pending and (nxt is None or len(pending) == INFLIGHT):
-                outs = self.runner([b for _, b in pending])
-                for (cols, _), out in zip(pending, outs):
-                    yield from zip(cols, out)
+                outs = self.runner([b for _, b, _ in pending])
+                for (cols, _, fracs), out in zip(pending, outs):
+                    yield from zip(cols, out, fracs)
                 pending = []
             if nxt is None:
                 return
 
-    def blend(self, panel: Panel, c: int, f: np.ndarray) -> None:
-        """Add window ``c``'s features ``(h, w, D)`` times the blending weight; report the window as done."""
+    def blend(self, panel: Panel, c: int, f: np.ndarray, v: np.ndarray) -> None:
+        """Add window ``c``'s features ``(h, w, D)`` and valid fraction ``(h, w)`` times the blending weight; report
+        the window as done."""
         D, wc, _ = self.plan.buffer_shape
         if f.shape[:2] != (wc, wc) or f.shape[2] != D:
             raise InputShapeError(
@@ -267,13 +290,15 @@ class SceneStream:
         x0 = (c - panel.c0) * self.plan.stride_cells
         panel.acc[:, :, x0 : x0 + wc] += np.moveaxis(f, -1, 0) * self.weight
         panel.wsum[:, x0 : x0 + wc] += self.weight
+        panel.vsum[:, x0 : x0 + wc] += v * self.weight
         self.done += 1
         self.bar.update(1)
         if self.callback is not None:
             self.callback(self.done, self.plan.n_windows)
 
     def flush_strip(self, panel: Panel, r: int, last: bool) -> None:
-        """Divide and write the rows strip ``r`` finishes: the stride rows (all window rows for the last strip)."""
+        """Divide and write the rows strip ``r`` finishes: the stride rows (all window rows for the last strip);
+        cells whose valid fraction is at most ``min_valid_fraction`` (cells no window covers have 0) get NaN."""
         plan = self.plan
         y0 = r * plan.stride_cells
         n_out = max(0, min(plan.window_cells if last else plan.stride_cells, plan.grid_shape[0] - y0))
@@ -285,10 +310,14 @@ class SceneStream:
         out = panel.fin[:, :n_out]
         out.fill(np.nan)
         np.divide(panel.acc[:, :n_out, :width], w, out=out, where=w > 0)
+        valid = np.zeros(w.shape, dtype=np.float32)
+        np.divide(panel.vsum[:n_out, :width], w, out=valid, where=w > 0)
+        np.clip(valid, 0.0, 1.0, out=valid)  # a weighted mean of values in [0, 1], up to rounding
+        out[:, valid <= self.min_valid_fraction] = np.nan
         prediction = confidence = None
         if self.probe is not None:
             prediction, confidence = apply_probe(self.probe, self.classes, out)
-        self.sink.write(y0, panel.x0, out, prediction, confidence)
+        self.sink.write(y0, panel.x0, out, valid, prediction, confidence)
 
     def share_columns(self, panel: Panel, y0: int, n_out: int) -> None:
         """Add the previous panel's share of the ``overlap`` columns this panel finishes, and hand this panel's
@@ -299,11 +328,11 @@ class SceneStream:
         if p > 0:
             csum, cw = self.sink.read_cols(p % 2, y0, n_out)
             panel.acc[:, :n_out, :oc] += csum
-            panel.wsum[:n_out, :oc] += cw
+            panel.wts[:, :n_out, :oc] += cw
         if not panel.last:
             xr0 = (panel.c1 - panel.c0) * self.plan.stride_cells
             self.sink.write_cols(
-                (p + 1) % 2, y0, panel.acc[:, :n_out, xr0 : xr0 + oc], panel.wsum[:n_out, xr0 : xr0 + oc]
+                (p + 1) % 2, y0, panel.acc[:, :n_out, xr0 : xr0 + oc], panel.wts[:, :n_out, xr0 : xr0 + oc]
             )
 
     def carry_rows(self, panel: Panel, last: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -311,4 +340,4 @@ class SceneStream:
         if last:
             return None, None
         sc, oc = self.plan.stride_cells, self.plan.overlap_cells
-        return panel.acc[:, sc : sc + oc].copy(), panel.wsum[sc : sc + oc].copy()
+        return panel.acc[:, sc : sc + oc].copy(), panel.wts[:, sc : sc + oc].copy()
