@@ -31,22 +31,75 @@ import numpy as np
 import torch
 
 from anysat_core.data.datasets.base import AnySatDataset, register_dataset
-from anysat_core.data.geoplex_mini.signals import band_wavelengths, generate, units
-from anysat_core.data.geoplex_mini.world import CLASSES, CRS, ORIGIN_M, YEAR, get_world, seeded_rng
+from anysat_core.data.geoplex_mini.signals import band_wavelengths, generate, kind, units
+from anysat_core.data.geoplex_mini.world import (
+    CLASSES,
+    CRS,
+    ORIGIN_M,
+    YEAR,
+    date_count,
+    get_world,
+    seeded_rng,
+    tile_bytes,
+    world_bytes,
+)
 from anysat_core.data.normalize import Normalize, compute_stats, read_stats, write_stats
 from anysat_core.data.sample import GeoInfo
 from anysat_core.errors import ConfigError, ExtentMismatchError
 from anysat_core.geo import cell_centres, is_multiple
+from anysat_core.memory import check_memory, format_bytes
 from anysat_core.modalities import MODALITIES, Modality, NormStats
 from anysat_core.writers import atomic_write
 
-__all__ = ["GENERATOR_VERSION", "GeoPlexMini"]
+__all__ = ["GENERATOR_VERSION", "GeoPlexMini", "memory_estimate"]
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator's output changes (it is part of the cache key).
 GENERATOR_VERSION = 2
 _TASKS = ("multilabel", "segmentation", "change")
+
+
+def memory_estimate(
+    rows: int,
+    cols: int,
+    tile_m: float,
+    parcel_m: float,
+    modalities: Sequence[str],
+    label_gsd_m: float | None = None,
+) -> dict[str, float]:
+    """Estimated bytes of a GeoPlex-mini world and of its largest tile, before anything is built (unknown modality
+    names are left out; the dataset reports them).
+
+    Returns ``{"world": ..., "tile": ...}``: the world's parcels and per-tile bookkeeping, and the peak of generating
+    one sample (the largest modality's tile, or the 2 m class fractions and the label grid, whichever is larger).
+    """
+    mods = [MODALITIES[m] for m in modalities if m in MODALITIES]
+    finest = min((m.gsd_m for m in mods if not m.tile_token), default=10.0)
+    given = isinstance(label_gsd_m, (int, float)) and not isinstance(label_gsd_m, bool) and label_gsd_m > 0
+    label_gsd = float(label_gsd_m) if given else finest  # type: ignore[arg-type]  # a bad value is reported later
+    per_tile = [
+        tile_bytes(tile_m, parcel_m, 2.0, 1, 1, False, "labels"),  # class fractions on 2 m sub-samples
+        tile_bytes(tile_m, parcel_m, label_gsd, 1, len(CLASSES), False, "labels"),  # the label grid
+    ]
+    for m in mods:
+        n_dates = date_count(m.name) if m.time_series else 1
+        per_tile.append(tile_bytes(tile_m, parcel_m, m.gsd_m, n_dates, m.num_bands, m.tile_token, kind(m)))
+    return {"world": world_bytes(rows, cols, tile_m, parcel_m), "tile": max(per_tile)}
+
+
+def _check_memory(
+    rows: int, cols: int, tile_m: float, parcel_m: float, modalities: Sequence[str], label_gsd_m: float | None
+) -> None:
+    """MemoryLimitError when :func:`memory_estimate` exceeds the allowed share of this machine's memory."""
+    est = memory_estimate(rows, cols, tile_m, parcel_m, modalities, label_gsd_m)
+    check_memory(
+        sum(est.values()),
+        f"GeoPlex-mini with tiles=({rows}, {cols}) of tile_m={tile_m:g} m, parcel_m={parcel_m:g} and "
+        f"{', '.join(modalities)} (world {format_bytes(est['world'])}, one tile {format_bytes(est['tile'])})",
+        "use fewer or smaller tiles (the defaults are tiles=16, tile_m=60), fewer fine-resolution modalities "
+        "(aerial is 0.2 m), or a larger parcel_m",
+    )
 
 
 @register_dataset
@@ -122,8 +175,10 @@ class GeoPlexMini(AnySatDataset):
             raise ConfigError(f"tiles={tiles!r}; expected a positive int or a (rows, cols) pair of positive ints")
         if task not in _TASKS:
             raise ConfigError(f"task={task!r}; expected one of {', '.join(_TASKS)}")
-        if not tile_m > 0:
-            raise ConfigError(f"tile_m={tile_m!r}; expected a positive number of metres (e.g. 60)")
+        for name, v, eg in (("tile_m", tile_m, 60), ("parcel_m", parcel_m, 120)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < v < np.inf:
+                raise ConfigError(f"{name}={v!r}; expected a positive, finite number of metres (e.g. {eg})")
+        _check_memory(rows, cols, float(tile_m), float(parcel_m), mods, label_gsd_m)
         self.task = task  # type: ignore[misc]
         self.seed, self.rows, self.cols, self.tile_m = int(seed), rows, cols, float(tile_m)
         self.parcel_m, self.block_tiles, self.min_cover = float(parcel_m), int(block_tiles), float(min_cover)

@@ -305,11 +305,21 @@ def vhr(w: World, t: int, mod: Modality) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def kind(mod: Modality) -> str:
+    """How GeoPlex-mini makes ``mod``: ``"vhr"``, ``"sar"`` or ``"optical"`` (the only kind with clouds)."""
+    if mod.projector == "vhr":
+        return "vhr"
+    if mod.name in _ENL or mod.bands[0] in ("VV", "HH"):
+        return "sar"
+    return "optical"
+
+
 def generate(w: World, tile: int, mod: Modality, clouds: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw values of world tile ``tile`` for ``mod`` and its cloud mask (None for SAR and VHR modalities)."""
-    if mod.projector == "vhr":
+    k = kind(mod)
+    if k == "vhr":
         return vhr(w, tile, mod), None
-    if mod.name in _ENL or mod.bands[0] in ("VV", "HH"):
+    if k == "sar":
         return sar(w, tile, mod), None
     return optical(w, tile, mod, clouds=clouds)
 

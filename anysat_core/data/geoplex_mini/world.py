@@ -342,3 +342,38 @@ class World:
 @functools.lru_cache(maxsize=8)
 def get_world(seed: int, rows: int, cols: int, tile_m: float, parcel_m: float) -> World:
     return World(seed, rows, cols, tile_m, parcel_m)
+
+
+def world_bytes(rows: int, cols: int, tile_m: float, parcel_m: float) -> float:
+    """Estimated bytes of a :class:`World` (parcel seeds, classes, per-parcel draws, the k-d tree) plus the per-tile
+    bookkeeping of a dataset over it (splits, indices, class fractions), before it is built."""
+    margin = 300.0
+    parcels = math.ceil((cols * tile_m + 2 * margin) / parcel_m + 1) * math.ceil(
+        (rows * tile_m + 2 * margin) / parcel_m + 1
+    )
+    return 200.0 * parcels + 100.0 * rows * cols
+
+
+def tile_bytes(
+    tile_m: float, parcel_m: float, gsd_m: float, n_dates: int, n_bands: int, tile_token: bool, kind: str
+) -> float:
+    """Estimated peak bytes of generating one tile (``n_dates`` x ``n_bands`` rasters of ``gsd_m`` pixels) of a
+    modality of ``kind`` (``"optical"``, ``"sar"``, ``"vhr"``; ``"labels"``: a class map of ``n_bands`` classes).
+
+    Terms: the sub-pixel sample points and their parcel look-up (about 80 bytes each, float64); for optical, the
+    cloud opacity per date and point; for optical and SAR, the parcel-mixture matrix (pixels x parcels under the
+    tile); the float64 intermediates of the values (about 3 live copies).
+    """
+    side = 1 if tile_token else max(1.0, tile_m / gsd_m)
+    pixels = side * side
+    ns = int(min(25, max(1, round(gsd_m / 2))))
+    points = pixels * ns * ns
+    units = 2 * (tile_m / parcel_m + 3) ** 2  # parcels (x disturbances) under a tile
+    clouds = 16.0 * n_dates * points if kind == "optical" else 0.0
+    mixture = 8.0 * pixels * units if kind in ("optical", "sar") else 0.0
+    return 80.0 * points + clouds + mixture + 24.0 * n_dates * n_bands * pixels
+
+
+def date_count(mod: str) -> int:
+    """Upper bound of the acquisitions of a series modality in the year (every revisit kept)."""
+    return math.ceil(365 / _REVISIT.get(mod, (10, 0.8))[0])
