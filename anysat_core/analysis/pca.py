@@ -41,7 +41,10 @@ from anysat_core.analysis.grid import (
 )
 from anysat_core.errors import InputShapeError
 
-__all__ = ["PCARGB"]
+__all__ = ["MIN_CELLS", "PCARGB"]
+
+#: Valid cells :meth:`PCARGB.fit` needs: three colour axes plus the mean (``n`` cells span at most ``n - 1`` axes).
+MIN_CELLS = 4
 
 
 def _fmt(values: Any) -> str:
@@ -55,7 +58,8 @@ class PCARGB:
     Args:
         percentiles: ``(low, high)`` percentiles (0-100) of each component's projections on the fit sample that
             map to 0 and 1 (values outside are clipped).  ``(0, 100)`` is a plain min-max stretch.
-        max_samples: at most this many pooled feature vectors are used to fit (bounds memory and time).
+        max_samples: at most this many pooled feature vectors are used to fit (bounds memory and time; at least
+            :data:`MIN_CELLS`).
         seed: seed of the subsampling (same data and seed, same basis and colours).
 
     Attributes (after :meth:`fit`):
@@ -78,7 +82,7 @@ class PCARGB:
         lo, hi = (float(p) for p in percentiles) if ok else (0.0, -1.0)
         if not 0.0 <= lo < hi <= 100.0:
             raise InputShapeError(f"percentiles={percentiles!r}; expected (low, high) with 0 <= low < high <= 100")
-        check_number("max_samples", max_samples, whole=True, minimum=2)
+        check_number("max_samples", max_samples, whole=True, minimum=MIN_CELLS)
         check_number("seed", seed, whole=True)
         self.percentiles = (lo, hi)
         self.max_samples = int(max_samples)
@@ -99,13 +103,22 @@ class PCARGB:
             self.
 
         Raises:
-            InputShapeError: wrong dims, or maps with different feature sizes.
+            InputShapeError: wrong dims, maps with different feature sizes, or fewer than :data:`MIN_CELLS` valid
+                cells in all (a basis fitted on 1-3 vectors has at most 0-2 axes of variation: flat grey colours).
             EmptyTileError: every cell is masked.
             NonFiniteInputError: infinite feature values.
         """
         maps = feature_maps(data, "PCARGB.fit")
         X = pooled_sample(maps, self.max_samples, self.seed, "PCARGB.fit")
         n, D = X.shape
+        if n < MIN_CELLS:
+            cells = sum(m.sizes["y"] * m.sizes["x"] for m in maps)
+            raise InputShapeError(
+                f"PCARGB.fit got {n} valid cell(s) ({cells} cell(s) in {len(maps)} map(s), {cells - n} masked); three "
+                f"colour axes need at least {MIN_CELLS} cells with finite features ({n} cell(s) span at most "
+                f"{max(n - 1, 0)} axis/axes, the other colours would be a flat grey). Fit on a larger map or on several "
+                "maps, pca.fit([da1, da2, ...]), then transform this one with that fit"
+            )
         mean = X.mean(axis=0)
         Xc = X - mean
         cov = (Xc.T @ Xc) / max(n - 1, 1)

@@ -52,7 +52,14 @@ def fit_from_points(
     parsed = parse_labels(points)
     if not parsed:
         raise ProbeError("fit_from_points got no label; give labels of at least two classes")
-    top = max(c for _, c, _ in parsed)
+    given = sorted({c for _, c, _ in parsed})
+    if len(given) < 2:
+        raise ProbeError(
+            f"the {len(parsed)} label(s) given to fit_from_points hold only class {given[0]}; a probe needs labels "
+            f"of at least two classes to tell them apart. Add points or polygons of another class, e.g. "
+            f"(x, y, {1 if given[0] == 0 else 0})"
+        )
+    top = given[-1]
     k = num_classes if num_classes is not None else top + 1
     probe = PixelProbe(k, **probe_kwargs)
     if top >= k:
