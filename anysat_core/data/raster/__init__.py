@@ -19,6 +19,13 @@ the ``band`` coordinate of ``rioxarray.open_rasterio``) or band names (the file'
 ``band`` coordinate / variable names of an xarray object).  After selection a file must have exactly
 ``MODALITIES[m].num_bands`` bands in ``MODALITIES[m].bands`` order.  Without ``bands``, files whose band
 descriptions name all the registry bands are reordered (and reduced) to the registry order automatically.
+Names are compared case-insensitively and with the common aliases (``blue``/``B02``, ``red``/``B04``,
+``nir``/``B08``, ``nir08``/``B8A``, ``swir16``/``B11``, ``B2``/``B02``, ``vv``, ``R``/``red``...; see
+:func:`~anysat_core.data.raster.sources.band_alias`).  An ``xr.Dataset`` (or NetCDF file) gives one variable per
+band, each ``(y, x)``, ``(band=1, y, x)`` or ``(time, y, x)``; its variables are matched to the registry bands by
+name and never taken in file order: names that do not match raise :class:`ChannelMismatchError` asking for
+``bands=`` (variable names); so do band descriptions that name registry bands in another order.  NetCDF files are read with xarray and georeferenced from their CF coordinates and
+``grid_mapping`` variable or from ``crs``/``GeoTransform`` attributes (see :mod:`~anysat_core.data.raster.sources`).
 
 **Time series.** A time-series modality is given either as
 
