@@ -44,6 +44,7 @@ __all__ = [
     "TileIndexError",
     "UnknownDatasetError",
     "UnknownModalityError",
+    "UnnormalizedInputWarning",
 ]
 
 
@@ -245,3 +246,8 @@ class OutputWriteError(AnySatError, OSError):
             "again, or choose another path",
             path,
         )
+
+
+class UnnormalizedInputWarning(UserWarning):
+    """Model inputs that look like raw file values (channel means or spreads far from a normalised 0 and 1); shown
+    once per modality and process."""

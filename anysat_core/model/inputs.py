@@ -9,6 +9,7 @@ to fix it.  Nothing here runs the model.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -28,6 +29,7 @@ from anysat_core.errors import (
     OutputError,
     PatchSizeError,
     UnknownModalityError,
+    UnnormalizedInputWarning,
 )
 from anysat_core.geo import EPS, is_length
 from anysat_core.modalities import MODALITIES, Modality
@@ -125,6 +127,41 @@ def _check_image(name: str, mod: Modality, x: torch.Tensor) -> None:
             else " Replace them (e.g. torch.nan_to_num or an inpainting) before calling the model."
         )
         raise NonFiniteInputError(f"{name} contains {bad} NaN or infinite values of {x.numel()}." + hint)
+
+
+#: a modality whose channel means reach this (in absolute value), or whose channel standard deviations reach
+#: :data:`RAW_STD`, looks un-normalised (normalised inputs have means near 0 and deviations near 1)
+RAW_MEAN = 12.0
+RAW_STD = 25.0
+_warned_raw: set[str] = set()
+
+
+def warn_if_raw(name: str, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    """Warn once per modality (:class:`UnnormalizedInputWarning`) when ``x`` ``(B, [T,] C, H, W)`` looks like raw
+    file values; masked-out values (``mask`` False) are left out."""
+    if name in _warned_raw or x.numel() == 0:
+        return
+    with torch.no_grad():
+        v = x.detach().float().transpose(0, -3).reshape(x.shape[-3], -1)  # (C, N)
+        if mask is not None:
+            m = torch.broadcast_to(mask.bool(), x.shape).transpose(0, -3).reshape(x.shape[-3], -1)
+            n = m.sum(1).clamp(min=1)
+            mean = (v * m).sum(1) / n
+            std = (((v - mean[:, None]) ** 2 * m).sum(1) / n).sqrt()
+        else:
+            mean, std = v.mean(1), v.std(1, correction=0)
+    big_mean, big_std = float(mean.abs().max()), float(std.max())
+    if big_mean < RAW_MEAN and big_std < RAW_STD:
+        return
+    _warned_raw.add(name)
+    warnings.warn(
+        f"{name} inputs look un-normalised (channel means up to {big_mean:.4g} in absolute value, standard "
+        f"deviations up to {big_std:.4g}; normalised inputs have means near 0 and deviations near 1). Normalise them "
+        "with the statistics the model expects: open_rasters and the dataset loaders do by default (see "
+        f"MODALITIES[{name!r}].stats and anysat_core.data.normalize.Normalize). Shown once per modality.",
+        UnnormalizedInputWarning,
+        stacklevel=2,
+    )
 
 
 def _check_dates(name: str, x: torch.Tensor, dates: Any) -> torch.Tensor:
@@ -243,6 +280,7 @@ def check_batch(
             dates[n] = _check_dates(n, x, batch.get(f"{n}_dates"))
         if f"{n}_mask" in batch:
             masks[n] = _check_mask(n, x, batch[f"{n}_mask"])
+        warn_if_raw(n, x, masks.get(n))
         images[n] = x
     if len(set(sizes.values())) > 1:
         raise BatchSizeMismatchError(

@@ -289,3 +289,37 @@ def test_infer_scene_records_and_can_replace_the_normalisation(s2_l7) -> None:
         model, scene.with_normalize(None), normalize=Normalize({"s2": MODALITIES["s2"].stats["treesatai-ts"]}), **kw
     )
     np.testing.assert_allclose(same.values, da.values, atol=1e-5)
+
+
+def test_raw_inputs_warn_once_normalised_do_not(s2_l7, monkeypatch) -> None:
+    import warnings
+
+    from anysat_core.errors import UnnormalizedInputWarning
+    from anysat_core.model import inputs
+
+    monkeypatch.setattr(inputs, "_warned_raw", set())
+    rng = np.random.default_rng(0)
+    reflectance = rng.uniform(200, 3000, (10, 12, 12)).astype(np.float32)  # Sentinel-2 L2A x 10000
+    s2 = write_tif(s2_l7[0].parent / "s2_real.tif", reflectance, Affine(10, 0, X0, 0, -10, Y0))
+    torch.manual_seed(0)
+    model = AnySat(size="test").eval()
+    from anysat_core.data.collate import collate
+
+    normed = collate([open_rasters(RasterSource(s2, "s2", dates=["2020-01-02"]), tile_m=120).tile(0, 0)])
+    raw = collate([open_rasters(RasterSource(s2, "s2", dates=["2020-01-02"]), tile_m=120, normalize=None).tile(0, 0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnnormalizedInputWarning)
+        model(normed, patch_size_m=40)  # no warning
+    with pytest.warns(UnnormalizedInputWarning, match="s2 inputs look un-normalised"):
+        model(raw, patch_size_m=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnnormalizedInputWarning)
+        model(raw, patch_size_m=40)  # once per modality
+
+
+def test_huge_tile_refused_before_reading(s2_l7, tmp_path: Path) -> None:
+    from anysat_core.errors import MemoryLimitError
+
+    s2, _ = s2_l7
+    with pytest.raises(MemoryLimitError, match=r"reading one 1e\+06 m tile .*choose a smaller tile_m"):
+        open_rasters(RasterSource(s2, "s2", dates=["2020-01-02"]), tile_m=1e6)

@@ -25,6 +25,7 @@ from anysat_core.data.sample import GeoInfo, Sample
 from anysat_core.dates import day_of_year
 from anysat_core.errors import ConfigError, CorruptFileError, EmptyTileError, InputShapeError, TileIndexError
 from anysat_core.geo import cell_centres, grid_bounds, is_length
+from anysat_core.memory import check_memory
 from anysat_core.modalities import MODALITIES
 
 __all__ = ["RasterScene", "open_rasters"]
@@ -316,6 +317,18 @@ class RasterScene:
         return self.tile(*idx[i])
 
 
+#: bytes held per input value while a tile is read: the file's values, the warped float32 copy, the stacked dates,
+#: the mask and the output tensor
+BYTES_PER_TILE_VALUE = 20
+
+
+def tile_read_bytes(grid: SceneGrid, first: dict[str, Frame], n_frames: dict[str, int]) -> float:
+    """Estimated peak bytes of reading one tile of ``grid`` (``first``: a frame of each modality, for its bands)."""
+    return float(
+        sum(BYTES_PER_TILE_VALUE * n_frames[m] * len(f.band_idx) * grid.tile_px[m] ** 2 for m, f in first.items())
+    )
+
+
 def _check_sources(sources: RasterSource | Sequence[RasterSource]) -> list[RasterSource]:
     """The sources as a list: RasterSource objects, one per modality, at least one gridded."""
     srcs = [sources] if isinstance(sources, RasterSource) else list(sources)
@@ -381,6 +394,7 @@ def open_rasters(
         ExtentMismatchError: the sources do not overlap (by at least one grid unit).
         PatchSizeError: ``tile_m``/``patch_size_m`` do not fit the modalities.
         ConfigError: a non-metric ``crs``, a bad ``origin``, ``min_valid_fraction`` or ``normalize``.
+        MemoryLimitError: reading one tile would take more than the allowed share of this machine's memory.
         DatasetNotFoundError, CorruptFileError: a statistics file that is missing or unreadable.
     """
     if not (is_length(min_valid_fraction) and 0 <= min_valid_fraction <= 1):
@@ -390,6 +404,11 @@ def open_rasters(
     finest = min((s.modality for s in srcs if not MODALITIES[s.modality].tile_token), key=lambda m: MODALITIES[m].gsd_m)
     ref = reference_crs(crs, frames[finest])
     grid, boxes = plan_grid(frames, ref, tile_m, patch_size_m, origin)
+    check_memory(
+        tile_read_bytes(grid, {m: fs[0] for m, fs in frames.items()}, {m: len(fs) for m, fs in frames.items()}),
+        f"reading one {grid.tile_m:g} m tile ({', '.join(f'{m}: {px} x {px} px' for m, px in grid.tile_px.items())})",
+        "choose a smaller tile_m",
+    )
     mods = {
         s.modality: _ModState(
             s,
