@@ -121,6 +121,28 @@ def test_treesat_model_at_protocol_patch_size(tmp_path, model):
     assert out.shape == (2, 6, 6, model.config.embed_dim)
 
 
+def test_treesat_says_which_statistics_and_files_never_silently_replace_the_registry(tmp_path):
+    """A computed NORM file beside the data does not replace the statistics the checkpoint expects (the registry's)
+    unless normalize='files' asks for it; the dataset names the statistics of each modality."""
+    from anysat_core.modalities import MODALITIES
+
+    root = treesat_root(tmp_path)
+    (root / "NORM_s2_patch.json").write_text(json.dumps({"mean": [0.0] * 10, "std": [1.0] * 10}))
+    ds = TreeSatAITS(root, "test", modalities=["s2"])
+    assert ds.normalization["s2"].startswith("treesatai-ts")
+    assert "treesatai-ts" in repr(ds)
+    raw = TreeSatAITS(root, "test", modalities=["s2"], normalize=False)
+    st = MODALITIES["s2"].stats["treesatai-ts"]
+    want = (raw[0]["s2"] - torch.tensor(st.mean).view(-1, 1, 1)) / torch.tensor(st.std).view(-1, 1, 1)
+    torch.testing.assert_close(ds[0]["s2"], want)
+    files = TreeSatAITS(root, "test", modalities=["s2"], normalize="files")
+    assert files.normalization["s2"] == str(root / "NORM_s2_patch.json")
+    torch.testing.assert_close(files[0]["s2"], raw[0]["s2"])  # mean 0, std 1
+    assert raw.normalization == {"s2": "none (raw values)"}
+    with pytest.raises(ConfigError, match="'files', False"):
+        TreeSatAITS(root, "test", modalities=["s2"], normalize="registry")
+
+
 def test_treesat_compute_normalisation_for_s1_asc(tmp_path):
     root = treesat_root(tmp_path)
     with pytest.raises(DatasetNotFoundError, match="no normalisation statistics for s1-asc"):

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from anysat_core.data.normalize import Normalize, load_or_compute_stats, stats_path
+from anysat_core.data.normalize import Normalize, load_or_compute_stats, registry_stats, stats_path
 from anysat_core.errors import (
     ConfigError,
     CorruptFileError,
@@ -94,9 +94,12 @@ class AnySatDataset(torch.utils.data.Dataset):
             ``generated`` dataset, which has no files.
         split: one of ``splits``.
         modalities: subset of ``modalities_available`` (default: the ones AnySat uses for this dataset).
-        normalize: ``True`` (default) applies per-channel statistics: the cached ``NORM_<mod>_patch.json`` under
-            ``root``, else the registry's statistics named ``name``; ``"compute"`` also computes and caches missing
-            statistics from the train split; ``False`` returns raw values; a :class:`Normalize` is used as given.
+        normalize: ``True`` (default) applies per-channel statistics: the registry's statistics named ``name``
+            (those the released checkpoint was used with), else the cached ``NORM_<mod>_patch.json`` under ``root``;
+            ``"compute"`` also computes and caches the statistics of modalities that have neither (from the train
+            split); ``"files"`` prefers the dataset's own ``NORM_<mod>_patch.json`` files (computed when missing) to
+            the registry's; ``False`` returns raw values; a :class:`Normalize` is used as given.
+            ``dataset.normalization`` (and the repr) names the statistics of each modality.
         transform: optional callable applied to every sample after normalisation.
 
     Raises:
@@ -194,13 +197,29 @@ class AnySatDataset(torch.utils.data.Dataset):
             return normalize
         if normalize is False:
             return None
-        if normalize not in (True, "compute"):
-            raise ConfigError(f"normalize={normalize!r}; expected True, False, 'compute' or a Normalize")
-        return Normalize(self._load_stats(compute=normalize == "compute"))
+        if normalize is not True and not (isinstance(normalize, str) and normalize in ("compute", "files")):
+            raise ConfigError(
+                f"normalize={normalize!r}; expected True (registry statistics, else NORM files), 'compute', "
+                "'files', False (raw values) or a Normalize"
+            )
+        mode = "registry" if normalize is True else str(normalize)
+        norm = Normalize(self._load_stats(compute=mode != "registry", prefer_files=mode == "files"))
+        for mod, src in norm.describe().items():
+            log.info("%s: normalising %s with %s", self.name, mod, src)
+        return norm
 
-    def _load_stats(self, *, compute: bool, modalities: Sequence[str] | None = None) -> dict[str, NormStats]:
-        """Statistics of ``modalities`` (default: the selected ones): the cached ``NORM_<mod>_patch.json`` under
-        ``root``, else (``compute``) computed from the train split and cached, else the registry's for this dataset.
+    @property
+    def normalization(self) -> dict[str, str]:
+        """``{modality: the statistics its values are normalised with}`` (``"none (raw values)"`` if none)."""
+        described = self.normalizer.describe() if self.normalizer is not None else {}
+        return {m: described.get(m, "none (raw values)") for m in self.modalities}
+
+    def _load_stats(
+        self, *, compute: bool, modalities: Sequence[str] | None = None, prefer_files: bool = False
+    ) -> dict[str, NormStats]:
+        """Statistics of ``modalities`` (default: the selected ones): the registry's for this dataset (what the
+        released checkpoint expects), else the cached ``NORM_<mod>_patch.json`` under ``root``, else (``compute``)
+        computed from the train split and cached.  ``prefer_files`` puts the files (computed when missing) first.
 
         Raises:
             DatasetNotFoundError: no statistics for a modality and ``compute`` is False.
@@ -209,11 +228,18 @@ class AnySatDataset(torch.utils.data.Dataset):
         stats: dict[str, NormStats] = {}
         for mod in mods:
             path = stats_path(self.root_path, mod)
-            if path.exists() or compute:
+            in_registry = self.name in MODALITIES[mod].stats
+            if in_registry and not prefer_files:
+                stats[mod] = registry_stats(mod, self.name)
+                if path.exists():
+                    log.info(
+                        "%s: %s is not used for %s: the registry's %s statistics (what the released checkpoint "
+                        "expects) are; pass normalize='files' to use the file",
+                        self.name, path, mod, self.name,
+                    )  # fmt: skip
+            elif path.exists() or compute:
                 samples = None if path.exists() else self._train_samples_raw(mods)
                 stats[mod] = load_or_compute_stats(self.root_path, mod, samples)
-            elif self.name in MODALITIES[mod].stats:
-                stats[mod] = MODALITIES[mod].stats[self.name]
             else:
                 raise DatasetNotFoundError(
                     f"{self.name}: no normalisation statistics for {mod}: {str(path)!r} is missing. Compute them once "
@@ -249,5 +275,5 @@ class AnySatDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
-            f"modalities={self.modalities})"
+            f"modalities={self.modalities}, normalization={self.normalization})"
         )

@@ -243,7 +243,9 @@ class PASTISHD(AnySatDataset):
         return sample
 
     # ------------------------------------------------------------------ normalisation
-    def _load_stats(self, *, compute: bool, modalities: Sequence[str] | None = None) -> dict[str, NormStats]:
+    def _load_stats(
+        self, *, compute: bool, modalities: Sequence[str] | None = None, prefer_files: bool = False
+    ) -> dict[str, NormStats]:
         """As the base class, but the shipped ``NORM_S2_patch.json``/``NORM_S1A_patch.json`` count as cached."""
         mods = self.modalities if modalities is None else tuple(modalities)
         shipped: dict[str, NormStats] = {}
@@ -253,7 +255,8 @@ class PASTISHD(AnySatDataset):
                 if path.is_file():
                     shipped[mod] = self._shipped_stats(path, mod)
         rest = [m for m in mods if m not in shipped]
-        return {**shipped, **(super()._load_stats(compute=compute, modalities=rest) if rest else {})}
+        rest_stats = super()._load_stats(compute=compute, modalities=rest, prefer_files=prefer_files) if rest else {}
+        return {**shipped, **rest_stats}
 
     def _shipped_stats(self, path: Path, mod: str) -> NormStats:
         """Per-fold statistics ``{"Fold_k": {"mean", "std"}}`` averaged over this split's folds."""

@@ -213,7 +213,7 @@ class GeoPlexMini(AnySatDataset):
             return normalize
         if normalize is False:
             return None
-        if normalize is True or normalize == "compute":
+        if normalize is True or normalize in ("compute", "files"):
             return Normalize(self.stats())
         raise ConfigError(f"normalize={normalize!r}; expected True, False, 'compute' or a Normalize")
 

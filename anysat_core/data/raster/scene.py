@@ -66,7 +66,7 @@ def _read_window(f: Frame, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """The frame's bands over rows ``[r0, r1)`` and columns ``[c0, c1)`` (inside the raster), as read."""
     try:
         return np.asarray(f.da.isel(band=f.band_idx, y=slice(r0, r1), x=slice(c0, c1)).values)
-    except (rasterio.errors.RasterioError, OSError) as e:
+    except (rasterio.errors.RasterioError, OSError, RuntimeError) as e:  # RuntimeError: netCDF4/HDF backends
         raise CorruptFileError(
             f"cannot read a window of {f.name!r} ({type(e).__name__}: {e}); the file may be truncated or damaged: "
             "re-download or re-export it"
@@ -407,7 +407,7 @@ def open_rasters(
     check_memory(
         tile_read_bytes(grid, {m: fs[0] for m, fs in frames.items()}, {m: len(fs) for m, fs in frames.items()}),
         f"reading one {grid.tile_m:g} m tile ({', '.join(f'{m}: {px} x {px} px' for m, px in grid.tile_px.items())})",
-        "choose a smaller tile_m",
+        "choose a smaller tile_m (window_m when infer_scene opens the rasters)",
     )
     mods = {
         s.modality: _ModState(
