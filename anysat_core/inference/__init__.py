@@ -49,12 +49,20 @@ feature, band descriptions = feature indices, provenance in the dataset tags).  
 ``prediction`` (int16, -1 = no data) and ``confidence`` (max probability, float32) are added: as Zarr variables,
 or as the two last bands of the GeoTIFF (descriptions ``prediction``/``confidence``).
 
-**Atomic and resumable.**  Work goes to a partial Zarr store ``.<name>.partial.zarr`` beside ``out``; after every
-strip its attributes record the number of finished strips and the carried overlap bands (two alternating slots,
-so a crash in the middle of a write never corrupts the last committed state).  A run interrupted for any reason
-(a kill, a full disk) keeps that partial store and continues from the last finished strip when called again with
-the same arguments (``resume=True``), and produces the same file as an uninterrupted run (strips are batched
-independently, so every window sees the same batch).
+**Atomic and resumable.**  Work goes to a partial Zarr store ``.<name>.partial.zarr`` beside ``out``, with its
+resume state inside (``_anysat_resume/``, see :mod:`~anysat_core.inference.sinks`): the run's *fingerprint*
+(:mod:`~anysat_core.inference.fingerprint`: the input files' sizes, times and header hashes or the in-memory
+values' hashes, the normalisation statistics, the weights hash, patch size, window, overlap, output, probe...),
+the number of finished strips, the overlap rows and columns carried forward, and the size and CRC-32 of every
+chunk each strip wrote.  Every step of that bookkeeping is written under a temporary name and renamed, the
+progress last, so a run killed at any point (a kill, a full disk) keeps a consistent partial output, and the same
+call (``resume=True``) continues from the last finished strip and produces the same file as an uninterrupted run
+(strips are batched independently, so every window sees the same batch).  A rerun whose fingerprint differs
+refuses with :class:`~anysat_core.errors.ResumeMismatchError` naming what changed (``resume=False`` or
+``overwrite=True`` start over); a finished chunk found truncated, deleted or altered is computed again (from the
+start of the panel that wrote it).  While a run writes ``out`` it holds a lock ``.<name>.lock`` beside it: a second
+run on the same ``out`` fails at once with :class:`~anysat_core.errors.OutputLockedError` naming the holder (pid and
+host); the lock of a killed run is taken over.
 Only the finished result is renamed to ``out``; an existing ``out`` is refused unless ``overwrite=True``
 (:class:`~anysat_core.errors.OutputExistsError`), and OS errors (read-only folder, full disk, a file where a
 folder should be) become :class:`OutputWriteError` naming the path.

@@ -19,6 +19,7 @@ from anysat_core.data.sample import Sample
 from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputWriteError
 from anysat_core.features import check_min_valid_fraction, provenance_attrs
 from anysat_core.inference.cog import write_cog
+from anysat_core.inference.fingerprint import run_fingerprint
 from anysat_core.inference.plan import (
     ScenePlan,
     as_scene,
@@ -29,7 +30,14 @@ from anysat_core.inference.plan import (
     window_scene,
 )
 from anysat_core.inference.runners import dask_runner, local_runner
-from anysat_core.inference.sinks import MemorySink, ZarrSink
+from anysat_core.inference.sinks import (
+    Hook,
+    MemorySink,
+    OutputLock,
+    ZarrSink,
+    partial_paths,
+    remove_stale_temporaries,
+)
 from anysat_core.inference.stream import SceneStream, check_probe
 from anysat_core.writers import check_destination, remove_path, replace_path
 
@@ -71,25 +79,39 @@ def _open_partial(
     kind: str,
     plan: ScenePlan,
     attrs: dict[str, str],
-    fingerprint: dict[str, Any],
+    fingerprint: dict[str, str],
     *,
     probe: bool,
     resume: bool,
     overwrite: bool,
     min_valid_fraction: float,
+    hook: Hook | None,
 ) -> tuple[ZarrSink, Path]:
-    """The partial store ``.<name>.partial.zarr`` beside ``out_path`` (resumed when its fingerprint matches)."""
+    """The partial output beside ``out_path`` (:func:`~anysat_core.inference.sinks.partial_paths`), resumed when its
+    fingerprint matches (the caller holds the output's lock)."""
     if kind == "cog":
         check_destination(out_path, overwrite, ".tif file")
     else:
         check_destination(out_path, overwrite, "Zarr store", folder=True)
-    work = out_path.with_name(f".{out_path.name}.partial.zarr")
+    work, _, _ = partial_paths(out_path)
     existed = work.exists()
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        return ZarrSink(work, plan, attrs, fingerprint, probe, resume, min_valid_fraction), work
+        sink = ZarrSink(
+            out_path,
+            plan,
+            attrs,
+            fingerprint,
+            probe=probe,
+            resume=resume,
+            overwrite=overwrite,
+            min_valid_fraction=min_valid_fraction,
+            hook=hook,
+        )
+        return sink, work
     except OSError as e:
-        if work.exists() and not (existed and resume):  # a store being created holds nothing worth keeping
+        if isinstance(e, AnySatError):
+            raise
+        if not (existed and resume):  # a partial output being created holds nothing worth keeping
             remove_path(work)
         raise _write_error(out_path, e, "create the output", work) from e
 
@@ -104,17 +126,20 @@ def _finish(
     overwrite: bool,
     gdal_cache_mb: float,
 ) -> None:
-    """Put the finished partial store in place as ``out_path``: renamed (Zarr) or converted (COG, the store keeps
-    its resume state until the COG is in place)."""
+    """Put the finished partial store in place as ``out_path`` (renamed: Zarr; converted: COG), then remove the
+    partial output.  The resume state says it is finishing first, so a rerun after a kill knows whether ``out_path``
+    is already the finished output (:meth:`ZarrSink.finished_before`)."""
     work = sink.path
     try:
+        sink.begin_finish(out_path)
         if kind == "zarr":
-            sink.finish()
             replace_path(work, out_path, overwrite)
         else:
             with _gdal_env(gdal_cache_mb):
                 write_cog(work, out_path, attrs, probe, overwrite)
-            remove_path(work)
+        sink.hook("finish:placed", sink.done)
+        sink.cleanup(out_path if kind == "zarr" else None)
+        sink.hook("finish:cleaned", sink.done)
     except OSError as e:
         if isinstance(e, AnySatError):
             raise
@@ -158,6 +183,7 @@ def infer_scene(
     buffer_mb: float = 16.0,
     gdal_cache_mb: float = 64.0,
     min_valid_fraction: float = 0.0,
+    _crash_hook: Hook | None = None,
 ) -> Path | xr.DataArray | xr.Dataset:
     """Feature map of a whole scene with sliding, blended windows (see :mod:`anysat_core.inference`).
 
@@ -179,7 +205,8 @@ def infer_scene(
             recorded in the output's ``normalization`` attribute.
         out: ``*.tif``/``*.tiff`` (Cloud-Optimized GeoTIFF) or ``*.zarr``; None returns the result in memory.
         overwrite: replace an existing ``out``.
-        resume: continue a partial run of the same settings found beside ``out`` (False: start again).
+        resume: continue the partial output of the same run found beside ``out`` (same inputs and settings: see
+            :mod:`~anysat_core.inference.fingerprint`); False: start over.
         progress: show a tqdm progress bar over the windows.
         client: a ``distributed.Client`` or a scheduler address; None runs in this process.
         probe: a fitted classifier with ``predict_proba((N, D)) -> (N, K)`` (and optionally ``classes_``): adds
@@ -190,6 +217,8 @@ def infer_scene(
         gdal_cache_mb: GDAL block cache limit while reading and writing (GDAL's default is 5 % of the RAM).
         min_valid_fraction: cells whose share of valid input (``valid_fraction``, blended like the features) is
             at most this get NaN features (and prediction -1); 0 masks the cells with no valid input at all.
+        _crash_hook: private test hook, ``hook(point, step)`` called at every bookkeeping point of a file output
+            (the resume tests kill the process there); not for use.
 
     Returns:
         ``out`` as a Path when given; else a DataArray ``(feature, y, x)`` with a ``valid_fraction`` ``(y, x)``
@@ -199,6 +228,9 @@ def infer_scene(
         PatchSizeError: sizes that do not fit the modalities or each other.
         OutputError: an unknown ``output``/``output_modality`` or an unsupported ``out`` suffix.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
+        OutputLockedError: another run is writing ``out`` (the message names its pid and host).
+        ResumeMismatchError: a partial output of another run (other inputs, statistics, weights or settings) is
+            beside ``out``, and neither ``resume=False`` nor ``overwrite=True`` was given (it names what changed).
         OutputWriteError: the output cannot be written (read-only folder, full disk, invalid path); a partial
             store of the finished strips stays beside ``out`` so that a second call resumes.
         AnySatError subclasses from reading the rasters or running the model.
@@ -240,21 +272,50 @@ def infer_scene(
         attrs["probe"] = type(probe).__name__
 
     out_path = Path(out) if out is not None else None
-    work: Path | None = None
-    sink: MemorySink | ZarrSink
+
+    def run(sink: MemorySink | ZarrSink, work: Path | None) -> None:
+        runner_cm = (
+            dask_runner(client, model, sha, patch_size_m, output, om)
+            if client is not None
+            else contextlib.nullcontext(local_runner(model, patch_size_m, output, om))
+        )
+        try:
+            with _gdal_env(gdal_cache_mb), runner_cm as runner:
+                SceneStream(
+                    wscene,
+                    plan,
+                    runner,
+                    sink,
+                    batch_size=batch_size,
+                    normalize=sample_fn,
+                    probe=probe,
+                    progress=progress,
+                    callback=callback,
+                    min_valid_fraction=threshold,
+                ).run()
+        except OSError as e:
+            if isinstance(e, AnySatError):
+                raise
+            raise _write_error(out_path or Path("."), e, "write the output", work) from e
+
     if out_path is None:
-        sink = MemorySink(plan, probe is not None, threshold)
-    else:
-        kind = _output_kind(out_path)
-        fingerprint = {
-            "attrs": attrs,
-            "grid": list(plan.grid_shape),
-            "transform": list(plan.transform),
-            "window_grid": [plan.n_rows, plan.n_cols],
-            "panel_windows": plan.panel_windows,
-            "batch_size": int(batch_size),
-            "normalize": type(normalize).__qualname__ if normalize is not None else None,
-        }
+        memory = MemorySink(plan, probe is not None, threshold)
+        run(memory, None)
+        return memory.result(attrs)
+
+    kind = _output_kind(out_path)
+    fingerprint = run_fingerprint(scene, plan, attrs, batch_size=int(batch_size), normalize=sample_fn, probe=probe)
+    lock = OutputLock(out_path)
+    try:
+        lock.__enter__()  # OutputLockedError while another run writes out_path
+    except OSError as e:
+        if isinstance(e, AnySatError):
+            raise
+        raise _write_error(out_path, e, "create the output") from e
+    try:
+        remove_stale_temporaries(out_path)
+        if resume and ZarrSink.finished_before(out_path, fingerprint):
+            return out_path  # a killed run had put the finished output in place
         sink, work = _open_partial(
             out_path,
             kind,
@@ -265,34 +326,10 @@ def infer_scene(
             resume=resume,
             overwrite=overwrite,
             min_valid_fraction=threshold,
+            hook=_crash_hook,
         )
-
-    runner_cm = (
-        dask_runner(client, model, sha, patch_size_m, output, om)
-        if client is not None
-        else contextlib.nullcontext(local_runner(model, patch_size_m, output, om))
-    )
-    try:
-        with _gdal_env(gdal_cache_mb), runner_cm as runner:
-            SceneStream(
-                wscene,
-                plan,
-                runner,
-                sink,
-                batch_size=batch_size,
-                normalize=sample_fn,
-                probe=probe,
-                progress=progress,
-                callback=callback,
-                min_valid_fraction=threshold,
-            ).run()
-    except OSError as e:
-        if isinstance(e, AnySatError):
-            raise
-        raise _write_error(out_path or Path("."), e, "write the output", work) from e
-
-    if isinstance(sink, MemorySink):
-        return sink.result(attrs)
-    assert out_path is not None
-    _finish(sink, out_path, kind, attrs, probe=probe is not None, overwrite=overwrite, gdal_cache_mb=gdal_cache_mb)
+        run(sink, work)
+        _finish(sink, out_path, kind, attrs, probe=probe is not None, overwrite=overwrite, gdal_cache_mb=gdal_cache_mb)
+    finally:
+        lock.__exit__(None, None, None)
     return out_path

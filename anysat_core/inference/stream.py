@@ -15,7 +15,8 @@ point, and in each panel its strips (rows of windows) from top to bottom.  One s
    sink, divide the finished rows (``stride`` rows, all of them for the last strip), set the features of cells whose
    valid fraction is at most ``min_valid_fraction`` to NaN, apply the probe, write them;
 5. :meth:`~SceneStream.carry_rows` and the sink's ``commit``: keep the ``overlap`` band for the next strip and
-   record the progress.
+   record the progress (the sink's resume point is a committed step; at the start of a panel nothing is carried
+   over rows, only the columns the previous panel left in the sink).
 
 Progress counts *steps*: step ``p * n_rows + r`` is strip ``r`` of panel ``p``.
 """
@@ -326,14 +327,12 @@ class SceneStream:
         if oc == 0:
             return
         if p > 0:
-            csum, cw = self.sink.read_cols(p % 2, y0, n_out)
+            csum, cw = self.sink.read_cols(p, y0, n_out)
             panel.acc[:, :n_out, :oc] += csum
             panel.wts[:, :n_out, :oc] += cw
         if not panel.last:
             xr0 = (panel.c1 - panel.c0) * self.plan.stride_cells
-            self.sink.write_cols(
-                (p + 1) % 2, y0, panel.acc[:, :n_out, xr0 : xr0 + oc], panel.wts[:, :n_out, xr0 : xr0 + oc]
-            )
+            self.sink.write_cols(p + 1, y0, panel.acc[:, :n_out, xr0 : xr0 + oc], panel.wts[:, :n_out, xr0 : xr0 + oc])
 
     def carry_rows(self, panel: Panel, last: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Copies of the ``overlap`` rows below the stride, for the next strip (None after the last strip)."""
