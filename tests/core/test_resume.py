@@ -335,3 +335,18 @@ def test_concurrent_run_is_locked_out_and_a_dead_holder_is_taken_over(model, fil
     infer_scene(model, _scene(files), out=out, **kw)
     _same(reference[".zarr"], out)
     _only(tmp_path, "f.zarr")
+
+
+@pytest.mark.parametrize("height", [12, 16])
+def test_short_scenes_killed_at_a_panel_change_resume(model, kw, tmp_path, height) -> None:
+    """Scenes one and two windows tall (the carried rows of the last strip are none): killed right after the last
+    commit of panel 0, and inside the first commit of panel 1, each run resumes to the uninterrupted output."""
+    files = write_s2_series(tmp_path / "in", height=height, width=56, seed=4, dates=DATES[:1])
+    n_rows = 1 if height == 12 else 2
+    ref = infer_scene(model, _scene(files), out=tmp_path / "ref" / "f.zarr", **kw)
+    for i, (point, step) in enumerate(
+        [("commit:state", n_rows), ("commit:record", n_rows + 1), ("commit:done", n_rows)]
+    ):
+        out = tmp_path / f"k{i}" / "f.zarr"
+        _killed_run(model, files, out, kw, point, step)
+        _resume_and_compare(model, files, out, kw, ref)
