@@ -179,9 +179,9 @@ def _cell_m(output: str, patch_size_m: float, output_modality: str) -> float:
 
 
 def window_scene(scene: RasterScene, window_m: float, stride_m: float) -> RasterScene:
-    """``scene`` cut into windows of ``window_m`` every ``stride_m`` from its top-left corner (edge windows pad)."""
+    """``scene`` cut into windows of ``window_m`` every ``stride_m`` from its tile origin (edge windows pad)."""
     g = scene.grid
-    left, bottom, right, top = g.data_bounds
+    left, bottom, right, top = g.covered_bounds
     n_cols = 1 + max(0, count_steps(right - left - window_m, stride_m))
     n_rows = 1 + max(0, count_steps(top - bottom - window_m, stride_m))
     gsd = {m: (float(window_m) if MODALITIES[m].tile_token else g.gsd_m[m]) for m in scene.modalities}
@@ -194,6 +194,8 @@ def window_scene(scene: RasterScene, window_m: float, stride_m: float) -> Raster
         n_cols=n_cols,
         gsd_m=gsd,
         tile_px={m: round(window_m / v) for m, v in gsd.items()},
+        origin_xy=g.origin,
+        reference=g.reference,
         stride_m=float(stride_m),
     )
     return scene.with_grid(wgrid)
@@ -243,7 +245,7 @@ def scene_memory(
     mlp_ratio = float(getattr(getattr(model, "config", None), "mlp_ratio", 4.0))
     ny, nx = grid_shape
     return {
-        "accumulator": 4.0 * (2 * D + 1) * window_cells * panel_cells + 8.0 * (D + 1) * overlap_cells * panel_cells,
+        "accumulator": 4.0 * (2 * D + 2) * window_cells * panel_cells + 8.0 * (D + 1) * overlap_cells * panel_cells,
         "inputs": 14.0 * values * windows,
         "outputs": 8.0 * D * float(window_cells) ** 2 * windows,
         "model": 4.0 * batch_size * tokens * width * (4 + mlp_ratio),
@@ -312,11 +314,11 @@ def plan_scene(
     stride_m = window_m - overlap_m
     wg = window_scene(scene, window_m, stride_m).grid
     wc, sc, oc = (round(v / cell) for v in (window_m, stride_m, overlap_m))
-    left, bottom, right, top = scene.grid.data_bounds
+    left, bottom, right, top = scene.grid.covered_bounds  # from the tile origin
     ny, nx = count_steps(top - bottom, cell), count_steps(right - left, cell)
     D = int(getattr(model, "embed_dim", 0)) * (2 if output == "dense" else 1)
-    # accumulator (D floats) + weights + the divided output (D floats): 4 * (2 D + 1) bytes per buffer cell
-    per_col = 4 * (2 * D + 1) * wc
+    # accumulator (D floats) + weights + valid fraction + the divided output (D floats): 4 (2 D + 2) bytes per cell
+    per_col = 4 * (2 * D + 2) * wc
     fit = int((buffer_mb * 2**20 // per_col - oc) // max(sc, 1))
     panel = max(1, min(wg.n_cols, fit))
 

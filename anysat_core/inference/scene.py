@@ -29,7 +29,7 @@ from anysat_core.inference.plan import (
     plan_scene,
     window_scene,
 )
-from anysat_core.inference.runners import dask_runner, local_runner
+from anysat_core.inference.runners import connect_client, dask_runner, local_runner
 from anysat_core.inference.sinks import (
     Hook,
     MemorySink,
@@ -252,6 +252,8 @@ def infer_scene(
         output=output,
         output_modality=output_modality,
         buffer_mb=buffer_mb,
+        batch_size=int(batch_size),
+        in_memory=out is None,
     )
     om = output_modality or scene.modalities[0]
     wscene = window_scene(scene, window_m, window_m - overlap_m)
@@ -271,65 +273,72 @@ def infer_scene(
         check_probe(probe, plan.n_features)  # before any output exists
         attrs["probe"] = type(probe).__name__
 
-    out_path = Path(out) if out is not None else None
+    with contextlib.ExitStack() as stack:
+        if client is not None:  # connected first: a SchedulerUnreachableError before any output exists
+            client, own_client = connect_client(client)
+            if own_client:
+                stack.callback(client.close)
+        out_path = Path(out) if out is not None else None
 
-    def run(sink: MemorySink | ZarrSink, work: Path | None) -> None:
-        runner_cm = (
-            dask_runner(client, model, sha, patch_size_m, output, om)
-            if client is not None
-            else contextlib.nullcontext(local_runner(model, patch_size_m, output, om))
-        )
+        def run(sink: MemorySink | ZarrSink, work: Path | None) -> None:
+            runner_cm = (
+                dask_runner(client, model, sha, patch_size_m, output, om)
+                if client is not None
+                else contextlib.nullcontext(local_runner(model, patch_size_m, output, om))
+            )
+            try:
+                with _gdal_env(gdal_cache_mb), runner_cm as runner:
+                    SceneStream(
+                        wscene,
+                        plan,
+                        runner,
+                        sink,
+                        batch_size=batch_size,
+                        normalize=sample_fn,
+                        probe=probe,
+                        progress=progress,
+                        callback=callback,
+                        min_valid_fraction=threshold,
+                    ).run()
+            except OSError as e:
+                if isinstance(e, AnySatError):
+                    raise
+                raise _write_error(out_path or Path("."), e, "write the output", work) from e
+
+        if out_path is None:
+            memory = MemorySink(plan, probe is not None, threshold)
+            run(memory, None)
+            return memory.result(attrs)
+
+        kind = _output_kind(out_path)
+        fingerprint = run_fingerprint(scene, plan, attrs, batch_size=int(batch_size), normalize=sample_fn, probe=probe)
+        lock = OutputLock(out_path)
         try:
-            with _gdal_env(gdal_cache_mb), runner_cm as runner:
-                SceneStream(
-                    wscene,
-                    plan,
-                    runner,
-                    sink,
-                    batch_size=batch_size,
-                    normalize=sample_fn,
-                    probe=probe,
-                    progress=progress,
-                    callback=callback,
-                    min_valid_fraction=threshold,
-                ).run()
+            lock.__enter__()  # OutputLockedError while another run writes out_path
         except OSError as e:
             if isinstance(e, AnySatError):
                 raise
-            raise _write_error(out_path or Path("."), e, "write the output", work) from e
-
-    if out_path is None:
-        memory = MemorySink(plan, probe is not None, threshold)
-        run(memory, None)
-        return memory.result(attrs)
-
-    kind = _output_kind(out_path)
-    fingerprint = run_fingerprint(scene, plan, attrs, batch_size=int(batch_size), normalize=sample_fn, probe=probe)
-    lock = OutputLock(out_path)
-    try:
-        lock.__enter__()  # OutputLockedError while another run writes out_path
-    except OSError as e:
-        if isinstance(e, AnySatError):
-            raise
-        raise _write_error(out_path, e, "create the output") from e
-    try:
-        remove_stale_temporaries(out_path)
-        if resume and ZarrSink.finished_before(out_path, fingerprint):
-            return out_path  # a killed run had put the finished output in place
-        sink, work = _open_partial(
-            out_path,
-            kind,
-            plan,
-            attrs,
-            fingerprint,
-            probe=probe is not None,
-            resume=resume,
-            overwrite=overwrite,
-            min_valid_fraction=threshold,
-            hook=_crash_hook,
-        )
-        run(sink, work)
-        _finish(sink, out_path, kind, attrs, probe=probe is not None, overwrite=overwrite, gdal_cache_mb=gdal_cache_mb)
-    finally:
-        lock.__exit__(None, None, None)
-    return out_path
+            raise _write_error(out_path, e, "create the output") from e
+        try:
+            remove_stale_temporaries(out_path)
+            if resume and ZarrSink.finished_before(out_path, fingerprint):
+                return out_path  # a killed run had put the finished output in place
+            sink, work = _open_partial(
+                out_path,
+                kind,
+                plan,
+                attrs,
+                fingerprint,
+                probe=probe is not None,
+                resume=resume,
+                overwrite=overwrite,
+                min_valid_fraction=threshold,
+                hook=_crash_hook,
+            )
+            run(sink, work)
+            _finish(
+                sink, out_path, kind, attrs, probe=probe is not None, overwrite=overwrite, gdal_cache_mb=gdal_cache_mb
+            )
+        finally:
+            lock.__exit__(None, None, None)
+        return out_path

@@ -201,7 +201,9 @@ def test_plan_scene_counts_the_result_kept_in_memory(tmp_path):
         batch_size=4,
         in_memory=True,
     )
-    assert parts["result"] == 4 * 128 * 24 * 36 and parts["accumulator"] == 4 * 257 * 12 * 36
+    assert (
+        parts["result"] == 4 * 128 * 24 * 36 and parts["accumulator"] == 4 * 258 * 12 * 36
+    )  # sums, weights, valid fraction, output
 
 
 def _write_s2(folder: Path, data: np.ndarray, nodata: float | None, name: str = "s2_20200110.tif") -> Path:

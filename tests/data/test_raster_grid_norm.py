@@ -323,3 +323,21 @@ def test_huge_tile_refused_before_reading(s2_l7, tmp_path: Path) -> None:
     s2, _ = s2_l7
     with pytest.raises(MemoryLimitError, match=r"reading one 1e\+06 m tile .*choose a smaller tile_m"):
         open_rasters(RasterSource(s2, "s2", dates=["2020-01-02"]), tile_m=1e6)
+
+
+def test_scene_inference_cells_follow_the_tile_origin(tmp_path: Path) -> None:
+    """With an explicit origin, the feature grid of infer_scene starts on that lattice too (cells aligned to it)."""
+    rng = np.random.default_rng(1)
+    f = write_tif(
+        tmp_path / "s2.tif", rng.uniform(200, 3000, (10, 24, 24)).astype(np.float32), Affine(10, 0, X0, 0, -10, Y0)
+    )
+    scene = open_rasters(RasterSource(f, "s2", dates=["2020-01-02"]), tile_m=120, origin=(X0 - 40, Y0 + 40))
+    torch.manual_seed(0)
+    da = infer_scene(
+        AnySat(size="test").eval(), scene, patch_size_m=40, window_m=120, overlap_m=0, output="patch", progress=False
+    )
+    t = da.rio.transform()
+    assert (t.c, t.f) == (X0 - 40, Y0 + 40)
+    assert da.sizes["y"] == da.sizes["x"] == 7  # 280 m from the origin to the far edge of the data
+    assert np.isnan(da.values[:, 0, :]).all() and np.isnan(da.values[:, :, 0]).all()  # cells with no data
+    assert np.isfinite(da.values[:, 1:, 1:]).all()

@@ -28,7 +28,7 @@ def panel_mb(embed_dim: int, output: str, windows: int, overlap_m: float = 40) -
     cell = 20 if output == "patch" else 10
     wc = 120 // cell
     sc = wc - int(overlap_m // cell)
-    return ((windows - 1) * sc + wc) * 4 * (2 * D + 1) * wc / 2**20 + 1e-6
+    return ((windows - 1) * sc + wc) * 4 * (2 * D + 2) * wc / 2**20 + 1e-6
 
 
 def write_s2_series(
