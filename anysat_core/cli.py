@@ -26,10 +26,10 @@ INFER_DESCRIPTION = """\
 Run AnySat over your own rasters and write a feature map (Cloud-Optimized GeoTIFF or Zarr).
 
 The rasters are aligned and tiled by open_rasters (the tiles lie on the finest raster's own pixel grid; other
-modalities are resampled onto it), normalised (by default with the registry's statistics of each modality), and
-run through the model in overlapping windows that are blended and streamed to --out by infer_scene, in bounded
-memory.  An interrupted run keeps its finished strips beside --out (.<name>.partial.zarr) and the same command
-resumes from there.
+modalities are resampled onto it), normalised (by default with the registry's statistics of each modality,
+else statistics sampled from the scene; --normalize chooses), and run through the model in overlapping windows
+that are blended and streamed to --out by infer_scene, in bounded memory.  An interrupted run keeps its finished
+strips beside --out (.<name>.partial.zarr) and the same command resumes from there.
 
 Lengths are in metres of the scene's CRS.  --patch-size-m must be a multiple of the modalities' patch step,
 --window-m a multiple of --patch-size-m (and of every modality's pixel size), --overlap-m 0 or a multiple of
