@@ -221,12 +221,21 @@ class CrossAttention(AttentionBase):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, query_pe: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
-        """x ``(B, Lk, D)``, query_pe ``(Lq, D)``, buckets ``(Lq, Lk)`` -> ``(B, Lq, D)`` (before ``proj``)."""
+        """x ``(B, Lk, D)``, query_pe ``(Lq, D)``, buckets ``(Lq, Lk)`` -> ``(B, Lq, D)`` (before ``proj``).
+
+        Per-sample queries: query_pe ``(B, Lq, D)`` with buckets ``(B, Lq, Lk)`` (queries at different positions
+        in every sample, as in JEPA pretraining).
+        """
         B, Lk, D = x.shape
         hd = D // self.num_heads
-        q = (self.q_learned[0] + query_pe).view(-1, self.num_heads, hd).transpose(0, 1)  # (Hh, Lq, hd)
         k = self.wk(x).view(B, Lk, self.num_heads, hd).transpose(1, 2)  # (B, Hh, Lk, hd)
         v = self.wv(x).view(B, Lk, self.num_heads, hd).transpose(1, 2)
+        if query_pe.dim() == 3:  # per-sample queries
+            q = (self.q_learned + query_pe).view(B, -1, self.num_heads, hd).transpose(1, 2)  # (B, Hh, Lq, hd)
+            bias = self.rpe_k.bias(q[:, 0], buckets).unsqueeze(1)  # unscaled head-0 query, (B, 1, Lq, Lk)
+            out = self.attend(q, k, v, bias.to(q.dtype))  # (B, Hh, Lq, hd)
+            return out.transpose(1, 2).reshape(B, -1, D)
+        q = (self.q_learned[0] + query_pe).view(-1, self.num_heads, hd).transpose(0, 1)  # (Hh, Lq, hd)
         bias = self.rpe_k.bias(q[0], buckets)  # unscaled head-0 query here, (Lq, Lk)
         q = q.unsqueeze(0).expand(B, -1, -1, -1)
         out = self.attend(q, k, v, bias.to(q.dtype))  # (B, Hh, Lq, hd)
@@ -246,7 +255,10 @@ class CombinerBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, query_pe: torch.Tensor, buckets: torch.Tensor, drop_rows: slice | None = None
     ) -> torch.Tensor:
-        """Pool tokens into ``Lq`` outputs; ``drop_rows`` removes query rows before the projection."""
+        """Pool tokens into ``Lq`` outputs; ``drop_rows`` removes query rows before the projection.
+
+        ``query_pe``/``buckets`` are ``(Lq, D)``/``(Lq, Lk)``, or per sample ``(B, Lq, D)``/``(B, Lq, Lk)``.
+        """
         out = self.attn(self.norm1(x), query_pe, buckets)
         if drop_rows is not None:
             out = torch.cat([out[:, : drop_rows.start], out[:, drop_rows.stop :]], dim=1)

@@ -9,7 +9,7 @@ Maths follows the released AnySat model exactly (float32 construction):
 * ``date_encoding``: per date d, ``PE[k] = sin(d / T0^(2*floor(i/2)/dh))`` (even i) / ``cos`` (odd i)
   with ``i = k mod dh``, ``dh = D / heads``; the dh-vector is tiled ``heads`` times.
 * ``distance_buckets``: iRPE "euclidean" buckets with ratio 1.9 on a G x G grid, special tokens in
-  bucket 7.
+  bucket 7; ``distance_buckets_at`` gathers them at per-sample patch positions (JEPA context tokens).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["NUM_RPE_BUCKETS", "date_encoding", "distance_buckets", "sincos_2d"]
+__all__ = ["NUM_RPE_BUCKETS", "date_encoding", "distance_buckets", "distance_buckets_at", "sincos_2d"]
 
 _F = TypeVar("_F", bound=Callable[..., torch.Tensor])
 
@@ -135,3 +135,35 @@ def distance_buckets(
     """
     rows = grid * grid if rows is None else rows
     return _distance_buckets_dev(grid, special, rows, key_repeats, torch.device(device or "cpu"))
+
+
+@_cached
+def _grid_buckets_dev(grid: int, device: torch.device) -> torch.Tensor:
+    return _grid_buckets_cpu(grid).to(device)
+
+
+def distance_buckets_at(grid: int, positions: torch.Tensor, *, special: int = 1, key_repeats: int = 1) -> torch.Tensor:
+    """Relative-position bucket ids between tokens at given patch positions, per sample.
+
+    The queries are ``special`` special tokens then the K patches at ``positions``; the keys are the same
+    ``special`` tokens then ``key_repeats`` copies of the K patches (one per modality), exactly as
+    :func:`distance_buckets` lays out the full grid: ``positions = arange(G*G)`` gives ``distance_buckets(grid,
+    special=special, key_repeats=key_repeats)`` for every sample.
+
+    Args:
+        grid: side G of the raster grid.
+        positions: ``(B, K)`` int64 raster indices in ``[0, G*G)``.
+        special: number of leading special tokens (bucket 7 against everything).
+        key_repeats: copies of the K positions along the key axis.
+
+    Returns:
+        ``(B, special + K, special + key_repeats * K)`` long, on ``positions.device``.
+    """
+    base = _grid_buckets_dev(grid, positions.device)  # (P, P)
+    B, K = positions.shape
+    sub = base[positions[:, :, None], positions[:, None, :]]  # (B, K, K)
+    out = torch.full(
+        (B, special + K, special + key_repeats * K), _SPECIAL_BUCKET, dtype=torch.long, device=positions.device
+    )
+    out[:, special:, special:] = sub.repeat(1, 1, key_repeats)
+    return out
