@@ -159,7 +159,7 @@ class _LTAE(nn.Module):
             ).transpose(1, 2)
             e = e.reshape(b, n, T, D) + pe
         else:
-            e = e.view(b, n, T, D).add_(pe)
+            e = e.view(b, n, T, D) + pe  # not in place: autograd needs the input MLP's output (eval mode too)
         w, bias = scores
         logits = torch.addmm(bias, e.reshape(-1, D), w.t()).view(b * n, T, self.n_head)
         attn = logits.softmax(dim=1)  # over dates
