@@ -144,3 +144,137 @@ def test_checkpoint_configs_of_the_wrong_type(tmp_path, config):
     torch.save({**payload, "config": {**model.config.to_dict(), **config}}, path)
     with pytest.raises(ac.ConfigError, match=next(iter(config))):
         ac.AnySat.from_checkpoint(path)
+
+
+# ---------------------------------------------------------------- found by the hostile matrix and real rasters (#9)
+def _write_tif(path, data, *, res, crs="EPSG:32618", nodata=None, colorinterp=None):
+    """A GeoTIFF like rasterio's RGB.byte.tif: north-up, ``res`` m pixels, optional nodata and colour bands."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[-1],
+        height=data.shape[-2],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=Affine(res, 0, 101985.0, 0, -res, 2826915.0),
+        nodata=nodata,
+    ) as f:
+        f.write(data)
+        if colorinterp is not None:
+            f.colorinterp = colorinterp
+    return path
+
+
+def test_a_raster_far_coarser_than_its_modality_is_refused_at_once(tmp_path):
+    # RGB.byte.tif (300 m pixels) given as 1 m SPOT: was a 300x upsampling and len(scene) ran for hours
+    path = _write_tif(tmp_path / "rgb.tif", np.full((3, 40, 40), 7, np.uint8), res=300.0, nodata=0)
+    source = ac.RasterSource(path, modality="spot")
+    with pytest.raises(InputShapeError, match=r"300 m pixels but spot is a 1 m modality.*resampling='bilinear'"):
+        ac.open_rasters(source, tile_m=60)
+    with pytest.raises(InputShapeError, match="upsampled 300x"):
+        ac.infer_scene(ac.AnySat(size="test"), source, patch_size_m=10, window_m=60, overlap_m=0, progress=False)
+    assert list(tmp_path.iterdir()) == [path]
+    # an explicit resampling= asks for it
+    scene = ac.open_rasters(ac.RasterSource(path, modality="spot", resampling="bilinear"), tile_m=60)
+    assert scene.tile(10, 10)["spot"].shape == (3, 60, 60)
+
+
+def test_colour_bands_are_found_by_name_through_their_colour_interpretation(tmp_path):
+    from rasterio.enums import ColorInterp as CI
+
+    # like RGB.byte.tif / RGBA.uint16.tif: no band descriptions, only GDAL colour interpretations (here B, G, R, alpha)
+    data = np.stack([np.full((20, 20), v, np.uint16) for v in (1, 2, 3, 255)])
+    path = _write_tif(tmp_path / "bgra.tif", data, res=1.0, colorinterp=[CI.blue, CI.green, CI.red, CI.alpha])
+    scene = ac.open_rasters(ac.RasterSource(path, modality="spot", bands=["R", "G", "B"]), tile_m=20, normalize=None)
+    assert scene.tile(0, 0)["spot"][:, 0, 0].tolist() == [3.0, 2.0, 1.0]  # was: "band name 'R' not found"
+    with pytest.raises(ac.ChannelMismatchError, match=r"'NIR' not found; its bands are named \['blue', 'green'"):
+        ac.open_rasters(ac.RasterSource(path, modality="naip", bands=["R", "G", "B", "NIR"]), tile_m=20)
+    # without bands=, file order (GDAL labels most 3-4 band byte files RGB(A), whatever they hold)
+    scene = ac.open_rasters(ac.RasterSource(path, modality="naip"), tile_m=20, normalize=None)
+    assert scene.tile(0, 0)["naip"][:, 0, 0].tolist() == [1.0, 2.0, 3.0, 255.0]
+
+
+@pytest.mark.parametrize("resampling", [99, True, 1.5, [1]])
+def test_bad_resampling_values(resampling):
+    with pytest.raises(ac.ConfigError, match="resampling="):
+        ac.RasterSource(["s2.tif"], modality="s2", resampling=resampling)
+
+
+@pytest.mark.parametrize(
+    ("stats", "match"),
+    [
+        ({"mean": [0] * 10, "std": [1e-300] + [1] * 9}, "float32 range"),  # was accepted: NaN tiles
+        ({"mean": [1e39] + [0] * 9, "std": [1] * 10}, "float32 range"),
+        ({"mean": [True] + [0] * 9, "std": [1] * 10}, "expected NormStats"),
+    ],
+)
+def test_statistics_outside_float32_or_booleans(files, stats, match):
+    with pytest.raises(ac.ConfigError, match=match):
+        ac.open_rasters(ac.RasterSource(files, modality="s2"), tile_m=120, normalize={"s2": stats})
+
+
+class _Classes:
+    def __init__(self, classes, proba=None):
+        self.classes_ = np.asarray(classes)
+        self._proba = proba
+
+    def predict_proba(self, X):
+        k = len(self.classes_)
+        return np.full((len(X), k), np.nan if self._proba == "nan" else 1 / k)
+
+
+@pytest.mark.parametrize(
+    ("probe", "match"),
+    [
+        (_Classes(["forest", "water"]), "classes_ \\['forest', 'water'\\].*LabelEncoder"),
+        (_Classes([0, 70000]), "0..32767"),
+        (_Classes([-1, 0]), "0..32767"),
+        (_Classes([0, 1], proba="nan"), "finite"),
+    ],
+)
+def test_probes_with_unusable_classes_or_probabilities(files, tmp_path, probe, match):
+    with pytest.raises(ac.OutputError, match=match):
+        ac.infer_scene(
+            ac.AnySat(size="test"),
+            ac.RasterSource(files, modality="s2"),
+            patch_size_m=20,
+            window_m=120,
+            overlap_m=0,
+            output="patch",
+            probe=probe,
+            out=tmp_path / "p.tif",
+            progress=False,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "error"),
+    [({"callback": 5}, ac.ConfigError), ({"out": 123}, ac.OutputError), ({"out": ""}, ac.OutputError)],
+)
+def test_callback_and_out_are_checked_before_any_work(files, tmp_path, kw, error):
+    kw = {"out": tmp_path / "o.tif", **kw}
+    with pytest.raises(error, match="expected"):
+        ac.infer_scene(
+            ac.AnySat(size="test"),
+            ac.RasterSource(files, modality="s2"),
+            patch_size_m=20,
+            window_m=120,
+            overlap_m=0,
+            progress=False,
+            **kw,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"II*\x00" + bytes(100), b"hello world"])
+def test_a_checkpoint_that_is_not_a_torch_file(tmp_path, content):
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(ac.CheckpointError, match=r"is not a PyTorch file.*\.pth file"):
+        ac.AnySat.from_checkpoint(path)

@@ -79,7 +79,8 @@ def check_stats(stats: NormStats, modality: str, where: str) -> None:
 
     Raises:
         ChannelMismatchError: not one value per band.
-        ConfigError: a NaN/infinite mean or std, or a std <= 0 (it would divide by zero); ``where`` names it.
+        ConfigError: a NaN/infinite mean or std, a std <= 0 (it would divide by zero), or values outside float32
+            range (normalised values would be infinite or NaN); ``where`` names it.
     """
     n = MODALITIES[modality].num_bands
     if len(stats.mean) != n or len(stats.std) != n:
@@ -87,15 +88,18 @@ def check_stats(stats: NormStats, modality: str, where: str) -> None:
             f"{where} has {len(stats.mean)} means and {len(stats.std)} stds for {modality}; expected {n} "
             f"({', '.join(MODALITIES[modality].bands)})"
         )
+    f32 = np.finfo(np.float32)  # values are normalised in float32: statistics must survive the conversion
+    big, tiny = float(f32.max), float(f32.tiny)
     bad = [
         f"{band}: mean {m:g}, std {s:g}"
         for band, m, s in zip(MODALITIES[modality].bands, stats.mean, stats.std)
-        if not (math.isfinite(m) and math.isfinite(s) and s > 0)
+        if not (math.isfinite(m) and math.isfinite(s) and abs(m) <= big and tiny <= s <= big)
     ]
     if bad:
         raise ConfigError(
             f"{where} has unusable statistics for {modality} ({'; '.join(bad)}); expected finite means and stds > 0 "
-            "(a constant band has std 0: give it std 1)"
+            f"within float32 range (|mean| <= {big:.3g}, {tiny:.3g} <= std <= {big:.3g}; a constant band "
+            "has std 0: give it std 1)"
         )
 
 

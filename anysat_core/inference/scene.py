@@ -16,7 +16,7 @@ from torch import nn
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.raster import RasterScene, RasterSource
 from anysat_core.data.sample import Sample
-from anysat_core.errors import AnySatError, InputShapeError, OutputError, OutputWriteError
+from anysat_core.errors import AnySatError, ConfigError, InputShapeError, OutputError, OutputWriteError
 from anysat_core.features import check_min_valid_fraction, provenance_attrs
 from anysat_core.inference.cog import write_cog
 from anysat_core.inference.fingerprint import run_fingerprint
@@ -226,7 +226,9 @@ def infer_scene(
 
     Raises:
         PatchSizeError: sizes that do not fit the modalities or each other.
-        OutputError: an unknown ``output``/``output_modality`` or an unsupported ``out`` suffix.
+        OutputError: an unknown ``output``/``output_modality``, an ``out`` that is not a path or has an unsupported
+            suffix, or an unusable ``probe``.
+        ConfigError: a ``callback`` that is not callable.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         OutputLockedError: another run is writing ``out`` (the message names its pid and host).
         ResumeMismatchError: a partial output of another run (other inputs, statistics, weights or settings) is
@@ -237,6 +239,18 @@ def infer_scene(
     """
     check_megabytes("gdal_cache_mb", gdal_cache_mb, 64)
     threshold = check_min_valid_fraction(min_valid_fraction)
+    if callback is not None and not callable(callback):
+        raise ConfigError(
+            f"callback={callback!r} (a {type(callback).__name__}); expected a function called as "
+            "callback(windows_done, windows_total), or None"
+        )
+    if out is not None:
+        if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+            raise OutputError(
+                f"out={out!r} (a {type(out).__name__}); expected the path of a '.tif'/'.tiff' (Cloud-Optimized GeoTIFF) "
+                "or '.zarr' (Zarr store) output, or None to return the result in memory"
+            )
+        _output_kind(Path(out))  # an unsupported suffix is refused before the rasters are opened
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputShapeError(f"batch_size={batch_size!r}; expected a positive int")
     check_output(output)

@@ -60,8 +60,9 @@ def check_probe(probe: Any, n_features: int) -> None:
     classifiers follow it.
 
     Raises:
-        OutputError: no ``predict_proba``, or it fails or returns another shape on one row of zeros (an unfitted
-            probe, one fitted on features of another width...); the message names the cause.
+        OutputError: no ``predict_proba``, or it fails or returns another shape or non-finite values on one row of
+            zeros (an unfitted probe, one fitted on features of another width...), or ``classes_`` that are not class
+            ids 0..32767 (the prediction map is int16); the message names the cause.
     """
     if not callable(getattr(probe, "predict_proba", None)):
         raise OutputError(
@@ -82,6 +83,22 @@ def check_probe(probe: Any, n_features: int) -> None:
             + (f" with {len(classes)} classes_" if classes is not None else "")
             + "; expected (1, K) probabilities, one column per class"
         )
+    if proba.dtype.kind not in "biuf" or not np.isfinite(proba).all():
+        raise OutputError(
+            f"probe {type(probe).__name__}.predict_proba returned {proba.tolist()!r} for one row; expected finite "
+            "probabilities (numbers in [0, 1]), one per class; check that the probe is fitted and its inputs are valid"
+        )
+    if classes is not None:
+        labels = np.asarray(classes)
+        whole = labels.dtype.kind in "iub" or (
+            labels.dtype.kind == "f" and bool(np.isfinite(labels).all()) and bool((labels == np.round(labels)).all())
+        )
+        if not whole or labels.size == 0 or labels.min() < 0 or labels.max() > np.iinfo(np.int16).max:
+            raise OutputError(
+                f"probe {type(probe).__name__} has classes_ {labels.tolist()[:10]!r}; the prediction map stores class "
+                f"ids as int16 (-1: no data), so expected whole numbers 0..{np.iinfo(np.int16).max}. Fit the probe on "
+                "integer labels (e.g. sklearn.preprocessing.LabelEncoder, keeping the encoder to name the classes)"
+            )
 
 
 def apply_probe(probe: Any, classes: Any, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,17 @@ def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist or is not a file; pass the path of a .pth file")
     try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {str(p)!r} ({e}); check its permissions") from e
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip nor a (legacy) pickle
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} ({p.stat().st_size} bytes, starting with {head!r}) is not a PyTorch file; "
+            "expected a file written by torch.save holding {'state_dict': ...} (a .pth file). Check the path; if the "
+            "file is empty or truncated, download or save it again"
+        )
+    try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle with code objects, not a torch file...
         raise CheckpointError(

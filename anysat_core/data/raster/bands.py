@@ -186,7 +186,7 @@ def _resolve_bands(src: RasterSource, da: xr.DataArray, op: _Opened) -> list[int
     idx: list[int] = []
     for b in src.bands:
         if isinstance(b, str):
-            idx.append(_band_by_name(mod, b, names, alt, name, n))
+            idx.append(_band_by_name(mod, b, names, alt, name, n, op.colours))
         elif isinstance(b, (int, np.integer)) and not isinstance(b, bool):
             if not 1 <= int(b) <= n:
                 raise ChannelMismatchError(
@@ -199,11 +199,28 @@ def _resolve_bands(src: RasterSource, da: xr.DataArray, op: _Opened) -> list[int
     return idx
 
 
-def _band_by_name(mod: Modality, b: str, names: list[str], alt: list[list[str]] | None, name: str, n: int) -> int:
-    """The 0-based band that the ``bands=`` entry ``b`` names: exactly, loosely (``b2`` = ``B02``) or by alias."""
+def _band_by_name(
+    mod: Modality,
+    b: str,
+    names: list[str],
+    alt: list[list[str]] | None,
+    name: str,
+    n: int,
+    colours: list[str] | None = None,
+) -> int:
+    """The 0-based band that the ``bands=`` entry ``b`` names: exactly, loosely (``b2`` = ``B02``) or by alias; a
+    band's GDAL colour interpretation (``colours``) counts as one of its names."""
     if b in names:
         return names.index(b)
-    every = [[nm, *(alt[i] if alt and i < len(alt) else [])] for i, nm in enumerate(names)]
+    every = [
+        [
+            *([names[i]] if i < len(names) else []),
+            *(alt[i] if alt and i < len(alt) else []),
+            *([colours[i]] if colours and i < len(colours) and colours[i] else []),
+        ]
+        for i in range(n)
+    ]
+    shown = [ns[0] if ns else "" for ns in every]  # for the messages: descriptions, else colours
     for match in (
         lambda x: _band_key(x) == _band_key(b),
         lambda x: band_alias(mod.name, x) is not None and band_alias(mod.name, x) == band_alias(mod.name, b),
@@ -213,12 +230,12 @@ def _band_by_name(mod: Modality, b: str, names: list[str], alt: list[list[str]] 
             return hits[0]
         if len(hits) > 1:
             raise ChannelMismatchError(
-                f"{name}: band name {b!r} matches several bands ({', '.join(names[i] for i in hits)}); give the exact "
+                f"{name}: band name {b!r} matches several bands ({', '.join(shown[i] for i in hits)}); give the exact "
                 "name or the 1-based band number in bands=[...]"
             )
     raise ChannelMismatchError(
-        f"{name}: band name {b!r} not found; its bands are named {names or '(no names)'}. Select bands by name among "
-        f"these or by 1-based number 1..{n} with bands=[...]"
+        f"{name}: band name {b!r} not found; its bands are named {shown if any(shown) else '(no names)'}. Select "
+        f"bands by name among these or by 1-based number 1..{n} with bands=[...]"
     )
 
 

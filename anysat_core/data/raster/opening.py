@@ -37,6 +37,8 @@ RasterLike = str | os.PathLike | xr.DataArray | xr.Dataset
 NETCDF_SUFFIXES = (".nc", ".nc4", ".cdf", ".netcdf")
 _NC3_MAGIC = (b"CDF\x01", b"CDF\x02")  # classic and 64-bit offset (scipy); CDF-5 goes to GDAL
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: GDAL colour interpretations that ``RasterSource(bands=["R", "G", "B"])`` finds (see ``_Opened.colours``)
+_COLOURS = ("red", "green", "blue", "alpha")
 
 
 # ------------------------------------------------------------------------------------------------ opening
@@ -57,6 +59,9 @@ class _Opened:
     gcps: int = 0
     from_gdal: bool = False  # a file opened with GDAL (its pixel-index coordinates mean: no geotransform)
     fix: str = ""  # how to georeference this kind of input
+    # GDAL colour interpretation of each band (red/green/blue/alpha, "" otherwise): found by bands=["R", ...] only,
+    # never used to order bands by itself (GDAL gives 3-4 band byte files RGB(A) by default, e.g. NIR,G,B,R aerials)
+    colours: list[str] | None = None
 
 
 class _LazyStack(BackendArray):
@@ -205,6 +210,7 @@ def _open_gdal(path: Path) -> _Opened:
             with rasterio.open(path) as src:
                 tags = dict(src.tags())
                 desc = list(src.descriptions)
+                interp = [ci.name for ci in src.colorinterp]
                 gcps = len(src.gcps[0])
                 gt = src.transform
                 if src.count and src.width and src.height:  # truncated files open but fail to read
@@ -234,7 +240,10 @@ def _open_gdal(path: Path) -> _Opened:
     from_attrs = transform is not None
     if transform is None and not gt.is_identity:
         transform = gt
-    return _Opened(da, str(path), tags, crs, transform, from_attrs, notes, gcps=gcps, from_gdal=not netcdf, fix=fix)
+    op = _Opened(da, str(path), tags, crs, transform, from_attrs, notes, gcps=gcps, from_gdal=not netcdf, fix=fix)
+    if any(c in _COLOURS for c in interp):
+        op.colours = [c if c in _COLOURS else "" for c in interp]
+    return op
 
 
 def _fill_value(da: xr.DataArray) -> Any:

@@ -24,7 +24,7 @@ from anysat_core.data.raster.stats import resolve_normalize
 from anysat_core.data.sample import GeoInfo, Sample
 from anysat_core.dates import day_of_year
 from anysat_core.errors import ConfigError, CorruptFileError, EmptyTileError, InputShapeError, TileIndexError
-from anysat_core.geo import cell_centres, grid_bounds, is_length
+from anysat_core.geo import Bounds, cell_centres, grid_bounds, is_length
 from anysat_core.memory import check_memory
 from anysat_core.modalities import MODALITIES
 
@@ -349,15 +349,46 @@ def _check_sources(sources: RasterSource | Sequence[RasterSource]) -> list[Raste
     return srcs
 
 
+#: a raster whose pixels are more than this many times coarser than its modality's GSD is refused unless
+#: ``RasterSource(resampling=...)`` asks for the upsampling explicitly
+MAX_UPSAMPLING = 8.0
+
+
+def _pixel_size(frame: Frame, bounds: tuple[float, ...]) -> float:
+    """The frame's pixel size in metres of the reference CRS (its bounds there over its pixel counts)."""
+    H, W = frame.shape
+    return min((bounds[2] - bounds[0]) / W, (bounds[3] - bounds[1]) / H)
+
+
+def _check_upsampling(src: RasterSource, frames: list[Frame], boxes: dict[str, Bounds], grid: SceneGrid) -> None:
+    """Refuse a raster far coarser than its modality (e.g. a 300 m image given as 1 m SPOT): upsampling it invents
+    detail the model never saw and makes every tile read (and ``len(scene)``) take very long."""
+    m = src.modality
+    if src.resampling is not None or MODALITIES[m].tile_token:
+        return
+    gsd = grid.gsd_m[m]
+    for f in frames:
+        res = _pixel_size(f, boxes[f.name])
+        if res > MAX_UPSAMPLING * gsd:
+            others = [k for k in MODALITIES.values() if k.name != m]
+            near = sorted(others, key=lambda k: abs(math.log(k.gsd_m / res)))[:3]
+            raise InputShapeError(
+                f"{f.name} has {res:.4g} m pixels but {m} is a {gsd:g} m modality: each pixel would be upsampled "
+                f"{res / gsd:.0f}x ({grid.n_rows} x {grid.n_cols} tiles of {grid.tile_px[m]} x {grid.tile_px[m]} px), "
+                f"inventing detail the model never saw and taking very long. Expected a raster of about {gsd:g} m "
+                f"(at most {MAX_UPSAMPLING:g}x coarser). Give it as a modality of its resolution (nearest: "
+                f"{', '.join(f'{k.name} {k.gsd_m:g} m' for k in near)}), or pass "
+                f"RasterSource(..., resampling='bilinear') to upsample it anyway"
+            )
+
+
 def _resampling(src: RasterSource, frame: Frame, bounds: tuple[float, ...], gsd_m: float) -> Resampling:
     """``src.resampling``; else nearest for MODIS, average when the frame's pixels are clearly finer, bilinear."""
     if src.resampling is not None:
         return src.resampling
     if MODALITIES[src.modality].tile_token:
         return Resampling.nearest
-    H, W = frame.shape
-    src_res = min((bounds[2] - bounds[0]) / W, (bounds[3] - bounds[1]) / H)
-    return Resampling.average if src_res < 0.75 * gsd_m else Resampling.bilinear
+    return Resampling.average if _pixel_size(frame, bounds) < 0.75 * gsd_m else Resampling.bilinear
 
 
 def open_rasters(
@@ -391,6 +422,8 @@ def open_rasters(
 
     Raises:
         UnknownModalityError, ChannelMismatchError, MissingCRSError, DatesError: bad sources.
+        InputShapeError: a raster more than :data:`MAX_UPSAMPLING` times coarser than its modality's GSD (unless
+            its ``RasterSource`` gives ``resampling=``).
         ExtentMismatchError: the sources do not overlap (by at least one grid unit).
         PatchSizeError: ``tile_m``/``patch_size_m`` do not fit the modalities.
         ConfigError: a non-metric ``crs``, a bad ``origin``, ``min_valid_fraction`` or ``normalize``.
@@ -404,6 +437,8 @@ def open_rasters(
     finest = min((s.modality for s in srcs if not MODALITIES[s.modality].tile_token), key=lambda m: MODALITIES[m].gsd_m)
     ref = reference_crs(crs, frames[finest])
     grid, boxes = plan_grid(frames, ref, tile_m, patch_size_m, origin)
+    for s in srcs:
+        _check_upsampling(s, frames[s.modality], boxes, grid)
     check_memory(
         tile_read_bytes(grid, {m: fs[0] for m, fs in frames.items()}, {m: len(fs) for m, fs in frames.items()}),
         f"reading one {grid.tile_m:g} m tile ({', '.join(f'{m}: {px} x {px} px' for m, px in grid.tile_px.items())})",

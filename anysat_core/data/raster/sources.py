@@ -116,13 +116,18 @@ class RasterSource:
                     f"crs={self.crs!r} for {self.modality} is not a CRS ({e}); expected e.g. 'EPSG:32631', a WKT or "
                     "PROJ string, or a rasterio/pyproj CRS"
                 ) from None
-        if isinstance(self.resampling, str):
+        if self.resampling is not None:
             try:
-                self.resampling = Resampling[self.resampling]
-            except KeyError:
+                if isinstance(self.resampling, str):
+                    self.resampling = Resampling[self.resampling]
+                elif not isinstance(self.resampling, bool):
+                    self.resampling = Resampling(self.resampling)
+                else:
+                    raise TypeError(self.resampling)
+            except (KeyError, ValueError, TypeError):
                 raise ConfigError(
                     f"resampling={self.resampling!r} for {self.modality}; expected one of "
-                    f"{', '.join(r.name for r in Resampling)}"
+                    f"{', '.join(r.name for r in Resampling)} (a name or a rasterio.enums.Resampling)"
                 ) from None
 
 

@@ -148,6 +148,8 @@ def _stats_value(value: Any, modality: str, where: str) -> NormStats:
         st = value
     else:
         try:
+            if any(isinstance(v, bool) for k in ("mean", "std") for v in value[k]):
+                raise TypeError("True/False are not statistics")
             st = NormStats(
                 mean=tuple(float(v) for v in value["mean"]),
                 std=tuple(float(v) for v in value["std"]),
