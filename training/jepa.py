@@ -54,7 +54,7 @@ from training.schedules import LRSchedule, ema_momentum, lr_factor
 
 __all__ = ["AnySatJEPA", "drop_dates", "modality_mask", "patch_validity"]
 
-_TRAIN, _VAL = 0, 1  # stream ids of the random generators
+_TRAIN, _VAL, _DROPOUT = 0, 1, 2  # stream ids of the random generators
 
 
 def drop_dates(plan: BatchPlan, keep: float, generator: torch.Generator) -> BatchPlan:
@@ -229,13 +229,17 @@ class AnySatJEPA(L.LightningModule):
         return ema_momentum(step, self.schedule_steps(), float(start), float(end))
 
     # ------------------------------------------------------------------ the step
-    def _generator(self, stream: int, batch_idx: int) -> torch.Generator:
-        """A fresh generator on this module's device, seeded from (seed, stream, epoch, batch, step, rank)."""
+    def _step_seed(self, stream: int, batch_idx: int) -> int:
+        """A seed from (seed, stream, epoch, batch, step, rank)."""
         key = (int(self.hparams["seed"]), stream, self.current_epoch, batch_idx, self.global_step, self.global_rank)
         value = 0
         for k in key:
             value = (value * 1_000_003 + k) % (2**61 - 1)
-        return torch.Generator(device=self.device).manual_seed(value)
+        return value
+
+    def _generator(self, stream: int, batch_idx: int) -> torch.Generator:
+        """A fresh generator on this module's device, seeded from (seed, stream, epoch, batch, step, rank)."""
+        return torch.Generator(device=self.device).manual_seed(self._step_seed(stream, batch_idx))
 
     def compute_losses(self, batch: PretrainBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The losses of one batch (no logging, no update).
@@ -289,7 +293,15 @@ class AnySatJEPA(L.LightningModule):
     def training_step(self, batch: PretrainBatch, batch_idx: int) -> torch.Tensor:
         """Losses of one batch, logged as ``train/loss``, ``train/jepa``, ``train/contrastive``, ``train/lr`` and
         ``train/momentum``."""
-        losses = self.compute_losses(batch, self._generator(_TRAIN, batch_idx))
+        # The student's dropout (L-TAE) draws from the global RNG: it is seeded per step from the same key (and the
+        # global state restored after), so that a run resumed from a checkpoint draws what the uninterrupted run drew.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            seed = self._step_seed(_DROPOUT, batch_idx)
+            torch.random.default_generator.manual_seed(seed)
+            if devices:
+                torch.cuda.manual_seed(seed)  # this rank's device
+            losses = self.compute_losses(batch, self._generator(_TRAIN, batch_idx))
         B = batch["context"].shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=B, prog_bar=name == "loss")
