@@ -301,7 +301,13 @@ class AnySatCLI(LightningCLI):
     """
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        parser_kwargs: dict[str, Any] = {"prog": PROG, "exit_on_error": False}
+        parser_kwargs: dict[str, Any] = {
+            "prog": PROG,
+            "exit_on_error": False,
+            "description": "AnySat pretraining (JEPA + contrastive) and downstream probing/fine-tuning on Lightning. "
+            "Configs: training/configs/*.yaml. Also: `python -m training export CKPT OUT.pt [--format released]` "
+            "writes the trained encoder for AnySat.from_checkpoint.",
+        }
         parser_kwargs.update({sub: {"exit_on_error": False} for sub in _SUBCOMMANDS})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", {"callbacks": [EncoderConfigInCheckpoint()]})
