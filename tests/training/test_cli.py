@@ -92,7 +92,13 @@ def test_configs_are_named_and_documented() -> None:
         assert "class_path: training." in text and "python -m training fit" in text, name
 
 
-@pytest.mark.parametrize("name", CONFIG_NAMES)
+#: configs run in the fast suite; every other one runs in `make test` (marked slow: ~4-12 s each)
+FAST_CONFIGS = ("geoplex-mini-cpu", "probe-geoplex-mini")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST_CONFIGS else pytest.param(n, marks=pytest.mark.slow) for n in CONFIG_NAMES]
+)
 def test_fast_dev_run_of_every_config(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     rc, err = _run(["fit", "--config", CONFIGS / f"{name}.yaml", *FAST, *_test_size_overrides(name)], capsys)
     assert rc == 0, err[-3000:]
