@@ -178,14 +178,20 @@ class AnySat(nn.Module):
 
     @classmethod
     def from_pretrained(cls, size: str = "base", **kwargs: Any) -> AnySat:
-        """The released GeoPlex-pretrained weights (only ``base`` exists), downloaded once and cached.
+        """Named pretrained weights: ``"base"``, the released GeoPlex-pretrained model, downloaded once and cached;
+        ``"geoplex-mini"``, a tiny model pretrained on GeoPlex-mini and shipped with the package (offline; its
+        SHA-256 is checked against the record beside it).
 
-        See :func:`anysat_core.model.checkpoint.pretrained_path` for the keyword arguments (``path``,
+        See :func:`anysat_core.model.checkpoint.pretrained_path` for the keyword arguments of ``"base"`` (``path``,
         ``cache_dir``, ``revision``, ``local_files_only``) and the ``ANYSAT_WEIGHTS`` variable.
-        """
-        from anysat_core.model.checkpoint import pretrained_path
 
-        return cls.from_checkpoint(pretrained_path(size, **kwargs), size=size)
+        Raises:
+            PretrainedWeightsError: another name (the message lists both), or weights missing or corrupt.
+        """
+        from anysat_core.model.checkpoint import SHIPPED, pretrained_path
+
+        path = pretrained_path(size, **kwargs)
+        return cls.from_checkpoint(path, size=None if size in SHIPPED else size)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         """Write weights plus config (atomically: temporary file then rename); an existing file is replaced only

@@ -43,6 +43,7 @@ __all__ = [
     "pretrained_path",
     "read_state_dict",
     "save_checkpoint",
+    "shipped_path",
 ]
 
 FORMAT = "anysat_core"
@@ -323,6 +324,45 @@ def verify_download(path: str | os.PathLike[str]) -> None:
         )
 
 
+#: Weights shipped inside the package (name -> file under ``anysat_core/weights/``), loaded offline.
+SHIPPED = {"geoplex-mini": "anysat-tiny-geoplex-mini.pt"}
+#: Names :func:`pretrained_path` knows: the released weights (downloaded) and the shipped ones.
+PRETRAINED = ("base", *SHIPPED)
+
+
+def shipped_path(name: str = "geoplex-mini", *, verify: bool = True) -> str:
+    """Path of weights shipped with the package (``anysat_core/weights/``), checked against the SHA-256 recorded in
+    the JSON beside them.
+
+    Raises:
+        PretrainedWeightsError: an unknown name, a missing file or record, or a file whose SHA-256 differs.
+    """
+    import json
+
+    if name not in SHIPPED:
+        raise PretrainedWeightsError(f"no shipped weights named {name!r}; shipped: {', '.join(SHIPPED)}")
+    weights = Path(__file__).resolve().parent.parent / "weights" / SHIPPED[name]
+    record = weights.with_suffix(".json")
+    if not weights.is_file() or not record.is_file():
+        raise PretrainedWeightsError(
+            f"the shipped weights {name!r} are missing ({str(weights)!r} or its .json record); the installation is "
+            "incomplete: reinstall anysat-explorer, or rebuild them with `python -m training.report --ship`"
+        )
+    if verify:
+        try:
+            expected = json.loads(record.read_text())["sha256"]
+        except (OSError, ValueError, KeyError) as e:
+            raise PretrainedWeightsError(f"cannot read the SHA-256 of {name!r} from {str(record)!r} ({e})") from e
+        got = sha256_file(weights)
+        if got != expected:
+            raise PretrainedWeightsError(
+                f"the shipped weights {str(weights)!r} are corrupt or were changed (SHA-256 {got[:16]}..., recorded "
+                f"{str(expected)[:16]}...); reinstall anysat-explorer or rebuild them with "
+                "`python -m training.report --ship`"
+            )
+    return str(weights)
+
+
 def pretrained_path(
     size: str = "base",
     *,
@@ -332,20 +372,26 @@ def pretrained_path(
     local_files_only: bool = False,
     verify: bool = True,
 ) -> str:
-    """Local path of the released weights, downloading them once through ``huggingface_hub``.
+    """Local path of named pretrained weights: ``"base"``, the released weights, downloaded once through
+    ``huggingface_hub``; ``"geoplex-mini"``, the tiny model shipped with the package (offline, :func:`shipped_path`).
 
-    Order: ``path`` argument, then the ``ANYSAT_WEIGHTS`` environment variable, then the Hugging Face
-    cache (``cache_dir`` or the default ``HF_HOME``), downloading if missing unless ``local_files_only``
-    or ``HF_HUB_OFFLINE=1``.  Downloads are checked against their published SHA-256.
+    For ``"base"``, the order is: ``path`` argument, then the ``ANYSAT_WEIGHTS`` environment variable, then the
+    Hugging Face cache (``cache_dir`` or the default ``HF_HOME``), downloading if missing unless ``local_files_only``
+    or ``HF_HUB_OFFLINE=1``.  Downloads are checked against their published SHA-256, shipped weights against the
+    SHA-256 recorded beside them.
 
     Raises:
-        PretrainedWeightsError: no released weights of that size, file missing, offline without a cached
-            copy, or a corrupt download; the message says which file to fetch and how to pass it.
+        PretrainedWeightsError: an unknown name (the message lists the names), file missing, offline without a
+            cached copy, or a corrupt file; the message says which file to fetch and how to pass it.
     """
+    if size in SHIPPED:
+        return shipped_path(size, verify=verify)
     if size != "base":
         raise PretrainedWeightsError(
-            f"no released weights for size {size!r}: only 'base' was published. Use AnySat(size={size!r}) for a "
-            "randomly initialised model or AnySat.from_checkpoint(path) for your own weights."
+            f"no pretrained weights named {size!r}; expected 'base' (the released GeoPlex weights, downloaded; only "
+            "'base' was published) or 'geoplex-mini' (a tiny model pretrained on GeoPlex-mini, shipped with the "
+            f"package). Use AnySat(size={size!r}) for a randomly initialised model or AnySat.from_checkpoint(path) "
+            "for your own weights."
         )
     for given, origin in ((path, "path argument"), (os.environ.get(ENV_VAR) or None, f"{ENV_VAR} variable")):
         if given:

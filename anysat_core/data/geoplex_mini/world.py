@@ -114,7 +114,7 @@ def _class_weights(cls: int, t: np.ndarray) -> np.ndarray:
         w[:, GREEN] = 0.04 * np.exp(-(((t - 200) / 40) ** 2))
         w[:, H2O] = 1 - w[:, GREEN]
     elif cls == URBAN:
-        w[:, IMPERV] = 0.75
+        w[:, IMPERV] = 0.45  # roofs and roads under trees and gardens: optically close to bare soil
         w[:, GREEN] = 0.12 + 0.08 * np.exp(-(((t - 170) / 60) ** 2))
     elif cls == BARE:
         w[:, GREEN] = 0.05 * np.exp(-(((t - 190) / 30) ** 2))
@@ -184,9 +184,10 @@ class World:
         cls[chosen] = forced
         self.parcel_class = cls.astype(np.int64)
         self.tree = cKDTree(self.seeds)
-        self.pheno_shift = rng.normal(0, 7, n)  # days
-        self.gain = rng.normal(1, 0.04, n)
-        self.sar_offset_db = rng.normal(0, 0.6, n)
+        self.pheno_shift = rng.normal(0, 15, n)  # days: sowing and leaf-out dates vary by weeks
+        self.gain = rng.normal(1, 0.1, n)  # soil colour, management
+        self.sar_offset_db = rng.normal(0, 1.5, n)  # roughness, moisture, incidence
+        self.vigour = rng.uniform(0.55, 1.0, n)  # peak green cover of the parcel (the rest is soil)
         self.row_angle = rng.uniform(0, np.pi, n)
         self.row_period = np.where(cls == MAIZE, 0.8, 1.25) * rng.uniform(0.9, 1.2, n)
         # boundary warp: two smooth random fields (sums of plane waves), amplitude ~ parcel_m / 12
@@ -270,16 +271,16 @@ class World:
             rng = seeded_rng(self.seed, 4, modality_key(mod))
             out = []
             for _ in self.dates(mod):
-                if rng.random() < 0.45:
+                if rng.random() < 0.25:
                     out.append(np.zeros((0, 4)))
                     continue
-                n = 1 + rng.poisson(2.5)
+                n = 1 + rng.poisson(3.5)
                 out.append(
                     np.stack(
                         [
                             rng.uniform(self.x0 - 200, self.x0 + self.width_m + 200, n),
                             rng.uniform(self.y0 - self.height_m - 200, self.y0 + 200, n),
-                            rng.uniform(40, 250, n),
+                            rng.uniform(50, 300, n),
                             rng.uniform(0.3, 1.0, n),
                         ],
                         1,
@@ -309,6 +310,9 @@ class World:
             p, e = divmod(int(unit), ne)
             t = doy.astype(np.float64) - self.pheno_shift[p]
             w = _class_weights(int(self.parcel_class[p]), t)
+            lost = w[:, [GREEN, BLEAF]] * (1 - self.vigour[p])  # a less vigorous parcel shows more soil
+            w[:, [GREEN, BLEAF]] -= lost
+            w[:, SOIL] += lost.sum(1)
             if e:
                 E = self.events[e - 1]
                 after = doy > E.doy
