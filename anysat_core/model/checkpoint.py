@@ -27,6 +27,7 @@ import torch
 from anysat_core.config import SIZES, AnySatConfig, config_for_size
 from anysat_core.errors import CheckpointError, CheckpointMismatchError, PretrainedWeightsError
 from anysat_core.memory import check_memory, format_bytes
+from anysat_core.modalities import MODALITIES
 from anysat_core.writers import check_destination, save_torch
 
 if TYPE_CHECKING:
@@ -124,9 +125,20 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
     return dict(state_dict)
 
 
+def _projector_modalities(sd: dict[str, torch.Tensor]) -> tuple[str, ...] | None:
+    """The modalities whose ``projector_<m>.`` keys the state dict holds (registry order), None if it holds none."""
+    found = {m.group(1) for k in sd if (m := re.match(r"projector_([^.]+)\.", k))}
+    mods = tuple(m for m in MODALITIES if m in found)
+    return mods or None
+
+
 def _infer_config(sd: dict[str, torch.Tensor], size: str | None) -> AnySatConfig:
+    """The config of a state dict without one: ``size`` (else the size its shapes match) with the modalities whose
+    projectors it holds (a model trained on a subset of the modalities has only theirs)."""
+    mods = _projector_modalities(sd)
+    extra = {"modalities": mods} if mods is not None else {}
     if size is not None:
-        return config_for_size(size)
+        return config_for_size(size, **extra)
     if "cls_token" not in sd:
         raise CheckpointMismatchError(
             "checkpoint has no 'cls_token'; it is not an AnySat state dict (pass size= to see every missing key)",
@@ -136,8 +148,8 @@ def _infer_config(sd: dict[str, torch.Tensor], size: str | None) -> AnySatConfig
     depth = len({m.group(1) for k in sd if (m := re.match(r"spatial_encoder\.predictor_blocks\.(\d+)\.", k))})
     for name, hp in SIZES.items():
         if hp["embed_dim"] == dim and hp["depth"] == depth:
-            return config_for_size(name)
-    return AnySatConfig(size="custom", embed_dim=dim, depth=max(depth, 1), num_heads=max(1, dim // 64))
+            return config_for_size(name, **extra)
+    return AnySatConfig(size="custom", embed_dim=dim, depth=max(depth, 1), num_heads=max(1, dim // 64), **extra)
 
 
 def model_bytes(config: AnySatConfig) -> int:
