@@ -59,7 +59,7 @@ RECIPE: dict[str, Any] = {
     "tile_m": 60.0,
     "scales_m": [10.0, 20.0],
     "batch_size": 8,
-    "max_steps": 400,
+    "max_steps": 150,
     "seed": 0,
     "mask": {
         "n_targets": 4,
