@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "generator_version": GENERATOR_VERSION,
             },
             "git_commit": _git("rev-parse", "HEAD"),
-            "command": "python -m training.report --ship" + (f" {' '.join(sys.argv[1:])}" if argv is None else ""),
+            "command": "python -m training.report " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, no GPU",
             "wall_s": round(result["wall_s"], 1),
             "s_per_step": round(result["s_per_step"], 3),

@@ -185,7 +185,9 @@ def test_samples_normalise_and_run_through_anysat(tmp_path):
     s2only = GeoPlexMini(modalities=("s2",), tiles=8)
     s2 = torch.stack([s2only[i]["s2"] for i in range(len(s2only))])
     valid = torch.stack([s2only[i]["s2_mask"] for i in range(len(s2only))]).expand_as(s2)
-    assert abs(float(s2[valid].mean())) < 0.5 and 0.3 < float(s2[valid].std()) < 2.0  # normalised scale (no clouds)
+    # normalised scale (no clouds); since generator version 3 parcels differ more in brightness, vigour and timing,
+    # so the 64 tiles spread more around the statistics of 12 (measured std 2.04)
+    assert abs(float(s2[valid].mean())) < 0.5 and 0.3 < float(s2[valid].std()) < 2.5
     batch = collate([a, b])
     model = AnySat(size="test").eval()
     with torch.no_grad():

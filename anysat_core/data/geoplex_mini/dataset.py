@@ -56,7 +56,7 @@ __all__ = ["GENERATOR_VERSION", "GeoPlexMini", "memory_estimate"]
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator's output changes (it is part of the cache key).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 _TASKS = ("multilabel", "segmentation", "change")
 
 

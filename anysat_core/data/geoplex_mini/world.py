@@ -187,7 +187,6 @@ class World:
         self.pheno_shift = rng.normal(0, 15, n)  # days: sowing and leaf-out dates vary by weeks
         self.gain = rng.normal(1, 0.1, n)  # soil colour, management
         self.sar_offset_db = rng.normal(0, 1.5, n)  # roughness, moisture, incidence
-        self.vigour = rng.uniform(0.55, 1.0, n)  # peak green cover of the parcel (the rest is soil)
         self.row_angle = rng.uniform(0, np.pi, n)
         self.row_period = np.where(cls == MAIZE, 0.8, 1.25) * rng.uniform(0.9, 1.2, n)
         # boundary warp: two smooth random fields (sums of plane waves), amplitude ~ parcel_m / 12
@@ -207,6 +206,9 @@ class World:
             )
             for _ in range(n_ev)
         )
+        # peak green cover of each parcel (the rest is soil), from its own stream: parcels, boundaries and events
+        # (hence every label) stay those of generator version 2
+        self.vigour = seeded_rng(seed, 10).uniform(0.55, 1.0, n)
         self._dates: dict[str, np.ndarray] = {}
         self._clouds: dict[str, list[np.ndarray]] = {}
         self._fractions: np.ndarray | None = None
