@@ -208,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     w = g.add_mutually_exclusive_group(required=True)
     w.add_argument(
         "--weights",
-        metavar="FILE|base",
-        help="a checkpoint file (the official AnySat.pth or one written by AnySat.save), or 'base' for the released "
-        "weights (downloaded once and cached; offline: set ANYSAT_WEIGHTS=/path/to/AnySat.pth).",
+        metavar="FILE|base|geoplex-mini",
+        help="a checkpoint file (the official AnySat.pth or one written by AnySat.save), 'base' for the released "
+        "weights (downloaded once and cached; offline: set ANYSAT_WEIGHTS=/path/to/AnySat.pth), or 'geoplex-mini' "
+        "for the tiny model shipped with this package (pretrained on GeoPlex-mini; S2 and S1-asc only).",
     )
     w.add_argument(
         "--size",
@@ -400,8 +401,8 @@ def _sources(args: argparse.Namespace) -> list[Any]:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from anysat_core.config import SIZES
     from anysat_core.model import AnySat
+    from anysat_core.model.checkpoint import PRETRAINED
 
     if args.size is not None:
         print(
@@ -410,7 +411,7 @@ def _model(args: argparse.Namespace) -> Any:
             file=sys.stderr,
         )
         return AnySat(size=args.size).eval()
-    if args.weights in SIZES and not Path(args.weights).exists():
+    if args.weights in PRETRAINED and not Path(args.weights).exists():  # "base" (released), "geoplex-mini" (shipped)
         return AnySat.from_pretrained(args.weights)
     return AnySat.from_checkpoint(args.weights)
 

@@ -149,7 +149,8 @@ def _infer_config(sd: dict[str, torch.Tensor], size: str | None) -> AnySatConfig
     for name, hp in SIZES.items():
         if hp["embed_dim"] == dim and hp["depth"] == depth:
             return config_for_size(name, **extra)
-    return AnySatConfig(size="custom", embed_dim=dim, depth=max(depth, 1), num_heads=max(1, dim // 64), **extra)
+    custom = AnySatConfig(size="custom", embed_dim=dim, depth=max(depth, 1), num_heads=max(1, dim // 64))
+    return custom.replace(**extra) if extra else custom
 
 
 def model_bytes(config: AnySatConfig) -> int:

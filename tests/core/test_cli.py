@@ -319,3 +319,15 @@ def test_console_script_end_to_end(files, weights, tmp_path):
         [exe, *argv], check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path
     )  # exists: refused
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_shipped_weights_by_name(tmp_path, capsys) -> None:
+    """``--weights geoplex-mini`` loads the checkpoint shipped in the package (offline)."""
+    from anysat_core.cli import _model, build_parser
+
+    args = build_parser().parse_args(
+        ["infer", "--raster", "s2=x.tif", "--weights", "geoplex-mini", "--patch-size-m", "20", "--window-m", "120",
+         "--out", str(tmp_path / "o.tif")]
+    )  # fmt: skip
+    model = _model(args)
+    assert model.modalities == ("s2", "s1-asc") and model.embed_dim == 256
