@@ -48,7 +48,7 @@ from anysat_core.modalities import MODALITIES
 from anysat_core.model.anysat import AnySat
 from anysat_core.model.inputs import BatchPlan
 from training.batch import PretrainBatch
-from training.losses import contrastive_loss, jepa_loss
+from training.losses import contrastive_loss, jepa_loss, variance_loss
 from training.predictor import JEPAPredictor
 from training.schedules import LRSchedule, ema_momentum, lr_factor
 
@@ -149,6 +149,17 @@ class AnySatJEPA(L.LightningModule):
             with (default: ``"standard"``); the predictor always uses standard attention (see the module docs).
         seed: seed of the weight initialisation and of the date/modality dropping (one generator per step, derived
             from the seed, epoch, batch index, step and rank, so a resumed run draws the same).
+        tile_weight: weight of the tile-token loss (0 = off, the default): the student's tile token (context-only,
+            date-dropped, modality-masked input) goes through a small MLP head (``tile_head``) and must predict the
+            teacher's layer-normed tile token of the full input (smooth-L1, as :func:`jepa_loss`; BYOL-style, the
+            EMA teacher keeps it from collapsing).  The JEPA and contrastive losses only reach patch tokens.
+        contrastive_head: pass the student's patch tokens through an MLP projection head (``contrastive_head``)
+            before the contrastive loss (default off: the loss acts on the tokens themselves).
+        variance_weight: weight of a VICReg-style variance term (:func:`~training.losses.variance_loss`) on the
+            student's patch tokens of every gridded modality (0 = off): every feature must keep a standard
+            deviation of 1 across the batch's tokens, which stops both losses from first making all tokens alike.
+        tile_variance_weight: weight of the same variance term on the student's tile tokens across the batch (0 =
+            off), against a collapse of the tile objective to a constant tile token.
     """
 
     def __init__(
@@ -172,6 +183,10 @@ class AnySatJEPA(L.LightningModule):
         modality_keep: float = 0.5,
         flash_compat: bool = False,
         seed: int = 0,
+        tile_weight: float = 0.0,
+        contrastive_head: bool = False,
+        variance_weight: float = 0.0,
+        tile_variance_weight: float = 0.0,
     ) -> None:
         super().__init__()
         _check_arguments(locals())
@@ -190,6 +205,11 @@ class AnySatJEPA(L.LightningModule):
         #: replaces masked context tokens (and their PE) in modality masking; lives here, not in AnySat, so that
         #: the encoder's keys stay the released checkpoint's.
         self.masked_token = nn.Parameter(torch.zeros(1, 1, D))
+        # optional heads (built only when used, so the default module keeps its keys)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            self.tile_head: nn.Module | None = _mlp(D) if tile_weight > 0 else None
+            self.contrastive_head: nn.Module | None = _mlp(D) if contrastive_head else None
 
     # ------------------------------------------------------------------ modes and accessors
     def train(self, mode: bool = True) -> AnySatJEPA:
@@ -249,7 +269,8 @@ class AnySatJEPA(L.LightningModule):
             generator: random generator on this module's device (date dropping, modality masking).
 
         Returns:
-            ``{"loss", "jepa", "contrastive"}`` scalars.
+            ``{"loss", "jepa", "contrastive"}`` scalars, plus ``"tile"`` when ``tile_weight > 0`` and
+            ``"variance"`` when ``variance_weight > 0`` and ``"tile_variance"`` when ``tile_variance_weight > 0``.
 
         Raises:
             InputShapeError: context/targets of the wrong shape or outside the patch grid.
@@ -265,7 +286,8 @@ class AnySatJEPA(L.LightningModule):
 
         with torch.no_grad():  # teacher: full input, every position
             t_tokens = self.teacher.patch_tokens(plan)
-            t_out = self.teacher.forward_tokens(plan, t_tokens)[:, 1:]  # (B, P, D)
+            t_all = self.teacher.forward_tokens(plan, t_tokens)
+            t_tile, t_out = t_all[:, 0], t_all[:, 1:]  # (B, D), (B, P, D)
             target = torch.gather(t_out, 1, targets.reshape(B, n * Kt, 1).expand(-1, -1, D)).view(B, n, Kt, D)
 
         s_plan = drop_dates(plan, float(hp["date_keep"]), generator)
@@ -282,13 +304,32 @@ class AnySatJEPA(L.LightningModule):
         jepa = jepa_loss(pred, target)
         if float(hp["contrastive_weight"]) > 0 and len(grid_mods) > 1:
             valid = patch_validity(s_plan)
-            con = contrastive_loss({m: s_tokens[m] for m in grid_mods}, valid or None, float(hp["tau"]))
+            head = self.contrastive_head
+            con_tokens = {m: head(s_tokens[m]) if head is not None else s_tokens[m] for m in grid_mods}
+            con = contrastive_loss(con_tokens, valid or None, float(hp["tau"]))
         else:
             con = jepa.new_zeros(())
         loss = float(hp["jepa_weight"]) * jepa + float(hp["contrastive_weight"]) * con
-        if masked is None:  # keep masked_token in the graph (DDP expects every trainable parameter to be used)
-            loss = loss + 0.0 * self.masked_token.sum()
-        return {"loss": loss, "jepa": jepa.detach(), "contrastive": con.detach()}
+        out: dict[str, torch.Tensor] = {}
+        if self.tile_head is not None:
+            tile = jepa_loss(self.tile_head(ctx[:, 0]), t_tile)
+            loss = loss + float(hp["tile_weight"]) * tile
+            out["tile"] = tile.detach()
+        if float(hp["variance_weight"]) > 0 and grid_mods:
+            var = torch.stack([variance_loss(s_tokens[m]) for m in grid_mods]).mean()
+            loss = loss + float(hp["variance_weight"]) * var
+            out["variance"] = var.detach()
+        if float(hp["tile_variance_weight"]) > 0:
+            tile_var = variance_loss(ctx[:, 0])
+            loss = loss + float(hp["tile_variance_weight"]) * tile_var
+            out["tile_variance"] = tile_var.detach()
+        # keep every trainable parameter in the graph (DDP expects each to be used)
+        unused: list[torch.Tensor] = [self.masked_token] if masked is None else []
+        if self.contrastive_head is not None and not (float(hp["contrastive_weight"]) > 0 and len(grid_mods) > 1):
+            unused += list(self.contrastive_head.parameters())
+        for p in unused:
+            loss = loss + 0.0 * p.sum()
+        return {"loss": loss, "jepa": jepa.detach(), "contrastive": con.detach(), **out}
 
     def training_step(self, batch: PretrainBatch, batch_idx: int) -> torch.Tensor:
         """Losses of one batch, logged as ``train/loss``, ``train/jepa``, ``train/contrastive``, ``train/lr`` and
@@ -324,7 +365,8 @@ class AnySatJEPA(L.LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Student (those with ``requires_grad``), predictor and ``masked_token``; never the teacher."""
         params = [p for p in self.student.parameters() if p.requires_grad]
-        return [*params, *self.predictor.parameters(), self.masked_token]
+        heads = [h for h in (self.tile_head, self.contrastive_head) if h is not None]
+        return [*params, *self.predictor.parameters(), self.masked_token, *(p for h in heads for p in h.parameters())]
 
     def configure_optimizers(self) -> Any:
         """AdamW over :meth:`trainable_parameters` with the warm-up + cosine/constant schedule, stepped per step."""
@@ -361,6 +403,11 @@ class AnySatJEPA(L.LightningModule):
             tb.copy_(sb)
 
 
+def _mlp(dim: int) -> nn.Module:
+    """A small MLP head ``D -> 2D -> D`` (LayerNorm, GELU), for the tile and contrastive objectives."""
+    return nn.Sequential(nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+
 def _check_arguments(args: Mapping[str, Any]) -> None:
     """ConfigError for constructor arguments out of range (what came in, what is expected)."""
     if not 0.0 < args["date_keep"] <= 1.0:
@@ -379,6 +426,11 @@ def _check_arguments(args: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"jepa_weight={args['jepa_weight']}, contrastive_weight={args['contrastive_weight']}; expected "
             "non-negative weights, not both 0 (1.0 and 1.0 in the paper)"
+        )
+    if min(args["tile_weight"], args["variance_weight"], args["tile_variance_weight"]) < 0:
+        raise ConfigError(
+            f"tile_weight={args['tile_weight']}, variance_weight={args['variance_weight']}, "
+            f"tile_variance_weight={args['tile_variance_weight']}; expected non-negative weights (0 = off)"
         )
     ema = args["ema"]
     if len(ema) != 2 or not all(0.0 <= float(v) <= 1.0 for v in ema):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from anysat_core.errors import InputShapeError
 
-__all__ = ["contrastive_loss", "jepa_loss", "normalize_targets"]
+__all__ = ["contrastive_loss", "jepa_loss", "normalize_targets", "variance_loss"]
 
 
 def normalize_targets(target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -110,3 +110,16 @@ def contrastive_loss(
     log_pos = sim.masked_fill(~positive[anchors], neg_inf).logsumexp(dim=1)
     log_all = sim.masked_fill(~kept[anchors], neg_inf).logsumexp(dim=1)
     return (log_all - log_pos).mean()
+
+
+def variance_loss(tokens: torch.Tensor, target_std: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg-style variance term: ``mean_d relu(target_std - std_d)`` over the rows of ``tokens`` ``(N, D)``.
+
+    0 when every feature's standard deviation across the N rows reaches ``target_std``; it grows as the rows become
+    alike (collapse), so a loss that can fall by making all tokens equal is kept from doing so.
+    """
+    z = tokens.reshape(-1, tokens.shape[-1]).float()
+    if z.shape[0] < 2:
+        return z.sum() * 0.0
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(target_std - std).mean()

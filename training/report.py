@@ -79,6 +79,10 @@ RECIPE: dict[str, Any] = {
     "modality_keep": 0.5,
     "predictor_depth": 2,
     "gradient_clip_val": 1.0,
+    "tile_weight": 0.0,
+    "contrastive_head": False,
+    "variance_weight": 0.0,
+    "tile_variance_weight": 0.0,
 }
 #: Probe settings, the same for (a), (b) and (c).
 PROBE: dict[str, Any] = {"patch_size_m": 20.0, "C": 1.0, "cv": 5, "seed": 0, "max_pixels": 50_000}
@@ -216,6 +220,10 @@ def pretrain(recipe: Mapping[str, Any], cache_dir: str | None = None, log_every:
         date_keep=r["date_keep"],
         modality_keep=r["modality_keep"],
         seed=r["seed"],
+        tile_weight=r.get("tile_weight", 0.0),
+        contrastive_head=r.get("contrastive_head", False),
+        variance_weight=r.get("variance_weight", 0.0),
+        tile_variance_weight=r.get("tile_variance_weight", 0.0),
     )
     curve: list[tuple[int, float, float, float, float]] = []
     start = time.perf_counter()
@@ -230,7 +238,14 @@ def pretrain(recipe: Mapping[str, Any], cache_dir: str | None = None, log_every:
             )
             curve.append(row)  # type: ignore[arg-type]
             if row[0] % log_every == 0 or row[0] == 1:
-                print(f"  step {row[0]:4d}  {row[1]:7.1f} s  loss {row[2]:.4f}  jepa {row[3]:.4f}  con {row[4]:.4f}")
+                extra = "".join(
+                    f"  {k} {float(m[f'train/{k}']):.4f}"
+                    for k in ("tile", "variance", "tile_variance")
+                    if f"train/{k}" in m
+                )
+                print(
+                    f"  step {row[0]:4d}  {row[1]:7.1f} s  loss {row[2]:.4f}  jepa {row[3]:.4f}  con {row[4]:.4f}{extra}"
+                )
 
     L.seed_everything(r["seed"], verbose=False)
     trainer = L.Trainer(

@@ -14,7 +14,7 @@ from anysat_core.data.synthetic import random_batch
 from anysat_core.errors import ConfigError, InputShapeError, UnknownModalityError
 from training.batch import PretrainBatch
 from training.jepa import AnySatJEPA, drop_dates, modality_mask, patch_validity
-from training.losses import contrastive_loss, jepa_loss, normalize_targets
+from training.losses import contrastive_loss, jepa_loss, normalize_targets, variance_loss
 from training.predictor import JEPAPredictor
 from training.schedules import ema_momentum, lr_factor
 
@@ -202,6 +202,17 @@ def test_patch_validity_from_masks():
     assert (~valid["s2"]).nonzero().tolist() == [[0, 0], [0, 1]]
 
 
+def test_variance_loss_zero_when_spread_high_when_collapsed():
+    g = torch.Generator().manual_seed(0)
+    spread = 3.0 * torch.randn(4, 36, 16, generator=g)
+    assert variance_loss(spread).item() == pytest.approx(0.0, abs=1e-6)
+    collapsed = torch.ones(4, 36, 16, requires_grad=True)
+    v = variance_loss(collapsed)
+    assert v.item() == pytest.approx(1.0 - math.sqrt(1e-4), abs=1e-5)
+    v.backward()  # finite gradient at collapse (eps under the square root)
+    assert collapsed.grad is not None and torch.isfinite(collapsed.grad).all()
+
+
 # ---------------------------------------------------------------- the module
 
 
@@ -212,6 +223,52 @@ def test_constructor_errors():
         make_module(modalities=["s9"])
     with pytest.raises(ConfigError, match="ema"):
         make_module(ema=(0.996, 1.2))
+    with pytest.raises(ConfigError, match="tile_weight"):
+        make_module(tile_weight=-1.0)
+    with pytest.raises(ConfigError, match="tile_variance_weight"):
+        make_module(tile_variance_weight=-1.0)
+
+
+def test_optional_objectives_are_off_by_default():
+    """Defaults: no heads, the three losses only, the released keys (tile/contrastive heads live in the module)."""
+    module = make_module()
+    assert module.tile_head is None and module.contrastive_head is None
+    assert not any(k.startswith(("tile_head", "contrastive_head")) for k in module.state_dict())
+    on = make_module(tile_weight=1.0, contrastive_head=True, variance_weight=0.5)
+    assert set(on.teacher_encoder().state_dict()) == set(module.teacher_encoder().state_dict())
+    assert {id(p) for p in on.tile_head.parameters()} <= {id(p) for p in on.trainable_parameters()}
+    assert {id(p) for p in on.contrastive_head.parameters()} <= {id(p) for p in on.trainable_parameters()}
+    # the same student and teacher weights with and without the heads (the heads draw from their own seed)
+    for (k, a), (_, b) in zip(module.student.state_dict().items(), on.student.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)
+
+
+def test_tile_loss_is_zero_for_identical_tokens_and_trains_the_tile_token():
+    module = make_module(tile_weight=1.0, variance_weight=0.5, contrastive_head=True, tile_variance_weight=2.0)
+    batch = make_batch()
+    losses = module.compute_losses(batch, torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss", "jepa", "contrastive", "tile", "variance", "tile_variance"}
+    torch.testing.assert_close(
+        losses["loss"].detach(),
+        losses["jepa"]
+        + losses["contrastive"]
+        + losses["tile"]
+        + 0.5 * losses["variance"]
+        + 2 * losses["tile_variance"],
+    )
+    losses["loss"].backward()
+    # the tile token path: the combiner's class query and the tile head get gradient
+    assert module.tile_head[0].weight.grad.abs().sum() > 0
+    assert module.contrastive_head[0].weight.grad.abs().sum() > 0
+    tile_only = make_module(tile_weight=1.0, jepa_weight=1e-12, contrastive_weight=0.0)
+    tile_only.compute_losses(batch, torch.Generator().manual_seed(0))["loss"].backward()
+    last = len(tile_only.student.blocks) - 1  # the combiner, whose class query row is the tile token
+    assert tile_only.student.cls_token.grad.abs().sum() > 0
+    combiner = [p.grad for p in tile_only.student.blocks[last].parameters() if p.grad is not None]
+    assert combiner and sum(float(g.abs().sum()) for g in combiner) > 0
+    # identical tile tokens: a tile head that outputs the teacher's layer-normed token gives a loss of 0
+    t = torch.randn(3, 64) * 4 + 1
+    assert jepa_loss(normalize_targets(t), t).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_flash_compat_switch_and_gradients_reach_the_encoder():
