@@ -37,7 +37,7 @@ from anysat_core.geo import (
 )
 from anysat_core.modalities import MODALITIES
 
-__all__ = ["SceneGrid", "frame_bounds", "plan_grid", "reference_crs", "tile_cell_coords"]
+__all__ = ["SceneGrid", "frame_bounds", "frame_pixel_box", "plan_grid", "reference_crs", "tile_cell_coords"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,18 @@ def _check_origin(origin: Any) -> tuple[float, float] | None:
             "None to start the tiles on the reference raster's pixel grid"
         )
     return (float(x), float(y))
+
+
+def frame_pixel_box(f: Frame, bounds: Bounds, crs: CRS) -> tuple[int, int, int, int] | None:
+    """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of frame ``f`` that cover ``bounds`` (in ``crs``), clipped to the
+    raster; None when they do not meet.  Generous by up to one pixel: a pixel partly outside ``bounds`` counts."""
+    b = bounds if f.crs == crs else transform_bounds(crs, f.crs, *bounds, densify_pts=21)
+    inv = ~f.transform
+    cols, rows = zip(*(inv @ (x, y) for x in (b[0], b[2]) for y in (b[1], b[3])))
+    H, W = f.shape
+    r0, r1 = max(0, math.floor(min(rows))), min(H, math.ceil(max(rows)))
+    c0, c1 = max(0, math.floor(min(cols))), min(W, math.ceil(max(cols)))
+    return (r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None
 
 
 def plan_grid(

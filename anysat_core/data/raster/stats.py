@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,9 +26,9 @@ from typing import Any
 
 import numpy as np
 from rasterio.crs import CRS
-from rasterio.warp import transform_bounds
 
 from anysat_core.data.normalize import Normalize, check_stats, read_stats, registry_stats, stats_path
+from anysat_core.data.raster.grid import frame_pixel_box
 from anysat_core.data.raster.sources import Frame
 from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError
 from anysat_core.geo import Bounds
@@ -43,17 +42,6 @@ log = logging.getLogger(__name__)
 SCENE_STATS_WINDOWS = (4, 256)
 #: at most this many dates of a time series are read for scene statistics (evenly spread)
 SCENE_STATS_DATES = 8
-
-
-def _pixel_box(f: Frame, bounds: Bounds, crs: CRS) -> tuple[int, int, int, int] | None:
-    """``(r0, r1, c0, c1)`` of frame ``f`` under ``bounds`` (in ``crs``), clipped to the raster; None if empty."""
-    b = bounds if f.crs == crs else transform_bounds(crs, f.crs, *bounds, densify_pts=21)
-    inv = ~f.transform
-    cols, rows = zip(*(inv @ (x, y) for x in (b[0], b[2]) for y in (b[1], b[3])))
-    H, W = f.shape
-    r0, r1 = max(0, math.floor(min(rows))), min(H, math.ceil(max(rows)))
-    c0, c1 = max(0, math.floor(min(cols))), min(W, math.ceil(max(cols)))
-    return (r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None
 
 
 def _starts(lo: int, hi: int, n: int, size: int) -> list[int]:
@@ -82,7 +70,7 @@ def scene_stats(frames: list[Frame], modality: str, bounds: Bounds, crs: CRS) ->
     count = np.zeros(C)
     picks = sorted({round(v) for v in np.linspace(0, len(frames) - 1, min(len(frames), SCENE_STATS_DATES))})
     for f in (frames[i] for i in picks):
-        box = _pixel_box(f, bounds, crs)
+        box = frame_pixel_box(f, bounds, crs)
         if box is None:
             continue
         r0, r1, c0, c1 = box

@@ -11,13 +11,11 @@ gridded modality (MODIS, one pixel per tile, does not count), and inside the sce
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import rasterio.errors
 from rasterio.crs import CRS
-from rasterio.warp import transform_bounds
 
+from anysat_core.data.raster.grid import frame_pixel_box
 from anysat_core.data.raster.scene import RasterScene
 from anysat_core.data.raster.sources import Frame
 from anysat_core.errors import CorruptFileError
@@ -27,18 +25,6 @@ __all__ = ["STRIP_BYTES", "has_valid_data", "nodata_summary", "valid_in_frame"]
 
 #: Bytes of one strip of rows read at a time (as stored in the file, all selected bands).
 STRIP_BYTES = 16 * 2**20
-
-
-def _pixel_window(f: Frame, crs: CRS, bounds: tuple[float, float, float, float]) -> tuple[int, int, int, int] | None:
-    """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of frame ``f`` that cover ``bounds`` (in ``crs``), clipped to the
-    raster; None when they do not meet.  Generous by one pixel: a pixel half outside the extent may be included."""
-    b = bounds if f.crs == crs else transform_bounds(crs, f.crs, *bounds, densify_pts=21)
-    inv = ~f.transform
-    cols, rows = zip(*(inv @ (x, y) for x in (b[0], b[2]) for y in (b[1], b[3])))
-    H, W = f.shape
-    c0, c1 = max(0, math.floor(min(cols))), min(W, math.ceil(max(cols)))
-    r0, r1 = max(0, math.floor(min(rows))), min(H, math.ceil(max(rows)))
-    return (r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None
 
 
 def _any_valid(raw: np.ndarray, nodata: float | None) -> bool:
@@ -61,7 +47,7 @@ def valid_in_frame(
     Raises:
         CorruptFileError: a strip cannot be read (a truncated or damaged file).
     """
-    window = _pixel_window(f, crs, bounds)
+    window = frame_pixel_box(f, bounds, crs)
     if window is None:
         return False
     r0, r1, c0, c1 = window
