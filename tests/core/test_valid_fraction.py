@@ -14,13 +14,12 @@ import pytest
 import rasterio
 import torch
 import xarray as xr
-from affine import Affine
 
 from anysat_core import AnySat, InputShapeError
 from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.features import extract_features, valid_fraction
 from anysat_core.inference import infer_scene
-from tests.helpers.scenes import C_S2, UTM, X0, Y0
+from tests.helpers.scenes import C_S2, write_s2_tif
 
 NODATA = -9999.0
 KW = {"patch_size_m": 20, "window_m": 120, "progress": False}
@@ -32,21 +31,7 @@ def _write_s2(path: Path, height: int, width: int, holes: list[tuple[slice, slic
     data = rng.normal(0, 1, (C_S2, height, width)).astype(np.float32)
     for rows, cols in holes:
         data[:, rows, cols] = NODATA
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=height,
-        width=width,
-        count=C_S2,
-        dtype="float32",
-        crs=UTM,
-        transform=Affine(10, 0, X0, 0, -10, Y0),
-        nodata=NODATA,
-    ) as f:
-        f.write(data)
-    return path
+    return write_s2_tif(path, data, nodata=NODATA)
 
 
 def _scene(path: Path, tile_m: float = 120):

@@ -31,29 +31,34 @@ def panel_mb(embed_dim: int, output: str, windows: int, overlap_m: float = 40) -
     return ((windows - 1) * sc + wc) * 4 * (2 * D + 2) * wc / 2**20 + 1e-6
 
 
+def write_s2_tif(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
+    """Write ``data`` ``(C_S2, H, W)`` float32 as an S2 GeoTIFF at 10 m with its corner at ``(X0, Y0)`` in UTM."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    C, h, w = data.shape
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=C,
+        dtype="float32",
+        crs=UTM,
+        transform=Affine(10, 0, X0, 0, -10, Y0),
+        nodata=nodata,
+    ) as f:
+        f.write(data.astype(np.float32))
+    return path
+
+
 def write_s2_series(
     folder: Path, height: int = 24, width: int = 36, seed: int = 0, dates: tuple[str, ...] = DATES
 ) -> list[Path]:
     """One float32 GeoTIFF per date (default :data:`DATES`), ``s2_<YYYYMMDD>.tif``, values ~ N(0, 1)."""
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    paths = []
-    for d in dates:
-        p = folder / f"s2_{d}.tif"
-        with rasterio.open(
-            p,
-            "w",
-            driver="GTiff",
-            height=height,
-            width=width,
-            count=C_S2,
-            dtype="float32",
-            crs=UTM,
-            transform=Affine(10, 0, X0, 0, -10, Y0),
-        ) as f:
-            f.write(rng.normal(0, 1, (C_S2, height, width)).astype(np.float32))
-        paths.append(p)
-    return paths
+    return [
+        write_s2_tif(folder / f"s2_{d}.tif", rng.normal(0, 1, (C_S2, height, width)).astype(np.float32)) for d in dates
+    ]
 
 
 def assert_same_output(a: Path, b: Path, variables: tuple[str, ...] = ("anysat_features",)) -> None:
