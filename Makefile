@@ -27,7 +27,15 @@ install: $(STAMP)
 # files go to memory (/dev/shm) where there is one: the suite writes many small rasters and stores.
 TEST_WORKERS ?= 2
 TEST_TMP ?= $(if $(wildcard /dev/shm),/dev/shm/anysat-explorer-tests,)
-test: install
+# The browser tests drive Debian's chromium with Playwright (never `playwright install`): installed with apt when missing.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	if command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	else echo "install chromium (the browser tests look for $(CHROMIUM) or CHROMIUM_PATH)"; fi
+
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not network and not gpu' $(if $(TEST_TMP),--basetemp=$(TEST_TMP))
 
 # Static checks, as CI runs them: ruff lint, ruff format, mypy (lenient on anysat_core, see pyproject.toml).
@@ -36,9 +44,14 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# Until the Panel app lands this runs a short command-line demo of the features on the embedded default.
+# The explorer on the embedded default (GeoPlex-mini + the shipped checkpoint), on http://127.0.0.1:$(APP_PORT)/app
+# (loopback only). Data roots: APP_ARGS="--data-root DIR" or ANYSAT_DATA_ROOTS.
+APP_PORT ?= 5006
+APP_ARGS ?=
 app: install
-	$(PY) -m anysat_core.demo
+	@echo "AnySat Explorer: open http://127.0.0.1:$(APP_PORT)/app (Ctrl-C stops it)"
+	$(VENV)/bin/panel serve app --address 127.0.0.1 --port $(APP_PORT) --allow-websocket-origin 127.0.0.1:$(APP_PORT) \
+	  --allow-websocket-origin localhost:$(APP_PORT) $(if $(APP_ARGS),--args $(APP_ARGS))
 
 bench: install
 	$(PY) tests/benchmarks/bench_inference.py

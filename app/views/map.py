@@ -1,0 +1,184 @@
+"""The explorer's map: input composite, PCA colours, similarity, clusters, footprints and examples (HoloViews on
+Bokeh: it renders under ``panel serve`` with no internet; basemap tiles only when reachable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from app.state import ExplorerState
+from app.views.display import (
+    basemap,
+    empty_image,
+    empty_rgb,
+    footprints,
+    has_crs,
+    hv_image,
+    hv_rgb,
+    lonlat_hover,
+    to_display_xy,
+    to_source_xy,
+)
+
+__all__ = ["MapView", "cluster_colours"]
+
+CLUSTER_COLOURS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+]  # fmt: skip
+
+
+#: footprints of tiles up to this many tile sides from the current one are drawn (and clickable).
+NEIGHBOURS = 1.01
+
+
+def cluster_colours(k: int) -> list[str]:
+    return CLUSTER_COLOURS[:k]
+
+
+class MapView(pn.viewable.Viewer):
+    """The main map of one session, bound to its :class:`ExplorerState`."""
+
+    state = param.ClassSelector(class_=ExplorerState)
+    width = param.Integer(default=720)
+    height = param.Integer(default=600)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        st = self.state
+        self._crs = lambda: st.source_obj.crs if st._source_obj is not None else None
+        base = hv.DynamicMap(self._base, streams=[st.param.input_image, st.param.layers])
+        pca = hv.DynamicMap(self._pca, streams=[st.param.result, st.param.layers])
+        sim = hv.DynamicMap(
+            self._similarity,
+            streams=[st.param.result, st.param.layers, st.param.similarity_threshold],
+        )
+        clusters = hv.DynamicMap(self._clusters, streams=[st.param.result, st.param.layers])
+        examples = hv.DynamicMap(self._examples, streams=[st.param.positives, st.param.negatives, st.param.result])
+        topk = hv.DynamicMap(self._topk, streams=[st.param.result, st.param.top_k])
+        feet = hv.DynamicMap(self._footprints, streams=[st.param.tile, st.param.layers, st.param.source])
+        pca = pca.apply.opts(alpha=st.param.opacity)
+        sim = sim.apply.opts(alpha=st.param.opacity)
+        clusters = clusters.apply.opts(alpha=st.param.opacity)
+        overlay = base * pca * clusters * sim * feet * topk * examples
+        tiles = basemap(st.config.offline)
+        if tiles is not None and has_crs(st.input_image):
+            overlay = tiles * overlay
+        self.tap = hv.streams.Tap(source=base, x=None, y=None)
+        self.tap.add_subscriber(self._on_tap)
+        self.plot = overlay.opts(
+            hv.opts.RGB(
+                width=self.width, height=self.height, tools=[lonlat_hover(), "tap"], active_tools=["wheel_zoom"]
+            ),
+            hv.opts.Overlay(framewise=False),
+        )
+        self._pane = pn.pane.HoloViews(self.plot, sizing_mode="stretch_width", min_height=self.height)
+
+    # ------------------------------------------------------------------ layers
+    def _tile_bounds(self) -> tuple[float, float, float, float] | None:
+        st = self.state
+        img = st.input_image
+        if img is None:
+            return None
+        xs, ys = img.x.values, img.y.values
+        crs = self._crs()
+        a = to_display_xy(float(xs.min()), float(ys.min()), crs)
+        b = to_display_xy(float(xs.max()), float(ys.max()), crs)
+        return (a[0], a[1], b[0], b[1])
+
+    def _base(self, input_image: Any = None, layers: Any = None) -> hv.RGB:
+        st = self.state
+        img = st.input_image
+        if img is None:
+            return empty_rgb().opts(framewise=True)
+        el = hv_rgb(img) if "input" in st.layers else hv_rgb(img * 0)
+        return el.opts(framewise=True, xaxis=None, yaxis=None)
+
+    def _pca(self, result: Any = None, layers: Any = None) -> hv.RGB:
+        st = self.state
+        res = st.result
+        if res is None or res.pca is None or "pca" not in st.layers:
+            return empty_rgb(self._tile_bounds())
+        return hv_rgb(res.pca)
+
+    def _similarity(self, result: Any = None, layers: Any = None, similarity_threshold: Any = None) -> hv.Image:
+        st = self.state
+        res = st.result
+        if res is None or res.similarity is None or "similarity" not in st.layers:
+            return empty_image("similarity", self._tile_bounds()).opts(cmap="viridis")
+        sim = res.similarity.where(res.similarity >= st.similarity_threshold)
+        lo, hi = float(np.nanmin(res.similarity.values)), float(np.nanmax(res.similarity.values))
+        return hv_image(sim, "similarity").opts(
+            cmap="viridis", clim=(lo, hi if hi > lo else lo + 1e-6), colorbar=True, tools=["hover"]
+        )
+
+    def _clusters(self, result: Any = None, layers: Any = None) -> hv.Image:
+        st = self.state
+        res = st.result
+        if res is None or res.clusters is None or "clusters" not in st.layers:
+            return empty_image("cluster", self._tile_bounds()).opts(cmap=CLUSTER_COLOURS[:2])
+        k = int(np.nanmax(res.clusters.values)) + 1 if np.isfinite(res.clusters.values).any() else 1
+        return hv_image(res.clusters.where(res.clusters >= 0), "cluster").opts(
+            cmap=cluster_colours(max(k, 1)), clim=(-0.5, max(k, 1) - 0.5), tools=["hover"]
+        )
+
+    def _footprints(self, tile: Any = None, layers: Any = None, source: Any = None) -> hv.Polygons:
+        st = self.state
+        if st._source_obj is None or "footprints" not in st.layers:
+            return hv.Polygons([], vdims=["tile"])
+        src = st.source_obj
+        boxes = src.footprints()
+        cur = boxes.get(src.index_of(st.tile)) if st.tile in src.tile_ids else None
+        if cur is not None:  # the current tile and its neighbours (click one to open it)
+            side = max(cur[2] - cur[0], cur[3] - cur[1])
+            cx, cy = (cur[0] + cur[2]) / 2, (cur[1] + cur[3]) / 2
+            boxes = {
+                i: b
+                for i, b in boxes.items()
+                if abs((b[0] + b[2]) / 2 - cx) <= NEIGHBOURS * side and abs((b[1] + b[3]) / 2 - cy) <= NEIGHBOURS * side
+            }
+        if not boxes or len(boxes) > 400:
+            return hv.Polygons([], vdims=["tile"])
+        polys = footprints(boxes, src.crs, src.tile_ids)
+        return polys.opts(fill_alpha=0, line_color="#555555", line_width=1, line_alpha=0.9, tools=["hover"])
+
+    def _examples(self, positives: Any = None, negatives: Any = None, result: Any = None) -> hv.Points:
+        st = self.state
+        crs = self._crs()
+        rows = [(*to_display_xy(x, y, crs), "positive") for x, y in st.positives]
+        rows += [(*to_display_xy(x, y, crs), "negative") for x, y in st.negatives]
+        pts = hv.Points(rows, vdims=["example"]) if rows else hv.Points([], vdims=["example"])
+        return pts.opts(
+            color="example",
+            cmap={"positive": "#00e676", "negative": "#ff1744"},
+            size=11,
+            line_color="black",
+            marker="circle",
+        )
+
+    def _topk(self, result: Any = None, top_k: Any = None) -> hv.Points:
+        from anysat_core import top_k as top_cells
+
+        st = self.state
+        res = st.result
+        if res is None or res.similarity is None or st.top_k <= 0:
+            return hv.Points([]).opts(size=9, marker="square", fill_alpha=0, line_color="yellow")
+        df = top_cells(res.similarity, int(st.top_k))
+        crs = self._crs()
+        pts = [to_display_xy(float(r.x), float(r.y), crs) for r in df.itertuples()]
+        return hv.Points(pts).opts(size=9, marker="square", fill_alpha=0, line_color="yellow", line_width=2)
+
+    # ------------------------------------------------------------------ clicks
+    def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
+        if x is None or y is None:
+            return
+        st = self.state
+        sx, sy = to_source_xy(x, y, self._crs())
+        st._guard(st.click, sx, sy)
+
+    def __panel__(self) -> Any:
+        return self._pane

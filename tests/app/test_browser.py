@@ -1,0 +1,200 @@
+"""The real ``panel serve app`` in a subprocess, driven by Playwright with Debian's chromium (offline).
+
+Never ``playwright install``: the browser is the system chromium (``CHROMIUM_PATH`` or ``/usr/bin/chromium``).
+A screenshot per step goes to ``tests/app/artifacts/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 90_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path):
+    """``python -m panel serve app`` on a free loopback port, offline, with the test data root."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "ANYSAT_APP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
+        "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--offline", "--data-root", str(data_root),
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"panel serve exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield {"url": f"http://127.0.0.1:{port}/app", "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text, text[-4000:]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make test installs it with apt; or set CHROMIUM_PATH)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server, request):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server["url"])
+    page.get_by_text("Status: tile").first.wait_for()
+    page.console_errors = errors  # type: ignore[attr-defined]
+    yield page
+    page.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def map_pixels(page, index: int = 0) -> np.ndarray:
+    """RGB pixels of the index-th visible map canvas (larger than 150 px), left to right then top to bottom."""
+    from PIL import Image
+
+    cv = page.locator("canvas")
+    items = []
+    for i in range(cv.count()):
+        box = cv.nth(i).bounding_box()
+        if box and box["width"] > 150 and box["height"] > 150 and cv.nth(i).is_visible():
+            items.append((round(box["y"] / 50), round(box["x"]), i))
+    items.sort()
+    seen: set = set()
+    items = [t for t in items if not (t[:2] in seen or seen.add(t[:2]))]  # a Bokeh plot stacks several canvases
+    return np.array(Image.open(io.BytesIO(cv.nth(items[index][2]).screenshot())).convert("RGB")).astype(int)
+
+
+def wait_status(page, text: str) -> None:
+    page.get_by_text(text).first.wait_for()
+    time.sleep(1.0)  # the map redraws after the status (same server message batch, then a canvas repaint)
+
+
+def select_tile(page, tile: str) -> None:
+    page.locator("select").filter(has_text="r00c00").first.select_option(tile)
+    wait_status(page, f"Status: tile {tile}:")
+
+
+def test_page_loads_with_a_pca_map_and_no_console_errors(page) -> None:
+    select_tile(page, "r05c05")
+    shot(page, "01-loaded")
+    px = map_pixels(page)
+    assert px.std() > 10, "the map canvas is blank"
+    assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50
+    assert page.console_errors == []
+
+
+def test_patch_size_and_modality_redraw_the_map(page) -> None:
+    select_tile(page, "r05c05")
+    before = map_pixels(page)
+    page.get_by_role("button", name="10", exact=True).click()
+    wait_status(page, "6 x 6 cells of 10 m")
+    after = map_pixels(page)
+    shot(page, "02-patch-10m")
+    assert np.abs(before - after).mean() > 1.0
+    page.get_by_role("button", name="s1-asc", exact=True).click()  # toggle S1 off: S2 only
+    wait_status(page, "256 features, s2, fp32")
+    s2_only = map_pixels(page)
+    shot(page, "03-s2-only")
+    assert np.abs(after - s2_only).mean() > 1.0
+    assert page.console_errors == []
+
+
+def test_a_click_gives_a_similarity_layer(page) -> None:
+    select_tile(page, "r05c05")
+    page.get_by_role("button", name="10", exact=True).click()
+    wait_status(page, "6 x 6 cells of 10 m")
+    before = map_pixels(page)
+    cv = page.locator("canvas")
+    boxes = [cv.nth(i).bounding_box() for i in range(cv.count())]
+    box = max((b for b in boxes if b), key=lambda b: b["width"] * b["height"])
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_status(page, "similarity to 1 example(s)")
+    after = map_pixels(page)
+    shot(page, "04-similarity")
+    assert np.abs(before - after).mean() > 1.0
+    assert page.console_errors == []
+
+
+def test_compare_view_shows_two_different_panes(page) -> None:
+    select_tile(page, "r05c05")
+    page.locator(".bk-tab").filter(has_text="Compare").first.click()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("agreement").first.wait_for()
+    time.sleep(3)
+    shot(page, "05-compare")
+    a, b = map_pixels(page, 0), map_pixels(page, 1)
+    assert a.std() > 10 and b.std() > 10
+    assert a.shape != b.shape or np.abs(a - b).mean() > 1.0
+    assert page.console_errors == []
+
+
+def test_own_geotiff_opens_and_a_path_outside_the_roots_is_refused(page) -> None:
+    page.get_by_text("Your own raster").click()
+    path = page.get_by_placeholder("scene.tif or s2/*.tif")
+    path.fill("../../../etc/passwd")
+    page.get_by_role("button", name="Open raster").click()
+    page.get_by_text("outside the data roots").first.wait_for()
+    shot(page, "06-refused")
+    path.fill("s2/*.tif")
+    page.get_by_role("button", name="Open raster").click()
+    wait_status(page, "Status: tile r000c000:")
+    shot(page, "07-own-geotiff")
+    assert map_pixels(page).std() > 10
