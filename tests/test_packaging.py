@@ -56,8 +56,14 @@ def test_ci_runs_make_test():
     assert "make test" in run
 
 
-def test_make_app_demo_runs(capsys):
-    from anysat_core.demo import main  # what `make app` runs (python -m anysat_core.demo), on the test-size model
+def test_make_app_serves_the_explorer():
+    makefile = (ROOT / "Makefile").read_text()
+    rule = makefile.split("\napp:", 1)[1].split("\n\n", 1)[0]
+    assert "panel serve app" in rule and "--address 127.0.0.1" in rule
+
+
+def test_command_line_demo_runs(capsys):
+    from anysat_core.demo import main  # python -m anysat_core.demo, on the test-size model
 
     assert main(["--size", "test"]) == 0
     out = capsys.readouterr().out
