@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from anysat_core.errors import AnySatError, ConfigError, InputShapeError, TileIndexError
+from anysat_core.errors import AnySatError, ConfigError, DatasetNotFoundError, InputShapeError, TileIndexError
 from anysat_core.modalities import MODALITIES
 from app.config import AppConfig, resolve_under_roots
 
@@ -252,7 +252,7 @@ def _geoplex_mini() -> Any:
 def open_source(key: str, config: AppConfig) -> TileSource:
     """The source named ``key`` (opened once per process).
 
-    Keys: ``"geoplex-mini"``; ``"dataset:<name>:<split>:<root>"``; ``"raster:<json>"`` (:class:`RasterSpec`).
+    Keys: ``"geoplex-mini"``; ``"dataset:<name>:<split>:<modalities, comma separated>:<root>"``; ``"raster:<json>"`` (:class:`RasterSpec`).
 
     Raises:
         AnySatError subclasses: a missing or unreadable dataset or raster, a path outside the data roots.
@@ -272,10 +272,19 @@ def _open(key: str, config: AppConfig) -> TileSource:
     if key == DEFAULT_SOURCE:
         return DatasetSource(key, "GeoPlex-mini (embedded, seed 0)", _geoplex_mini())
     if key.startswith("dataset:"):
-        _, name, split, root = key.split(":", 3)
+        _, name, split, mods, root = key.split(":", 4)
         path = resolve_under_roots(root, config.data_roots)
-        ds = get_dataset(name, root=path, split=split)
-        return DatasetSource(key, f"{name} {split} ({path.name})", ds)
+        modalities = mods.split(",") if mods else None
+        try:
+            ds = get_dataset(name, root=path, split=split, modalities=modalities)
+            note = ""
+        except DatasetNotFoundError as e:
+            if "normalisation statistics" not in str(e):
+                raise
+            # no statistics beside the data (and the app writes nothing there): raw values, said in the label
+            ds = get_dataset(name, root=path, split=split, modalities=modalities, normalize=False)
+            note = ", RAW values: no normalisation statistics found"
+        return DatasetSource(key, f"{name} {split} ({path.name}{note})", ds)
     if key.startswith("raster:"):
         from anysat_core import RasterSource, open_rasters
 
@@ -330,10 +339,27 @@ def discover_datasets(config: AppConfig) -> dict[str, str]:
             continue
         for folder in folders:
             for split in cls.splits:
-                try:
-                    ds = cls(folder, split=split)
-                except (AnySatError, OSError, ValueError, KeyError):
-                    continue
-                if len(ds):
-                    out[f"{name} / {split} ({folder.name})"] = f"dataset:{name}:{split}:{folder}"
+                mods = _openable_modalities(cls, folder, split)
+                if mods is not None:
+                    key = f"dataset:{name}:{split}:{','.join(mods)}:{folder}"
+                    out[f"{name} / {split} ({folder.name}; {', '.join(mods)})"] = key
     return out
+
+
+def _openable_modalities(cls: Any, folder: Path, split: str) -> list[str] | None:
+    """The dataset's default modalities if its loader opens ``folder`` with them, else those it opens alone (a root
+    may hold only some modalities), else None."""
+
+    def opens(mods: Sequence[str]) -> bool:
+        try:
+            return len(cls(folder, split=split, modalities=list(mods), normalize=False)) > 0
+        except (AnySatError, OSError, ValueError, KeyError):
+            return False
+
+    defaults = list(cls.default_modalities)
+    if opens(defaults):
+        return defaults
+    alone = [m for m in defaults if opens([m])]
+    if alone and opens(alone):
+        return alone
+    return None
