@@ -180,5 +180,20 @@ class MapView(pn.viewable.Viewer):
         sx, sy = to_source_xy(x, y, self._crs())
         st._guard(st.click, sx, sy)
 
+    def _legend(self, result: Any = None, layers: Any = None) -> Any:
+        """The k-means legend: one colour swatch per cluster with its number of cells."""
+        res = self.state.result
+        if res is None or res.clusters is None or "clusters" not in self.state.layers:
+            return pn.pane.HTML("")
+        ids, counts = np.unique(res.clusters.values[res.clusters.values >= 0], return_counts=True)
+        colours = cluster_colours(int(ids.max()) + 1 if ids.size else 1)
+        items = "".join(
+            f'<span style="display:inline-block;margin-right:10px"><span style="display:inline-block;width:12px;'
+            f'height:12px;background:{colours[int(i)]};margin-right:4px"></span>cluster {int(i)}: {int(n)} cells</span>'
+            for i, n in zip(ids, counts)
+        )
+        return pn.pane.HTML(f"<b>Clusters</b> (k-means, k = {self.state.n_clusters}): {items}")
+
     def __panel__(self) -> Any:
-        return self._pane
+        legend = pn.bind(self._legend, self.state.param.result, self.state.param.layers)
+        return pn.Column(self._pane, legend, sizing_mode="stretch_width")

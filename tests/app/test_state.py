@@ -193,3 +193,13 @@ def test_bad_raster_spec_is_shown(state) -> None:
     state.open_raster(RasterSpec(("s2/missing.tif",), "s2"))
     assert "does not exist" in state.error
     assert state.source == "geoplex-mini"
+
+
+def test_cluster_legend_lists_every_cluster(state) -> None:
+    from app.views.map import MapView
+
+    state.layers = [*state.layers, "clusters"]
+    view = MapView(state=state)
+    html = view._legend().object
+    k = len(np.unique(state.result.clusters.values))
+    assert html.count("cluster ") == k and "k-means" in html
