@@ -34,7 +34,8 @@ def create_app(state: ExplorerState | None = None) -> Any:
     status = pn.pane.Markdown(pn.bind(lambda s, b: f"**Status:** {s}", st.param.status, st.param.busy))
     spinner = pn.indicators.LoadingSpinner(value=st.param.busy, size=24)
     model = pn.pane.Markdown(pn.bind(lambda m: f"**Model:** {m}", st.param.model_label))
-    explore = pn.Column(pn.Row(spinner, status), MapView(state=st))
+    where = pn.pane.Markdown(st.param.last_click, styles={"font-size": "12px"})
+    explore = pn.Column(pn.Row(spinner, status), MapView(state=st), where)
     main = pn.Column(
         error,
         weights_note,

@@ -32,6 +32,7 @@ __all__ = [
     "bf16_supported",
     "get_model",
     "list_weights",
+    "native_bf16",
     "precision_context",
     "weights_label",
 ]
@@ -133,17 +134,26 @@ def get_model(key: str, config: AppConfig) -> LoadedModel:
         return loaded
 
 
+def native_bf16(cpu_flags: str, cuda_capability: tuple[int, int] | None) -> bool:
+    """Whether bf16 matrix products run natively: CUDA compute capability 8.0 or newer, else a CPU with
+    ``avx512_bf16`` or AMX (``amx_bf16``) among its flags."""
+    if cuda_capability is not None:
+        return cuda_capability[0] >= 8
+    flags = set(cpu_flags.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 @functools.cache
 def bf16_supported() -> bool:
-    """Whether this machine multiplies bf16 natively (CUDA capability >= 8.0, or a CPU with avx512_bf16 / AMX);
-    elsewhere bf16 would be emulated and slower than fp32, so the app does not offer it."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_capability()[0] >= 8
+    """:func:`native_bf16` for this machine; elsewhere bf16 would be emulated and slower than fp32, so the app does
+    not offer it."""
+    cap = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+        text = ""
+    flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
+    return native_bf16(flags, cap)
 
 
 @contextlib.contextmanager

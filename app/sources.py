@@ -199,13 +199,16 @@ class RasterSpec:
         paths: raster files (one per date for a time series), under the data roots.
         modality: registry name.
         dates: ISO dates, one per path (time series); empty: read from the files.
-        tile_m: tile side in metres.
+        tile_m: tile side in metres (0: 64 pixels of the modality).
+        bands: the file's bands in the modality's registry order (1-based numbers or band names); empty: all
+            bands, reordered when their descriptions name them (see :class:`anysat_core.RasterSource`).
     """
 
     paths: tuple[str, ...]
     modality: str
     dates: tuple[str, ...] = ()
     tile_m: float = 0.0
+    bands: tuple[str, ...] = ()
 
     def key(self) -> str:
         return "raster:" + json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -300,7 +303,10 @@ def _open(key: str, config: AppConfig) -> TileSource:
         dates = list(spec.dates) if spec.dates else None
         if mod.time_series and len(paths) == 1 and not isinstance(data, list):
             data = [paths[0]]
-        src = RasterSource(data, spec.modality, dates=dates)
+        bands: list[int | str] | None = None
+        if spec.bands:
+            bands = [int(b) if str(b).strip().isdigit() else str(b).strip() for b in spec.bands]
+        src = RasterSource(data, spec.modality, dates=dates, bands=bands)
         tile_m = spec.tile_m or _default_tile_m(spec.modality)
         scene = open_rasters([src], tile_m=tile_m)
         names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")

@@ -116,6 +116,7 @@ class ExplorerState(param.Parameterized):
     error = param.String(default="", doc="the latest error, shown in the page")
     busy = param.Boolean(default=False, doc="a request is running")
     model_label = param.String(default="", doc="what the page says about the weights")
+    last_click = param.String(default="", doc="where the last click was (source CRS and lat/lon)")
 
     def __init__(self, config: AppConfig | None = None, *, doc: Any = None, **params: Any) -> None:
         self.config = config or AppConfig.from_env()
@@ -442,6 +443,7 @@ class ExplorerState(param.Parameterized):
     # ------------------------------------------------------------------ clicks
     def click(self, x: float, y: float) -> None:
         """A click at ``(x, y)`` (source CRS): add a positive/negative example, or pick the tile under it."""
+        self.last_click = _describe_point(x, y, self.source_obj.crs)
         if self.click_mode == "pick tile":
             i = self.source_obj.tile_at(x, y)
             if i is not None:
@@ -528,6 +530,16 @@ class ExplorerState(param.Parameterized):
             doc.add_next_tick_callback(lambda: finish(out))
 
         EXECUTOR.submit(job)
+
+
+def _describe_point(x: float, y: float, crs: Any) -> str:
+    """``x, y`` in the source CRS and as latitude, longitude."""
+    if crs is None:
+        return f"clicked at pixel x {x:.1f}, y {y:.1f} (no CRS)"
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(str(crs), "EPSG:4326", always_xy=True).transform(x, y)
+    return f"clicked at x {x:.1f}, y {y:.1f} ({crs}); lat {lat:.6f}, lon {lon:.6f}"
 
 
 def _finest(mods: Sequence[str]) -> str | None:

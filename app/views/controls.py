@@ -32,11 +32,15 @@ class RasterForm(pn.viewable.Viewer):
         )
         self.modality = pn.widgets.Select(label="Modality", options=["(guess)", *MODALITIES], value="(guess)")
         self.dates = pn.widgets.TextInput(label="Dates (time series; ISO, comma separated)", placeholder="from files")
+        self.bands = pn.widgets.TextInput(
+            label="Bands in registry order (numbers or names; empty = from the file)", placeholder="e.g. 3,2,1,4"
+        )
         self.tile_m = pn.widgets.IntInput(label="Tile size (m, 0 = auto)", value=0, start=0, step=10)
         self.open_button = pn.widgets.Button(label="Open raster", color="primary")
         self.upload = pn.widgets.FileInput(accept=",".join(RASTER_SUFFIXES), label="or upload a GeoTIFF")
         self.note = pn.pane.Markdown(f"Data roots: {roots}", styles={"font-size": "12px"})
         self.open_button.on_click(self._open)
+        self.path.param.watch(self._on_path, "value")
         self.upload.param.watch(self._on_upload, "value")
         self._upload_dir = Path(tempfile.mkdtemp(prefix="anysat-explorer-upload-"))
         os.chmod(self._upload_dir, 0o700)
@@ -59,6 +63,20 @@ class RasterForm(pn.viewable.Viewer):
                 out.append(str(resolve_under_roots(part, roots)))
         return out
 
+    def _on_path(self, event: Any = None) -> None:
+        """Say which modality the first file looks like (band count and pixel size) and its band names."""
+        try:
+            paths = self._paths()
+        except AnySatError as e:
+            self.note.object = str(e)
+            return
+        if not paths:
+            return
+        mod, why = guess_modality(paths[0])
+        self.note.object = f"{len(paths)} file(s); {why}" + (
+            f"; registry bands of {mod}: {', '.join(MODALITIES[mod].bands)}" if mod else ""
+        )
+
     def _open(self, event: Any = None) -> None:
         st = self.state
         try:
@@ -73,7 +91,8 @@ class RasterForm(pn.viewable.Viewer):
                     st.error = f"could not guess the modality of {Path(paths[0]).name}: {why}; pick it in the list"
                     return
             dates = tuple(d.strip() for d in self.dates.value.split(",") if d.strip())
-            spec = RasterSpec(tuple(paths), mod, dates, float(self.tile_m.value or 0))
+            bands = tuple(b.strip() for b in self.bands.value.split(",") if b.strip())
+            spec = RasterSpec(tuple(paths), mod, dates, float(self.tile_m.value or 0), bands)
         except AnySatError as e:
             st.error = str(e)
             return
@@ -105,7 +124,9 @@ class RasterForm(pn.viewable.Viewer):
         self._open()
 
     def __panel__(self) -> Any:
-        return pn.Column(self.path, self.upload, self.modality, self.dates, self.tile_m, self.open_button, self.note)
+        return pn.Column(
+            self.path, self.upload, self.modality, self.bands, self.dates, self.tile_m, self.open_button, self.note
+        )
 
 
 def resolve_error(pattern: str) -> AnySatError:

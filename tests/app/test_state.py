@@ -203,3 +203,20 @@ def test_cluster_legend_lists_every_cluster(state) -> None:
     html = view._legend().object
     k = len(np.unique(state.result.clusters.values))
     assert html.count("cluster ") == k and "k-means" in html
+
+
+def test_a_click_reports_map_coordinates_and_lonlat(state) -> None:
+    f = state.result.features
+    state.click(float(f.x[0]), float(f.y[0]))
+    assert "EPSG:32631" in state.last_click and "lat 48." in state.last_click and "lon 1." in state.last_click
+
+
+def test_band_order_is_passed_to_the_raster(state, data_root) -> None:
+    from app.views.controls import RasterForm
+
+    form = RasterForm(state=state)
+    form.path.value = "s2/*.tif"
+    assert "closest is s2" in form.note.object
+    form.bands.value = "1,2,3"  # three bands for a 10-band modality: refused with the fix
+    form._open()
+    assert "s2" in state.error and state.source == "geoplex-mini"
