@@ -73,7 +73,7 @@ def restrict_sample(
         have = [k for k in sample if k in MODALITIES]
         raise ConfigError(f"modality {missing} not in this tile (it has {have}); switch it off")
     out: dict[str, Any] = {}
-    for m in modalities:
+    for m in [k for k in sample if k in modalities]:  # the sample's order (the model sums modalities in it)
         out[m] = sample[m]
         for suffix in ("_dates", "_mask"):
             if m + suffix in sample:

@@ -95,7 +95,7 @@ class ExplorerState(param.Parameterized):
     )
     input_date = param.Integer(default=0, bounds=(0, None), doc="date index of the input image")
     click_mode = param.Selector(
-        default="positive", objects=["positive", "negative", "pick tile"], doc="what a click on the map does"
+        default="positive", objects=["positive", "negative", "label", "pick tile"], doc="what a click on the map does"
     )
     positives = param.List(default=[], doc="(x, y) similarity examples, in the source CRS")
     negatives = param.List(default=[], doc="(x, y) counter-examples, in the source CRS")
@@ -130,6 +130,7 @@ class ExplorerState(param.Parameterized):
         self._sample: Mapping[str, Any] | None = None
         self._batch = 0  # >0 while several parameters are set together
         self.compute_hook: Callable[[FeatureRequest], None] | None = None  # tests: runs before each computation
+        self.label_click_handler: Callable[[float, float], None] | None = None  # set by the probe loop
         super().__init__(**{k: v for k, v in params.items() if k not in ("source", "tile", "weights")})
         self.sources = {"GeoPlex-mini (embedded)": DEFAULT_SOURCE}
         self.sources.update(discover_datasets(self.config))
@@ -444,6 +445,10 @@ class ExplorerState(param.Parameterized):
     def click(self, x: float, y: float) -> None:
         """A click at ``(x, y)`` (source CRS): add a positive/negative example, or pick the tile under it."""
         self.last_click = _describe_point(x, y, self.source_obj.crs)
+        if self.click_mode == "label":
+            if self.label_click_handler is not None:
+                self.label_click_handler(x, y)
+            return
         if self.click_mode == "pick tile":
             i = self.source_obj.tile_at(x, y)
             if i is not None:

@@ -1,0 +1,187 @@
+"""The loop without a browser: labels round-trip with their CRS, the probe is stored and cleared with its inputs,
+cancel, predictions and review, export under the output root (never clobbering), and copy-as-code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anysat_core.errors import ConfigError, OutputExistsError, ProbeError
+from app.labels import LabelSet
+
+
+@pytest.fixture
+def loop(state, tmp_path: Path):
+    from app.loop import ProbeLoop
+
+    state.config = type(state.config)(**{**state.config.__dict__, "output_root": tmp_path / "out"})
+    state.patch_size_m = 10
+    return ProbeLoop(state)
+
+
+def _label_two_classes(loop, n: int = 3) -> None:
+    f = loop.explorer.result.features
+    loop.add_class("field")
+    loop.add_class("forest")
+    for i in range(n):
+        loop.label_class = "field"
+        loop.add_point(float(f.x[i]), float(f.y[0]))
+        loop.label_class = "forest"
+        loop.add_point(float(f.x[i]), float(f.y[-1]))
+
+
+def test_labels_round_trip_through_geojson_and_gpkg_with_crs(tmp_path: Path) -> None:
+    labels = LabelSet(crs="EPSG:32631", classes=["a", "b"])
+    labels.add_point(389300.0, 5350900.0, "a")
+    labels.add_polygon([389300, 389320, 389320], [5350900, 5350900, 5350880], "b")
+    for name in ("l.geojson", "l.gpkg"):
+        path = labels.save(tmp_path / name)
+        back = LabelSet.load(path, "EPSG:32631")
+        assert back.crs == "EPSG:32631" and [c for _, c in back.items] == ["a", "b"]
+        assert back.items[0][0].equals_exact(labels.items[0][0], 1e-6)
+        with pytest.raises(OutputExistsError):
+            labels.save(path)
+    # labels in another CRS are reprojected into the source's
+    wgs = LabelSet.load(tmp_path / "l.geojson", "EPSG:4326")
+    assert abs(wgs.items[0][0].x - 1.5) < 0.1 and abs(wgs.items[0][0].y - 48.3) < 0.1
+
+
+def test_click_in_label_mode_adds_a_label(loop) -> None:
+    f = loop.explorer.result.features
+    loop.explorer.click_mode = "label"
+    loop.explorer.click(float(f.x[0]), float(f.y[0]))
+    assert len(loop.labels) == 1 and loop.labels.items[0][1] == loop.label_class
+
+
+def test_probe_is_stored_then_cleared_when_its_inputs_change(loop) -> None:
+    _label_two_classes(loop)
+    loop.run_probe()
+    assert loop.probe is not None and loop.prediction is not None
+    assert set(np.unique(loop.prediction["prediction"].values)) <= {0, 1, 2, 3}
+    assert loop.metrics["labels"] == 6 and 0 <= loop.metrics["accuracy"] <= 100
+    assert loop.confusion.shape == (4, 4)
+    loop.explorer.patch_size_m = 20  # another view: the probe belongs to the old one
+    assert loop.probe is None and loop.prediction is None and loop.metrics == {}
+    loop.run_probe()
+    assert loop.probe is not None
+    loop.add_class("water")  # adding a class keeps the probe; changing labels clears it
+    f = loop.explorer.result.features
+    loop.add_point(float(f.x[1]), float(f.y[1]))
+    assert loop.probe is None
+
+
+def test_probe_with_one_class_is_refused_and_the_session_stays_usable(loop) -> None:
+    f = loop.explorer.result.features
+    loop.add_point(float(f.x[0]), float(f.y[0]))
+    loop.run_probe()
+    assert "at least two classes" in loop.explorer.error
+    assert loop.probe is None and not loop.running
+    with pytest.raises(ProbeError):
+        loop.labels.probe_points()
+
+
+def test_labels_outside_the_view_are_refused(loop) -> None:
+    _label_two_classes(loop, 1)
+    loop.labels.add_point(0.0, 0.0, "field")
+    loop.run_probe()
+    assert "outside this view" in loop.explorer.error
+
+
+def test_cancel_stops_the_probe_within_a_second(loop) -> None:
+    from app.loop import Cancelled
+
+    _label_two_classes(loop, 5)
+    loop._job += 1
+    job = loop._job
+    f = loop.explorer.result.features
+    points = loop.labels.probe_points()
+    started = threading.Event()
+    out: dict = {}
+
+    def run() -> None:
+        started.set()
+        try:
+            for _ in range(1000):  # a long job: many refits
+                loop._fit(f, points, list(loop.labels.classes), job)
+        except Cancelled:
+            out["cancelled_at"] = time.perf_counter()
+
+    t = threading.Thread(target=run)
+    t.start()
+    started.wait()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    loop.cancel()
+    t.join(5)
+    assert not t.is_alive() and out["cancelled_at"] - t0 < 1.0
+
+
+def test_review_lists_the_least_confident_cells(loop) -> None:
+    _label_two_classes(loop)
+    loop.run_probe()
+    loop.review_k = 3
+    cells = loop.least_confident()
+    conf = loop.prediction["confidence"].values
+    assert len(cells) == 3
+    assert cells[0][2] == pytest.approx(float(np.nanmin(conf)))
+    assert [c for *_, c in cells] == sorted(c for *_, c in cells)
+
+
+def test_export_writes_under_the_output_root_and_never_clobbers(loop) -> None:
+    import rasterio
+
+    _label_two_classes(loop)
+    loop.run_probe()
+    loop.export_layer = "prediction"
+    path = loop.export()
+    assert path.parent == loop.explorer.config.output_root.resolve()
+    f = loop.explorer.result.features
+    with rasterio.open(path) as src:
+        assert src.crs.to_string() == "EPSG:32631"
+        assert src.transform.a == pytest.approx(float(f.x[1] - f.x[0]))
+        assert src.bounds.left == pytest.approx(float(f.x[0]) - 5.0)
+        assert src.tags()["anysat_explorer_layer"] == "prediction"
+    before = path.read_bytes()
+    with pytest.raises(OutputExistsError):
+        loop.export()
+    assert path.read_bytes() == before
+    loop.export(overwrite=True)
+    for bad in ("../escape.tif", "/tmp/x.tif", "x.png"):
+        loop.export_name = bad
+        with pytest.raises(ConfigError):
+            loop.export()
+    loop.export_name = ""
+    loop.export_layer, loop.export_format = "pca", "PNG"
+    assert loop.export().suffix == ".png"
+    loop.export_layer, loop.export_format = "features", "COG"
+    cog = loop.export()
+    with rasterio.open(cog) as src:
+        assert src.count == f.sizes["feature"] and src.profile.get("blockxsize")
+    loop.export_layer, loop.export_format = "confidence", "Zarr"
+    assert loop.export().suffix == ".zarr"
+
+
+@pytest.mark.slow
+def test_copied_code_reproduces_the_view(loop, tmp_path: Path) -> None:
+    _label_two_classes(loop)
+    loop.explorer.dates = {"s2": list(range(0, loop.explorer.n_dates("s2"), 2))}
+    code = loop.code()
+    compile(code, "view.py", "exec")  # valid Python
+    script = tmp_path / "view.py"
+    out = tmp_path / "rgb.npy"
+    script.write_text(code + f"\nimport numpy as np\nnp.save({str(out)!r}, rgb.values)\n")
+    import os
+
+    import torch
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same threads: same float sums
+    subprocess.run([sys.executable, str(script)], check=True, timeout=300, env=env)
+    np.testing.assert_allclose(np.load(out), loop.explorer.result.pca.values, atol=1e-5)
+    assert "fit_from_points" in code and json.dumps("field") not in code.split("classes =")[0]
