@@ -6,9 +6,11 @@ from typing import Any
 
 import panel as pn
 
+from app.loop import ProbeLoop
 from app.state import ExplorerState
 from app.views.compare import CompareView
 from app.views.controls import Controls
+from app.views.loop import LoopPanel
 from app.views.map import MapView
 
 __all__ = ["create_app"]
@@ -35,12 +37,17 @@ def create_app(state: ExplorerState | None = None) -> Any:
     spinner = pn.indicators.LoadingSpinner(value=st.param.busy, size=24)
     model = pn.pane.Markdown(pn.bind(lambda m: f"**Model:** {m}", st.param.model_label))
     where = pn.pane.Markdown(st.param.last_click, styles={"font-size": "12px"})
-    explore = pn.Column(pn.Row(spinner, status), MapView(state=st), where)
+    loop = ProbeLoop(st)
+    explore = pn.Column(pn.Row(spinner, status), MapView(state=st, loop=loop), where)
     main = pn.Column(
         error,
         weights_note,
         model,
-        pn.Tabs(("Explore", explore), ("Compare", CompareView(state=st)), dynamic=False),
+        pn.Tabs(
+            ("Explore", pn.Column(explore, pn.Card(LoopPanel(loop=loop), title="Label, probe, export, code"))),
+            ("Compare", CompareView(state=st)),
+            dynamic=False,
+        ),
         sizing_mode="stretch_width",
     )
     template = pn.template.BootstrapTemplate(

@@ -177,6 +177,8 @@ class ProbeLoop(param.Parameterized):
             probe, pred, metrics, cm = value
             ex.error = ""
             self.param.update(probe=probe, prediction=pred, metrics=metrics, confusion=cm, progress=100)
+            if "prediction" not in ex.layers:
+                ex.layers = [*ex.layers, "prediction"]
             self.message = (
                 f"probe on {metrics['labels']} label(s) of {metrics['classes']} classes: held-out accuracy "
                 f"{metrics['accuracy']:.1f} %, macro F1 {metrics['macro_f1']:.1f} % ({metrics['seconds']:.2f} s)"
@@ -229,10 +231,15 @@ class ProbeLoop(param.Parameterized):
             "classes": len({c for _, c in points}),
             "held_out": len(truth),
             "accuracy": overall_accuracy(cm) if truth else float("nan"),
-            "macro_f1": float(multiclass_f1(np.array(truth), np.array(guess), k, average="macro")) if truth else 0.0,
-            "miou": miou(cm) if truth else float("nan"),
+            # percent, like overall_accuracy (multiclass_f1 and miou return fractions)
+            "macro_f1": 100 * float(multiclass_f1(np.array(truth), np.array(guess), k, average="macro"))
+            if truth
+            else 0.0,
+            "miou": 100 * miou(cm) if truth else float("nan"),
             "per_class_f1": (
-                [float(v) for v in multiclass_f1(np.array(truth), np.array(guess), k, average="none")] if truth else []
+                [100 * float(v) for v in multiclass_f1(np.array(truth), np.array(guess), k, average="none")]
+                if truth
+                else []
             ),
             "seconds": time.perf_counter() - t0,
         }

@@ -44,7 +44,7 @@ EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_pref
 #: a PCA colour basis needs at least this many cells (fewer: the basis is fitted on the tile's finest map).
 MIN_PCA_CELLS = 4
 
-LAYERS = ["input", "pca", "similarity", "clusters", "footprints"]
+LAYERS = ["input", "pca", "similarity", "clusters", "prediction", "confidence", "footprints"]
 
 
 @dataclasses.dataclass

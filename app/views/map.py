@@ -44,6 +44,7 @@ class MapView(pn.viewable.Viewer):
     """The main map of one session, bound to its :class:`ExplorerState`."""
 
     state = param.ClassSelector(class_=ExplorerState)
+    loop = param.ClassSelector(class_=object, default=None, doc="the session's ProbeLoop (labels, predictions)")
     width = param.Integer(default=720)
     height = param.Integer(default=600)
 
@@ -64,7 +65,26 @@ class MapView(pn.viewable.Viewer):
         pca = pca.apply.opts(alpha=st.param.opacity)
         sim = sim.apply.opts(alpha=st.param.opacity)
         clusters = clusters.apply.opts(alpha=st.param.opacity)
+        # only the input image sets the map's extent (the tile); the other layers never widen it
+        feet, topk, examples = (d.opts(apply_ranges=False) for d in (feet, topk, examples))
+        pca, clusters, sim = (d.opts(apply_ranges=False) for d in (pca, clusters, sim))
         overlay = base * pca * clusters * sim * feet * topk * examples
+        if self.loop is not None:
+            lp = self.loop
+            pred = hv.DynamicMap(
+                self._prediction,
+                streams=[lp.param.prediction, st.param.layers, lp.param.confidence_threshold],
+            ).apply.opts(alpha=st.param.opacity)
+            conf = hv.DynamicMap(self._confidence, streams=[lp.param.prediction, st.param.layers])
+            labels = hv.DynamicMap(self._labels, streams=[lp.param.labels_version])
+            review = hv.DynamicMap(self._review, streams=[lp.param.prediction, lp.param.review_k])
+            drawing = hv.Polygons([]).opts(fill_alpha=0.2, line_color="black", line_width=2)
+            self.poly_draw = hv.streams.PolyDraw(source=drawing, drag=False, show_vertices=True)
+            self.poly_draw.add_subscriber(self._on_polygons)
+            self._polygons_used = 0
+            extra = (pred, conf, labels, review, drawing)
+            pred, conf, labels, review, drawing = (d.opts(apply_ranges=False) for d in extra)
+            overlay = overlay * pred * conf * labels * review * drawing
         tiles = basemap(st.config.offline)
         if tiles is not None and has_crs(st.input_image):
             overlay = tiles * overlay
@@ -158,6 +178,7 @@ class MapView(pn.viewable.Viewer):
             size=11,
             line_color="black",
             marker="circle",
+            show_legend=False,
         )
 
     def _topk(self, result: Any = None, top_k: Any = None) -> hv.Points:
@@ -171,6 +192,60 @@ class MapView(pn.viewable.Viewer):
         crs = self._crs()
         pts = [to_display_xy(float(r.x), float(r.y), crs) for r in df.itertuples()]
         return hv.Points(pts).opts(size=9, marker="square", fill_alpha=0, line_color="yellow", line_width=2)
+
+    # ------------------------------------------------------------------ loop layers
+    def _prediction(self, prediction: Any = None, layers: Any = None, confidence_threshold: Any = None) -> hv.Image:
+        lp, st = self.loop, self.state
+        if lp.prediction is None or "prediction" not in st.layers:
+            return empty_image("class", self._tile_bounds()).opts(cmap=CLUSTER_COLOURS[:2])
+        pred = lp.prediction["prediction"].astype(np.float32)
+        pred = pred.where((pred >= 0) & (lp.prediction["confidence"] >= lp.confidence_threshold))
+        k = len(lp.labels.classes)
+        return hv_image(pred, "class").opts(
+            cmap=cluster_colours(max(k, 2)), clim=(-0.5, max(k, 2) - 0.5), tools=["hover"], colorbar=True
+        )
+
+    def _confidence(self, prediction: Any = None, layers: Any = None) -> hv.Image:
+        lp, st = self.loop, self.state
+        if lp.prediction is None or "confidence" not in st.layers:
+            return empty_image("confidence", self._tile_bounds()).opts(cmap="gray")
+        return hv_image(lp.prediction["confidence"], "confidence").opts(
+            cmap="gray", clim=(0, 1), alpha=0.8, tools=["hover"]
+        )
+
+    def _labels(self, labels_version: Any = None) -> hv.Points:
+        lp = self.loop
+        crs = self._crs()
+        rows = []
+        for g, c in lp.labels.items:
+            p = g.centroid if g.geom_type != "Point" else g
+            rows.append((*to_display_xy(p.x, p.y, crs), c))
+        pts = hv.Points(rows, vdims=["class"]) if rows else hv.Points([], vdims=["class"])
+        colours = {c: cluster_colours(16)[i % 16] for i, c in enumerate(lp.labels.classes)}
+        return pts.opts(
+            color="class",
+            cmap=colours,
+            size=10,
+            marker="triangle",
+            line_color="black",
+            tools=["hover"],
+            show_legend=False,
+        )
+
+    def _review(self, prediction: Any = None, review_k: Any = None) -> hv.Points:
+        crs = self._crs()
+        pts = [to_display_xy(x, y, crs) for x, y, _ in self.loop.least_confident()]
+        return hv.Points(pts).opts(size=14, marker="circle", fill_alpha=0, line_color="magenta", line_width=2)
+
+    def _on_polygons(self, data: Any = None) -> None:
+        if not data:
+            return
+        xs, ys = data.get("xs", []), data.get("ys", [])
+        crs = self._crs()
+        for px, py in list(zip(xs, ys))[self._polygons_used :]:
+            pts = [to_source_xy(x, y, crs) for x, y in zip(px, py)]
+            self.state._guard(self.loop.add_polygon, [p[0] for p in pts], [p[1] for p in pts])
+        self._polygons_used = len(xs)
 
     # ------------------------------------------------------------------ clicks
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:

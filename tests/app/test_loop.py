@@ -66,6 +66,9 @@ def test_probe_is_stored_then_cleared_when_its_inputs_change(loop) -> None:
     assert loop.probe is not None and loop.prediction is not None
     assert set(np.unique(loop.prediction["prediction"].values)) <= {0, 1, 2, 3}
     assert loop.metrics["labels"] == 6 and 0 <= loop.metrics["accuracy"] <= 100
+    assert 0 <= loop.metrics["macro_f1"] <= 100 and all(0 <= v <= 100 for v in loop.metrics["per_class_f1"])
+    if loop.metrics["accuracy"] == 100:
+        assert loop.metrics["macro_f1"] == pytest.approx(100)  # percent, not a fraction
     assert loop.confusion.shape == (4, 4)
     loop.explorer.patch_size_m = 20  # another view: the probe belongs to the old one
     assert loop.probe is None and loop.prediction is None and loop.metrics == {}

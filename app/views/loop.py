@@ -1,0 +1,176 @@
+"""Sidebar-free panels of the loop: labels, probe (progress, cancel, metrics, confusion matrix, per-class scores),
+export with download, and the view as code."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from anysat_core.errors import AnySatError, OutputExistsError
+from app.loop import EXPORT_FORMATS, EXPORT_LAYERS, ProbeLoop
+
+__all__ = ["LoopPanel"]
+
+
+class LoopPanel(pn.viewable.Viewer):
+    """Labels -> probe -> export -> code, bound to a :class:`ProbeLoop`."""
+
+    loop = param.ClassSelector(class_=ProbeLoop)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        lp = self.loop
+        ex = lp.explorer
+        # labels
+        self.label_class = pn.widgets.Select.from_param(lp.param.label_class, label="Class of new labels")
+        self.new_class = pn.widgets.TextInput(label="New class", placeholder="e.g. forest", width=160)
+        self.add_class = pn.widgets.Button(label="Add class", width=100)
+        self.add_class.on_click(lambda e: self._guard(lp.add_class, self.new_class.value))
+        self.label_mode = pn.widgets.Button(label="Click the map to label", color="primary")
+        self.label_mode.on_click(lambda e: setattr(ex, "click_mode", "label"))
+        self.table = pn.widgets.Tabulator(
+            pn.bind(self._label_rows, lp.param.labels_version), height=160, disabled=True, show_index=False
+        )
+        self.remove = pn.widgets.Button(label="Remove selected", width=140)
+        self.remove.on_click(self._remove_selected)
+        self.clear = pn.widgets.Button(label="Clear labels", width=110)
+        self.clear.on_click(lambda e: lp.clear_labels())
+        self.labels_file = pn.widgets.TextInput(label="Labels file (.geojson/.gpkg)", placeholder="labels.geojson")
+        self.save_labels = pn.widgets.Button(label="Save to output root", width=150)
+        self.save_labels.on_click(lambda e: self._guard(lp.save_labels, self.labels_file.value))
+        self.load_labels = pn.widgets.Button(label="Load from a data root", width=150)
+        self.load_labels.on_click(lambda e: self._guard(lp.load_labels, self.labels_file.value))
+        # probe
+        self.run = pn.widgets.Button(label="Run probe", color="success")
+        self.run.on_click(lambda e: lp.run_probe())
+        self.cancel = pn.widgets.Button(label="Cancel", color="danger")
+        self.cancel.on_click(lambda e: lp.cancel())
+        self.progress = pn.indicators.Progress(value=lp.param.progress, max=100, width=220, bar_color="info")
+        self.threshold = pn.widgets.FloatSlider.from_param(
+            lp.param.confidence_threshold, label="Hide predictions below confidence", step=0.05
+        )
+        self.review = pn.widgets.IntSlider.from_param(lp.param.review_k, label="Review: least confident cells")
+        # export
+        self.layer = pn.widgets.Select(label="Layer", options=EXPORT_LAYERS, value=lp.export_layer)
+        self.layer.link(lp, value="export_layer")
+        self.format = pn.widgets.Select(label="Format", options=EXPORT_FORMATS, value=lp.export_format)
+        self.format.link(lp, value="export_format")
+        self.file_name = pn.widgets.TextInput.from_param(
+            lp.param.export_name, label="File name (under the output root)"
+        )
+        self.export = pn.widgets.Button(label="Export", color="primary")
+        self.export.on_click(lambda e: self._export(False))
+        self.overwrite = pn.widgets.Button(label="Overwrite it", color="warning", visible=False)
+        self.overwrite.on_click(lambda e: self._export(True))
+        self.download = pn.widgets.FileDownload(
+            callback=self._download, filename="export", label="Download the last export", visible=False
+        )
+        # code
+        self.code_button = pn.widgets.Button(label="Copy as code")
+        self.code = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.code_button.on_click(self._show_code)
+        self.code_download = pn.widgets.FileDownload(
+            callback=lambda: io.BytesIO(lp.code().encode()), filename="anysat_view.py", label="Download as .py"
+        )
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except AnySatError as e:
+            self.loop.explorer.error = str(e)
+
+    def _label_rows(self, version: int = 0) -> Any:
+        import pandas as pd
+
+        rows = self.loop.labels.rows()
+        return pd.DataFrame(rows, columns=["#", "class", "kind", "x", "y"])
+
+    def _remove_selected(self, event: Any = None) -> None:
+        for i in sorted(self.table.selection, reverse=True):
+            self._guard(self.loop.remove_label, int(i))
+
+    def _export(self, overwrite: bool) -> None:
+        lp = self.loop
+        try:
+            lp.export(overwrite=overwrite)
+        except OutputExistsError as e:
+            lp.explorer.error = str(e)
+            self.overwrite.visible = True
+            return
+        except AnySatError as e:
+            lp.explorer.error = str(e)
+            return
+        lp.explorer.error = ""
+        self.overwrite.visible = False
+        self.download.filename = lp.last_export.rsplit("/", 1)[-1]
+        self.download.visible = not lp.last_export.endswith(".zarr")
+
+    def _download(self) -> Any:
+        return open(self.loop.last_export, "rb")
+
+    def _show_code(self, event: Any = None) -> None:
+        try:
+            self.code.object = f"```python\n{self.loop.code()}```"
+        except AnySatError as e:
+            self.loop.explorer.error = str(e)
+
+    @param.depends("loop.metrics", "loop.message")
+    def _metrics(self) -> Any:
+        lp = self.loop
+        m = lp.metrics
+        msg = pn.pane.Markdown(lp.message or "Label at least two classes, then run the probe.")
+        if not m:
+            return msg
+        names = lp.labels.classes
+        rows = "".join(
+            f"| {names[i]} | {v:.1f} |" + "\n" for i, v in enumerate(m.get("per_class_f1", [])) if i < len(names)
+        )
+        table = pn.pane.Markdown(
+            f"| metric (held-out labels) | value |\n|---|---|\n| labels | {m['labels']} ({m['held_out']} held out) |\n"
+            f"| overall accuracy | {m['accuracy']:.1f} % |\n| macro F1 | {m['macro_f1']:.1f} % |\n"
+            f"| mIoU | {m['miou']:.1f} % |\n\n| class | F1 (%) |\n|---|---|\n{rows}"
+        )
+        plots: list[Any] = [msg, table]
+        if lp.confusion is not None:
+            cm = np.asarray(lp.confusion)
+            cells = [(names[j], names[i], int(cm[i, j])) for i in range(cm.shape[0]) for j in range(cm.shape[1])]
+            heat = hv.HeatMap(cells, kdims=["predicted", "true"], vdims=["count"]).opts(
+                cmap="Blues", width=360, height=300, tools=["hover"], title="confusion matrix", xrotation=45
+            )
+            labels = hv.Labels(heat).opts(text_font_size="9pt")
+            bars = hv.Bars(
+                [(names[i], v) for i, v in enumerate(m.get("per_class_f1", []))], kdims=["class"], vdims=["F1 (%)"]
+            ).opts(width=360, height=260, ylim=(0, 100), title="per-class F1", xrotation=45)
+            plots.append(pn.Row(pn.pane.HoloViews(heat * labels), pn.pane.HoloViews(bars)))
+        return pn.Column(*plots)
+
+    def __panel__(self) -> Any:
+        return pn.Column(
+            pn.pane.Markdown("### Labels"),
+            pn.Row(self.label_class, pn.Column(self.new_class, self.add_class)),
+            self.label_mode,
+            pn.pane.Markdown("Draw polygons with the map's polygon tool (double-click ends a polygon)."),
+            self.table,
+            pn.Row(self.remove, self.clear),
+            self.labels_file,
+            pn.Row(self.save_labels, self.load_labels),
+            pn.pane.Markdown("### Probe"),
+            pn.Row(self.run, self.cancel, self.progress),
+            self._metrics,
+            self.threshold,
+            self.review,
+            pn.pane.Markdown("### Export"),
+            pn.Row(self.layer, self.format),
+            self.file_name,
+            pn.Row(self.export, self.overwrite, self.download),
+            pn.pane.Markdown(self.loop.param.last_export),
+            pn.pane.Markdown("### The view as code"),
+            pn.Row(self.code_button, self.code_download),
+            self.code,
+            sizing_mode="stretch_width",
+        )
