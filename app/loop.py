@@ -226,13 +226,14 @@ class ProbeLoop(param.Parameterized):
                 truth.append(cls)
                 guess.append(int(np.bincount(votes, minlength=k).argmax()))
         cm = confusion_matrix(np.array(truth), np.array(guess), k) if truth else np.zeros((k, k), np.int64)
+        used = sorted({c for _, c in points})  # classes with labels: the macro average is over them
         metrics = {
             "labels": n,
             "classes": len({c for _, c in points}),
             "held_out": len(truth),
             "accuracy": overall_accuracy(cm) if truth else float("nan"),
             # percent, like overall_accuracy (multiclass_f1 and miou return fractions)
-            "macro_f1": 100 * float(multiclass_f1(np.array(truth), np.array(guess), k, average="macro"))
+            "macro_f1": 100 * float(np.mean(multiclass_f1(np.array(truth), np.array(guess), k, average="none")[used]))
             if truth
             else 0.0,
             "miou": 100 * miou(cm) if truth else float("nan"),
