@@ -57,6 +57,9 @@ class ProbeLoop(param.Parameterized):
     export_name = param.String(default="", doc="file name under the output root (default: from the view)")
     last_export = param.String(default="", doc="path of the last export")
     message = param.String(default="", doc="what the loop says (probe done, export written, cancelled...)")
+    tile_tiles = param.Integer(default=48, bounds=(4, 10_000), doc="tiles of the source used by the tile probe")
+    tile_metrics = param.Dict(default={}, doc="cross-validated metrics of the tile probe")
+    efficiency = param.List(default=[], doc="label-efficiency rows (n_labels, scores)")
 
     def __init__(self, explorer: ExplorerState, **params: Any) -> None:
         super().__init__(explorer=explorer, **params)
@@ -246,6 +249,84 @@ class ProbeLoop(param.Parameterized):
         }
         self._step(n + 1, n + 1, job)
         return probe, pred, metrics, cm
+
+    def run_tile_probe(self, efficiency: bool = False) -> None:
+        """Tile probe across tiles of the current source with its dataset labels: tile features of the first
+        :attr:`tile_tiles` tiles (current modalities, dates, patch size, weights), 5-fold cross-validated paper
+        metrics, and with ``efficiency`` a label-efficiency curve.  Progress per tile; cancel between tiles."""
+        ex = self.explorer
+        src = ex.source_obj
+        task = {"multilabel": "multilabel", "classification": "multiclass"}.get(src.task)
+        if task is None:
+            ex.error = (
+                f"{src.label} has no tile labels (task {src.task or 'none'}); the tile probe needs a dataset with "
+                "multi-label or multi-class tile labels (e.g. GeoPlex-mini, TreeSatAI-TS); use the pixel probe "
+                "with labels on the map instead"
+            )
+            return
+        n = min(self.tile_tiles, len(src))
+        base = ex.request()
+        self._cancel.clear()
+        self._job += 1
+        job = self._job
+        self.param.update(running=True, progress=0, message=f"tile features of {n} tiles ...")
+
+        def work() -> tuple[Any, str]:
+            from anysat_core import TileProbe, label_efficiency
+            from app.compute import compute_features
+
+            try:
+                X, Y = [], []
+                for i in range(n):
+                    self._step(i, n, job)
+                    req = dataclasses.replace(base, tile=i, output="tile", output_modality=None)
+                    X.append(compute_features(req, ex.config).values[0])
+                    Y.append(np.asarray(src.sample(i)["label"]))
+                Xa, Ya = np.stack(X), np.stack(Y)
+                if task == "multiclass":
+                    Ya = Ya.reshape(len(Ya), -1)[:, 0].astype(int)
+                probe = TileProbe(task, num_classes=len(src.classes) if task == "multiclass" else None)
+                cv = probe.cross_validate(Xa, Ya)
+                curve = (
+                    label_efficiency(Xa, Ya, sizes=[s for s in (4, 8, 16, 32, 64) if s < 0.7 * n], task=task)
+                    if efficiency
+                    else []
+                )
+                return (cv, curve), ""
+            except Cancelled:
+                return None, "cancelled"
+            except AnySatError as e:
+                return None, str(e)
+            except Exception as e:
+                log.exception("unexpected error in the tile probe")
+                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+
+        def finish(outcome: tuple[Any, str]) -> None:
+            if job != self._job:
+                return
+            value, err = outcome
+            self.running = False
+            if value is None:
+                self.message = "tile probe cancelled" if err == "cancelled" else "tile probe failed"
+                if err != "cancelled":
+                    ex.error = err
+                return
+            cv, curve = value
+            keep = {k: v for k, v in cv.items() if isinstance(v, (int, float))}
+            self.param.update(tile_metrics={"tiles": n, "task": task, **keep}, efficiency=curve, progress=100)
+            score = keep.get("F1_macro", 0.0) * 100
+            self.message = f"tile probe on {n} tiles ({task}): macro F1 {score:.1f} % (5-fold cross-validation)"
+
+        doc = ex._session_doc()
+        if doc is None:
+            finish(work())
+            return
+
+        def background() -> None:
+            out = work()
+            doc.add_next_tick_callback(lambda: finish(out))
+
+        EXECUTOR.submit(background)
 
     def least_confident(self) -> list[tuple[float, float, float]]:
         """``[(x, y, confidence)]`` of the ``review_k`` least confident cells (the next ones to label)."""

@@ -51,6 +51,11 @@ class LoopPanel(pn.viewable.Viewer):
         self.cancel = pn.widgets.Button(label="Cancel", color="danger")
         self.cancel.on_click(lambda e: lp.cancel())
         self.progress = pn.indicators.Progress(value=lp.param.progress, max=100, width=220, bar_color="info")
+        self.tiles = pn.widgets.IntInput.from_param(lp.param.tile_tiles, label="Tiles for the tile probe", width=150)
+        self.run_tiles = pn.widgets.Button(label="Tile probe (dataset labels)")
+        self.run_tiles.on_click(lambda e: lp.run_tile_probe())
+        self.run_curve = pn.widgets.Button(label="... with label-efficiency curve")
+        self.run_curve.on_click(lambda e: lp.run_tile_probe(efficiency=True))
         self.threshold = pn.widgets.FloatSlider.from_param(
             lp.param.confidence_threshold, label="Hide predictions below confidence", step=0.05
         )
@@ -149,6 +154,28 @@ class LoopPanel(pn.viewable.Viewer):
             plots.append(pn.Row(pn.pane.HoloViews(heat * labels), pn.pane.HoloViews(bars)))
         return pn.Column(*plots)
 
+    @param.depends("loop.tile_metrics", "loop.efficiency")
+    def _tile_results(self) -> Any:
+        lp = self.loop
+        m = lp.tile_metrics
+        if not m:
+            return pn.pane.Markdown("")
+        rows = "".join(
+            f"| {k} | {v * 100:.1f} % |\n" if k.startswith("F1") else f"| {k} | {v:.1f} |\n"
+            for k, v in m.items()
+            if isinstance(v, float) and not k.endswith("_std")
+        )
+        parts: list[Any] = [
+            pn.pane.Markdown(
+                f"**Tile probe** ({m['tiles']} tiles, {m['task']})\n\n| metric | value |\n|---|---|\n{rows}"
+            )
+        ]
+        if lp.efficiency:
+            pts = [(r["n_labels"], 100 * r["F1_macro"]) for r in lp.efficiency]
+            curve = hv.Curve(pts, kdims=["training labels"], vdims=["macro F1 (%)"]) * hv.Scatter(pts)
+            parts.append(pn.pane.HoloViews(curve.opts(width=380, height=260, title="label efficiency", logx=True)))
+        return pn.Column(*parts)
+
     def __panel__(self) -> Any:
         return pn.Column(
             pn.pane.Markdown("### Labels"),
@@ -161,7 +188,9 @@ class LoopPanel(pn.viewable.Viewer):
             pn.Row(self.save_labels, self.load_labels),
             pn.pane.Markdown("### Probe"),
             pn.Row(self.run, self.cancel, self.progress),
+            pn.Row(self.tiles, self.run_tiles, self.run_curve),
             self._metrics,
+            self._tile_results,
             self.threshold,
             self.review,
             pn.pane.Markdown("### Export"),

@@ -188,3 +188,24 @@ def test_copied_code_reproduces_the_view(loop, tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(script)], check=True, timeout=300, env=env)
     np.testing.assert_allclose(np.load(out), loop.explorer.result.pca.values, atol=1e-5)
     assert "fit_from_points" in code and json.dumps("field") not in code.split("classes =")[0]
+
+
+@pytest.mark.slow
+def test_tile_probe_across_tiles_with_label_efficiency(loop) -> None:
+    loop.tile_tiles = 40
+    loop.run_tile_probe(efficiency=True)
+    m = loop.tile_metrics
+    assert m["tiles"] == 40 and m["task"] == "multilabel" and 0 <= m["F1_macro"] <= 1
+    assert loop.efficiency and [r["n_labels"] for r in loop.efficiency] == sorted(
+        r["n_labels"] for r in loop.efficiency
+    )
+
+
+def test_tile_probe_needs_tile_labels(loop) -> None:
+    from app.views.controls import RasterForm
+
+    form = RasterForm(state=loop.explorer)
+    form.path.value = "s2/*.tif"
+    form._open()
+    loop.run_tile_probe()
+    assert "no tile labels" in loop.explorer.error
