@@ -5,7 +5,8 @@ Sources of the settings, later ones win:
 1. defaults (no data root, outputs under ``~/anysat-explorer-outputs``, 200 MB uploads, basemap when reachable);
 2. environment variables ``ANYSAT_DATA_ROOTS`` (folders separated by ``os.pathsep``), ``ANYSAT_OUTPUT_ROOT``,
    ``ANYSAT_UPLOAD_MAX_MB``, ``ANYSAT_APP_OFFLINE=1`` (no basemap requests), ``ANYSAT_APP_SIZE`` (model size for
-   random weights) and ``ANYSAT_APP_WEIGHTS`` (the weights selected when a session starts);
+   random weights), ``ANYSAT_APP_WEIGHTS`` (the weights selected when a session starts) and
+   ``ANYSAT_DASK_SCHEDULER`` (scene inference on a Dask cluster);
 3. ``panel serve app --args --data-root DIR [--data-root DIR ...] --output-root DIR --upload-max-mb N --offline``.
 
 The app reads files only under its data roots: :func:`resolve_under_roots` refuses ``..`` that climbs out, symlinks
@@ -44,6 +45,7 @@ class AppConfig:
         offline: never request basemap tiles (a blank background instead).
         size: AnySat size used for random weights ("test", "tiny", "small", "base").
         weights: weights selected when a session starts ("geoplex-mini", "random", "base" or "file:<path>").
+        scheduler: address of a Dask scheduler for scene inference ("" runs it in the server process).
     """
 
     data_roots: tuple[Path, ...] = ()
@@ -52,6 +54,7 @@ class AppConfig:
     offline: bool = False
     size: str = "tiny"
     weights: str = "geoplex-mini"
+    scheduler: str = ""
 
     @classmethod
     def from_env(cls, argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> AppConfig:
@@ -67,6 +70,7 @@ class AppConfig:
         offline = env.get("ANYSAT_APP_OFFLINE", "").strip().lower() in ("1", "true", "yes")
         size = env.get("ANYSAT_APP_SIZE") or cls.size
         weights = env.get("ANYSAT_APP_WEIGHTS") or cls.weights
+        scheduler = env.get("ANYSAT_DASK_SCHEDULER") or cls.scheduler
 
         parser = argparse.ArgumentParser(prog="panel serve app --args", add_help=False, exit_on_error=False)
         parser.add_argument("--data-root", action="append", default=[])
@@ -75,6 +79,7 @@ class AppConfig:
         parser.add_argument("--offline", action="store_true")
         parser.add_argument("--size")
         parser.add_argument("--weights")
+        parser.add_argument("--scheduler")
         try:
             args, unknown = parser.parse_known_args(list(argv or []))
         except (argparse.ArgumentError, SystemExit) as e:
@@ -82,7 +87,7 @@ class AppConfig:
         if unknown:
             raise ConfigError(
                 f"unknown explorer argument(s) {unknown}; expected --data-root DIR (repeatable), --output-root DIR, "
-                "--upload-max-mb N, --offline, --size NAME, --weights NAME"
+                "--upload-max-mb N, --offline, --size NAME, --weights NAME, --scheduler ADDRESS"
             )
         roots += args.data_root
         try:
@@ -102,6 +107,7 @@ class AppConfig:
             offline=offline or args.offline,
             size=args.size or size,
             weights=args.weights or weights,
+            scheduler=args.scheduler or scheduler,
         )
 
 

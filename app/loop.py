@@ -60,6 +60,11 @@ class ProbeLoop(param.Parameterized):
     tile_tiles = param.Integer(default=48, bounds=(4, 10_000), doc="tiles of the source used by the tile probe")
     tile_metrics = param.Dict(default={}, doc="cross-validated metrics of the tile probe")
     efficiency = param.List(default=[], doc="label-efficiency rows (n_labels, scores)")
+    scene_name = param.String(default="", doc="scene output name under the output root (.tif or .zarr)")
+    scene_with_probe = param.Boolean(default=False, doc="add prediction and confidence from the fitted probe")
+    scene_output = param.String(default="", doc="path of the last finished scene output")
+    scene_rgb = param.Parameter(default=None, doc="PCA colours (band, y, x) of the last scene output")
+    scene_prediction = param.Parameter(default=None, doc="prediction (y, x) of the last scene output, if any")
 
     def __init__(self, explorer: ExplorerState, **params: Any) -> None:
         super().__init__(explorer=explorer, **params)
@@ -328,6 +333,110 @@ class ProbeLoop(param.Parameterized):
 
         EXECUTOR.submit(background)
 
+    def run_scene(self, *, resume: bool = True, overwrite: bool = False) -> None:
+        """Map the whole raster scene of the current source with :func:`anysat_core.infer_scene` (current weights,
+        modalities, patch size and output; windows of the source's tile size, one patch of overlap), writing a
+        resumable output under the output root; optionally with the fitted probe.  Progress per window; cancel
+        stops after the current window and keeps the partial store, so that running again resumes it.  With a Dask
+        scheduler configured (``--scheduler``), windows run on the cluster."""
+        from app.sources import SceneSource
+
+        ex = self.explorer
+        src = ex.source_obj
+        if not isinstance(src, SceneSource):
+            ex.error = (
+                f"{src.label} is not a raster scene; scene inference maps your own rasters: open one under "
+                "'Your own raster' first"
+            )
+            return
+        try:
+            name = self.scene_name.strip() or f"scene_{ex.result.request.patch_size_m:g}m.tif"
+            path = self._output_path(name, (".tif", ".tiff", ".zarr"))
+            if self.scene_with_probe and self.probe is None:
+                raise ConfigError("no fitted probe: run the probe first, or untick 'with the probe'")
+        except AnySatError as e:
+            ex.error = str(e)
+            return
+        req = ex.request()
+        grid = src.scene.grid
+        window = float(grid.tile_m)
+        overlap = req.patch_size_m if req.patch_size_m <= window / 2 else 0.0
+        probe = self.probe if self.scene_with_probe else None
+        self._cancel.clear()
+        self._job += 1
+        job = self._job
+        self.param.update(running=True, progress=0, message=f"mapping the scene into {path.name} ...")
+        doc = ex._session_doc()
+
+        def report(done: int, total: int) -> None:
+            if self._cancel.is_set() or job != self._job:
+                raise Cancelled
+            pct = int(100 * done / max(total, 1))
+            if doc is None:
+                self.progress = pct
+            else:
+                doc.add_next_tick_callback(lambda: setattr(self, "progress", pct))
+
+        def work() -> tuple[Any, str]:
+            from anysat_core import infer_scene
+            from app.resources import get_model, precision_context
+
+            try:
+                loaded = get_model(req.weights, ex.config)
+                with loaded.lock, precision_context(req.precision):
+                    out = infer_scene(
+                        loaded.model,
+                        src.scene,
+                        patch_size_m=req.patch_size_m,
+                        window_m=window,
+                        overlap_m=overlap,
+                        output=req.output,
+                        output_modality=req.output_modality,
+                        out=path,
+                        overwrite=overwrite,
+                        resume=resume,
+                        progress=False,
+                        client=ex.config.scheduler or None,
+                        probe=probe,
+                        callback=report,
+                    )
+                return (out, *_scene_layers(Path(out))), ""
+            except Cancelled:
+                return None, "cancelled"
+            except AnySatError as e:
+                return None, str(e)
+            except Exception as e:
+                log.exception("unexpected error in scene inference")
+                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+
+        def finish(outcome: tuple[Any, str]) -> None:
+            if job != self._job:
+                return
+            value, err = outcome
+            self.running = False
+            if value is None:
+                if err == "cancelled":
+                    self.message = (
+                        f"scene run cancelled; its partial output stays beside {path.name}: run it again to resume"
+                    )
+                else:
+                    ex.error = err
+                    self.message = "scene run failed"
+                return
+            out, rgb, pred = value
+            self.param.update(scene_output=str(out), scene_rgb=rgb, scene_prediction=pred, progress=100)
+            self.message = f"scene written to {out} ({rgb.sizes['x']} x {rgb.sizes['y']} cells)"
+
+        if doc is None:
+            finish(work())
+            return
+
+        def background() -> None:
+            out = work()
+            doc.add_next_tick_callback(lambda: finish(out))
+
+        EXECUTOR.submit(background)
+
     def least_confident(self) -> list[tuple[float, float, float]]:
         """``[(x, y, confidence)]`` of the ``review_k`` least confident cells (the next ones to label)."""
         if self.prediction is None or self.review_k <= 0:
@@ -428,6 +537,29 @@ class ProbeLoop(param.Parameterized):
     # ------------------------------------------------------------------ code
     def code(self) -> str:
         return generate_code(self.explorer, self)
+
+
+def _scene_layers(path: Path) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """PCA colours (fitted on a subsample) and the prediction, if any, of a scene output file."""
+    from anysat_core import PCARGB
+
+    if path.suffix == ".zarr":
+        ds = xr.open_zarr(path)
+        feats = ds["anysat_features"].load()
+        pred = ds["prediction"].load() if "prediction" in ds else None
+    else:
+        import rioxarray
+
+        da = rioxarray.open_rasterio(path, masked=True)
+        names = list(da.attrs.get("long_name", ())) if isinstance(da.attrs.get("long_name"), tuple) else []
+        pred = None
+        if names and "prediction" in names:
+            pred = da.isel(band=names.index("prediction"))
+            keep = [i for i, n in enumerate(names) if n not in ("prediction", "confidence")]
+            da = da.isel(band=keep)
+        feats = da.rename({"band": "feature"}).astype(np.float32)
+    rgb = PCARGB(max_samples=20_000).fit(feats).transform(feats)
+    return rgb, pred
 
 
 def _to_cog(path: Path) -> None:

@@ -60,6 +60,13 @@ class LoopPanel(pn.viewable.Viewer):
             lp.param.confidence_threshold, label="Hide predictions below confidence", step=0.05
         )
         self.review = pn.widgets.IntSlider.from_param(lp.param.review_k, label="Review: least confident cells")
+        # scene
+        self.scene_name = pn.widgets.TextInput.from_param(
+            lp.param.scene_name, label="Scene output (.tif or .zarr, under the output root)", placeholder="scene.tif"
+        )
+        self.scene_probe = pn.widgets.Checkbox.from_param(lp.param.scene_with_probe, label="with the probe")
+        self.scene_run = pn.widgets.Button(label="Map the whole scene (resumes a cancelled run)", color="primary")
+        self.scene_run.on_click(lambda e: lp.run_scene())
         # export
         self.layer = pn.widgets.Select(label="Layer", options=EXPORT_LAYERS, value=lp.export_layer)
         self.layer.link(lp, value="export_layer")
@@ -154,6 +161,26 @@ class LoopPanel(pn.viewable.Viewer):
             plots.append(pn.Row(pn.pane.HoloViews(heat * labels), pn.pane.HoloViews(bars)))
         return pn.Column(*plots)
 
+    @param.depends("loop.scene_rgb", "loop.scene_prediction")
+    def _scene(self) -> Any:
+        from app.views.display import hv_image, hv_rgb
+        from app.views.map import cluster_colours
+
+        lp = self.loop
+        if lp.scene_rgb is None:
+            return pn.pane.Markdown("")
+        plots = [hv_rgb(lp.scene_rgb).opts(title="scene: PCA colours", width=420, height=380, xaxis=None, yaxis=None)]
+        if lp.scene_prediction is not None:
+            pred = lp.scene_prediction.astype(np.float32)
+            k = max(int(np.nanmax(pred.values)) + 1, 2)
+            plots.append(
+                hv_image(pred.where(pred >= 0), "class").opts(
+                    title="scene: predicted class", cmap=cluster_colours(k), clim=(-0.5, k - 0.5), width=420,
+                    height=380, xaxis=None, yaxis=None, tools=["hover"],
+                )
+            )  # fmt: skip
+        return pn.pane.HoloViews(hv.Layout(plots).opts(shared_axes=True))
+
     @param.depends("loop.tile_metrics", "loop.efficiency")
     def _tile_results(self) -> Any:
         lp = self.loop
@@ -193,6 +220,10 @@ class LoopPanel(pn.viewable.Viewer):
             self._tile_results,
             self.threshold,
             self.review,
+            pn.pane.Markdown("### Scene (your own raster, whole extent)"),
+            self.scene_name,
+            pn.Row(self.scene_probe, self.scene_run),
+            self._scene,
             pn.pane.Markdown("### Export"),
             pn.Row(self.layer, self.format),
             self.file_name,

@@ -15,6 +15,7 @@ import pytest
 
 from anysat_core.errors import ConfigError, OutputExistsError, ProbeError
 from app.labels import LabelSet
+from app.sources import RasterSpec
 
 
 @pytest.fixture
@@ -209,3 +210,51 @@ def test_tile_probe_needs_tile_labels(loop) -> None:
     form._open()
     loop.run_tile_probe()
     assert "no tile labels" in loop.explorer.error
+
+
+@pytest.fixture
+def scene_loop(loop, data_root: Path):
+    """The loop on the data root's S2 raster (640 m) cut into 320 m tiles: a 2 x 2 window scene."""
+    paths = tuple(str(p) for p in sorted((data_root / "s2").glob("*.tif")))
+    loop.explorer.open_raster(RasterSpec(paths, "s2", tile_m=320.0))
+    assert loop.explorer.error == "", loop.explorer.error
+    loop.explorer.patch_size_m = 40
+    return loop
+
+
+@pytest.mark.slow
+def test_scene_runs_to_100_percent_and_a_cancelled_run_resumes_to_the_same_output(scene_loop) -> None:
+    import rasterio
+
+    lp = scene_loop
+    seen: list[int] = []
+    lp.param.watch(lambda e: seen.append(e.new), "progress")
+    lp.scene_name = "full.tif"
+    lp.run_scene()
+    assert lp.progress == 100 and seen and seen[-1] == 100, lp.explorer.error
+    assert lp.scene_rgb is not None and lp.scene_rgb.sizes["band"] == 3
+    full = Path(lp.scene_output)
+
+    lp.scene_name = "resumed.tif"
+    calls = {"n": 0}
+
+    def cancel_after_one(*args) -> None:  # the user presses cancel during the first window
+        calls["n"] += 1
+        lp.cancel()
+
+    lp.param.watch(lambda e: cancel_after_one() if e.new > 0 and calls["n"] == 0 else None, "progress")
+    lp.run_scene()
+    assert "cancelled" in lp.message and not Path(lp.explorer.config.output_root / "resumed.tif").exists()
+    partial = [p for p in Path(lp.explorer.config.output_root).iterdir() if "resumed" in p.name]
+    assert partial, "the partial store of the cancelled run is kept"
+    calls["n"] = 1  # no more cancelling
+    lp.run_scene()  # resumes
+    assert lp.progress == 100 and Path(lp.scene_output).name == "resumed.tif"
+    with rasterio.open(full) as a, rasterio.open(lp.scene_output) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.crs == b.crs and a.transform == b.transform
+
+
+def test_scene_needs_a_raster_source(loop) -> None:
+    loop.run_scene()
+    assert "not a raster scene" in loop.explorer.error
