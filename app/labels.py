@@ -17,7 +17,7 @@ from typing import Any
 
 from anysat_core.errors import AnySatError, ConfigError, CorruptFileError, OutputExistsError, ProbeError
 
-__all__ = ["LabelSet", "LabelsError"]
+__all__ = ["LabelSet", "LabelsError", "write_frame"]
 
 VECTOR_SUFFIXES = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG"}
 
@@ -124,28 +124,7 @@ class LabelSet:
             OutputExistsError: the file exists and ``overwrite`` is False.
             ConfigError: another suffix.
         """
-        path = Path(path)
-        driver = VECTOR_SUFFIXES.get(path.suffix.lower())
-        if driver is None:
-            raise ConfigError(f"labels file {path.name!r}: expected a .geojson, .json or .gpkg name")
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} exists; choose another name or confirm overwrite")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        os.unlink(tmp)
-        try:
-            frame = self.to_frame()
-            frame.attrs = {}
-            frame.to_file(tmp, driver=driver, layer="labels" if driver == "GPKG" else None)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_frame(self.to_frame(), path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], crs: str | None, classes: Sequence[str] | None = None) -> LabelSet:
@@ -180,3 +159,33 @@ class LabelSet:
             out.add_class(name)
             out.items.append((geom, name))
         return out
+
+
+def write_frame(frame: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write a GeoDataFrame as GeoJSON (``.geojson``/``.json``) or GeoPackage (``.gpkg``) with its CRS, atomically
+    (temporary name, then rename), honouring the umask; an existing file is replaced only with ``overwrite``.
+
+    Raises:
+        OutputExistsError: the file exists and ``overwrite`` is False.
+        ConfigError: another suffix.
+    """
+    path = Path(path)
+    driver = VECTOR_SUFFIXES.get(path.suffix.lower())
+    if driver is None:
+        raise ConfigError(f"vector file {path.name!r}: expected a .geojson, .json or .gpkg name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; choose another name or confirm overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        frame.to_file(tmp, driver=driver, layer=path.stem if driver == "GPKG" else None)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -534,6 +534,29 @@ class ProbeLoop(param.Parameterized):
         self.message = f"{self.export_layer} written to {out}"
         return out
 
+    def export_vectors(self, what: str, name: str, *, overwrite: bool = False) -> Path:
+        """Write ``"labels"`` or the ``"prediction"`` as polygons (one per connected region of a class, with its
+        class name and mean confidence) to a GeoJSON/GeoPackage under the output root, with the CRS.
+
+        Raises:
+            OutputExistsError: the file exists and ``overwrite`` is False.
+            ConfigError: nothing to write (no labels, no probe), a bad name.
+        """
+        path = self._output_path(name, (".geojson", ".json", ".gpkg"))
+        if what == "labels":
+            if not len(self.labels):
+                raise ConfigError("no label to write; put labels on the map first")
+            out = self.labels.save(path, overwrite=overwrite)
+        elif what == "prediction":
+            if self.prediction is None:
+                raise ConfigError("no prediction to write; run the probe first")
+            out = _prediction_polygons(self.prediction, self.labels.classes, path, overwrite)
+        else:
+            raise ConfigError(f"vector export of {what!r}; expected 'labels' or 'prediction'")
+        self.last_export = str(out)
+        self.message = f"{what} polygons written to {out}"
+        return out
+
     # ------------------------------------------------------------------ code
     def code(self) -> str:
         return generate_code(self.explorer, self)
@@ -560,6 +583,33 @@ def _scene_layers(path: Path) -> tuple[xr.DataArray, xr.DataArray | None]:
         feats = da.rename({"band": "feature"}).astype(np.float32)
     rgb = PCARGB(max_samples=20_000).fit(feats).transform(feats)
     return rgb, pred
+
+
+def _prediction_polygons(pred: xr.Dataset, classes: list[str], path: Path, overwrite: bool) -> Path:
+    """Polygons of the connected regions of each predicted class (rasterio.features.shapes), written atomically."""
+    import geopandas as gpd
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    cls = pred["prediction"].values.astype(np.int32)
+    conf = pred["confidence"].values
+    transform = pred["prediction"].rio.transform()
+    geoms, names, ids, means = [], [], [], []
+    for geom, value in shapes(cls, mask=cls >= 0, transform=transform):
+        g = shape(geom)
+        geoms.append(g)
+        ids.append(int(value))
+        names.append(classes[int(value)] if 0 <= int(value) < len(classes) else str(int(value)))
+        from rasterio.features import geometry_mask
+
+        inside = ~geometry_mask([geom], cls.shape, transform)
+        means.append(float(np.nanmean(conf[inside])) if inside.any() else float("nan"))
+    frame = gpd.GeoDataFrame(
+        {"class": names, "class_id": ids, "mean_confidence": means}, geometry=geoms, crs=pred.rio.crs
+    )
+    from app.labels import write_frame
+
+    return write_frame(frame, path, overwrite=overwrite)
 
 
 def _to_cog(path: Path) -> None:

@@ -82,6 +82,12 @@ class LoopPanel(pn.viewable.Viewer):
         self.download = pn.widgets.FileDownload(
             callback=self._download, filename="export", label="Download the last export", visible=False
         )
+        self.vector_what = pn.widgets.Select(label="Vectors", options=["labels", "prediction"], width=140)
+        self.vector_name = pn.widgets.TextInput(label="Vector file (.geojson/.gpkg)", placeholder="classes.gpkg")
+        self.vector_button = pn.widgets.Button(label="Export polygons")
+        self.vector_button.on_click(
+            lambda e: self._guard(lp.export_vectors, self.vector_what.value, self.vector_name.value or "classes.gpkg")
+        )
         # code
         self.code_button = pn.widgets.Button(label="Copy as code")
         self.code = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -228,6 +234,7 @@ class LoopPanel(pn.viewable.Viewer):
             pn.Row(self.layer, self.format),
             self.file_name,
             pn.Row(self.export, self.overwrite, self.download),
+            pn.Row(self.vector_what, self.vector_name, self.vector_button),
             pn.pane.Markdown(self.loop.param.last_export),
             pn.pane.Markdown("### The view as code"),
             pn.Row(self.code_button, self.code_download),

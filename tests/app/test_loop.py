@@ -258,3 +258,18 @@ def test_scene_runs_to_100_percent_and_a_cancelled_run_resumes_to_the_same_outpu
 def test_scene_needs_a_raster_source(loop) -> None:
     loop.run_scene()
     assert "not a raster scene" in loop.explorer.error
+
+
+def test_labels_and_predicted_classes_export_as_polygons(loop) -> None:
+    import geopandas as gpd
+
+    _label_two_classes(loop)
+    loop.run_probe()
+    out = loop.export_vectors("prediction", "classes.gpkg")
+    frame = gpd.read_file(out)
+    assert frame.crs.to_string() == "EPSG:32631" and set(frame["class"]) <= {"field", "forest"}
+    assert frame.geometry.area.sum() == pytest.approx(60 * 60)  # the polygons tile the 60 m view
+    labels = loop.export_vectors("labels", "labels.geojson")
+    assert len(gpd.read_file(labels)) == 6
+    with pytest.raises(OutputExistsError):
+        loop.export_vectors("labels", "labels.geojson")
