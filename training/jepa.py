@@ -48,7 +48,15 @@ from anysat_core.modalities import MODALITIES
 from anysat_core.model.anysat import AnySat
 from anysat_core.model.inputs import BatchPlan
 from training.batch import PretrainBatch
-from training.losses import contrastive_loss, jepa_loss, variance_loss
+from training.losses import (
+    bow_histogram,
+    bow_loss,
+    contrastive_loss,
+    jepa_loss,
+    kmeans_update,
+    tile_contrastive_loss,
+    variance_loss,
+)
 from training.predictor import JEPAPredictor
 from training.schedules import LRSchedule, ema_momentum, lr_factor
 
@@ -160,6 +168,26 @@ class AnySatJEPA(L.LightningModule):
             deviation of 1 across the batch's tokens, which stops both losses from first making all tokens alike.
         tile_variance_weight: weight of the same variance term on the student's tile tokens across the batch (0 =
             off), against a collapse of the tile objective to a constant tile token.
+        tile_contrastive_weight: weight of a tile-level cross-modal contrastive loss (0 = off, the default): the
+            student's tile token is computed from each gridded modality alone (its date-dropped patch tokens, every
+            position, through :meth:`AnySat.forward_tokens`), passed through an MLP head
+            (``tile_contrastive_head``) and :func:`~training.losses.tile_contrastive_loss` (symmetric InfoNCE across
+            the tiles of the batch) asks the S2-only embedding of a tile to find the same tile's S1-only embedding.
+            What two modalities of a tile share is its land cover, which is what the tile probe reads.
+        tile_tau: temperature of the tile-level contrastive loss.
+        tile_bow_weight: weight of a bag-of-words tile objective (0 = off; in the spirit of OBoW, Gidaris et al.
+            2021, and of MaskFeat's hand-made targets): every pixel of the full input gets its temporal statistics
+            (:func:`pixel_statistics`: per band, mean and standard deviation over its valid dates), is assigned to
+            the nearest of ``bow_words`` words of an online k-means vocabulary (buffer ``bow_vocabulary``, started
+            from random pixels of the first training batch, then moved towards the mean of its pixels after every
+            training step), and the tile's histogram of words (what it is made of) is the target; the student's
+            tile token of the context view, through an MLP head (``tile_bow_head``), must predict it (cross-entropy,
+            :func:`~training.losses.bow_loss`).  A target of the tile's composition, which the tile probe reads
+            and which neither JEPA nor the contrastive loss asks for.
+        bow_words: vocabulary size of the bag-of-words objective.
+        bow_view: the student's tile token that predicts the histogram: ``"context"`` (the JEPA context view: the
+            context positions with modality masking) or ``"full"`` (every position of both modalities, dates
+            dropped: the view closest to what a probe reads; one more pass of the main blocks and the combiner).
     """
 
     def __init__(
@@ -187,6 +215,11 @@ class AnySatJEPA(L.LightningModule):
         contrastive_head: bool = False,
         variance_weight: float = 0.0,
         tile_variance_weight: float = 0.0,
+        tile_contrastive_weight: float = 0.0,
+        tile_tau: float = 0.1,
+        tile_bow_weight: float = 0.0,
+        bow_words: int = 32,
+        bow_view: str = "context",
     ) -> None:
         super().__init__()
         _check_arguments(locals())
@@ -210,6 +243,14 @@ class AnySatJEPA(L.LightningModule):
             torch.manual_seed(seed + 1)
             self.tile_head: nn.Module | None = _mlp(D) if tile_weight > 0 else None
             self.contrastive_head: nn.Module | None = _mlp(D) if contrastive_head else None
+            self.tile_contrastive_head: nn.Module | None = _mlp(D) if tile_contrastive_weight > 0 else None
+            self.tile_bow_head: nn.Module | None = _mlp(D, bow_words) if tile_bow_weight > 0 else None
+        if tile_bow_weight > 0:  # online k-means words over pixel statistics (buffers: saved, not trained)
+            #: the modalities whose pixel statistics make the words, in a fixed order (zeros for an absent one)
+            self._bow_modalities = [m for m in mods if not MODALITIES[m].tile_token]
+            n_features = sum(2 * MODALITIES[m].num_bands for m in self._bow_modalities)
+            self.register_buffer("bow_vocabulary", torch.zeros(bow_words, n_features))
+            self.register_buffer("bow_started", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ modes and accessors
     def train(self, mode: bool = True) -> AnySatJEPA:
@@ -270,7 +311,9 @@ class AnySatJEPA(L.LightningModule):
 
         Returns:
             ``{"loss", "jepa", "contrastive"}`` scalars, plus ``"tile"`` when ``tile_weight > 0`` and
-            ``"variance"`` when ``variance_weight > 0`` and ``"tile_variance"`` when ``tile_variance_weight > 0``.
+            ``"variance"`` when ``variance_weight > 0``, ``"tile_variance"`` when ``tile_variance_weight > 0`` and
+            ``"tile_contrastive"`` when ``tile_contrastive_weight > 0`` and ``"tile_bow"`` (the KL divergence to the
+            target histogram, for logging; the loss adds the cross-entropy) when ``tile_bow_weight > 0``.
 
         Raises:
             InputShapeError: context/targets of the wrong shape or outside the patch grid.
@@ -323,10 +366,44 @@ class AnySatJEPA(L.LightningModule):
             tile_var = variance_loss(ctx[:, 0])
             loss = loss + float(hp["tile_variance_weight"]) * tile_var
             out["tile_variance"] = tile_var.detach()
+        tile_con_used = self.tile_contrastive_head is not None and len(grid_mods) > 1
+        if tile_con_used:
+            assert self.tile_contrastive_head is not None
+            emb = {
+                m: self.tile_contrastive_head(
+                    self.student.forward_tokens(dataclasses.replace(s_plan, modalities=[m]), {m: s_tokens[m]})[:, 0]
+                )
+                for m in grid_mods
+            }
+            tile_con = tile_contrastive_loss(emb, float(hp["tile_tau"]))
+            loss = loss + float(hp["tile_contrastive_weight"]) * tile_con
+            out["tile_contrastive"] = tile_con.detach()
+        if self.tile_bow_head is not None:
+            feats = pixel_statistics(plan, self._bow_modalities)
+            if self.training and not bool(self.bow_started):
+                with torch.no_grad():
+                    flat = feats.reshape(-1, feats.shape[-1])
+                    pick = torch.randint(
+                        flat.shape[0], (self.bow_vocabulary.shape[0],), generator=generator, device=generator.device
+                    )
+                    self.bow_vocabulary.copy_(flat[pick.to(flat.device)])
+                    self.bow_started.fill_(True)
+            hist, words = bow_histogram(feats, self.bow_vocabulary)
+            if hp["bow_view"] == "full":
+                src = self.student.forward_tokens(s_plan, s_tokens)[:, 0]
+            else:
+                src = ctx[:, 0]
+            ce, kl = bow_loss(self.tile_bow_head(src), hist)
+            loss = loss + float(hp["tile_bow_weight"]) * ce
+            out["tile_bow"] = kl.detach()
+            if self.training:
+                kmeans_update(self.bow_vocabulary, feats, words)
         # keep every trainable parameter in the graph (DDP expects each to be used)
         unused: list[torch.Tensor] = [self.masked_token] if masked is None else []
         if self.contrastive_head is not None and not (float(hp["contrastive_weight"]) > 0 and len(grid_mods) > 1):
             unused += list(self.contrastive_head.parameters())
+        if self.tile_contrastive_head is not None and not tile_con_used:
+            unused += list(self.tile_contrastive_head.parameters())
         for p in unused:
             loss = loss + 0.0 * p.sum()
         return {"loss": loss, "jepa": jepa.detach(), "contrastive": con.detach(), **out}
@@ -365,7 +442,11 @@ class AnySatJEPA(L.LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Student (those with ``requires_grad``), predictor and ``masked_token``; never the teacher."""
         params = [p for p in self.student.parameters() if p.requires_grad]
-        heads = [h for h in (self.tile_head, self.contrastive_head) if h is not None]
+        heads = [
+            h
+            for h in (self.tile_head, self.contrastive_head, self.tile_contrastive_head, self.tile_bow_head)
+            if h is not None
+        ]
         return [*params, *self.predictor.parameters(), self.masked_token, *(p for h in heads for p in h.parameters())]
 
     def configure_optimizers(self) -> Any:
@@ -403,9 +484,43 @@ class AnySatJEPA(L.LightningModule):
             tb.copy_(sb)
 
 
-def _mlp(dim: int) -> nn.Module:
-    """A small MLP head ``D -> 2D -> D`` (LayerNorm, GELU), for the tile and contrastive objectives."""
-    return nn.Sequential(nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+def pixel_statistics(plan: BatchPlan, modalities: list[str]) -> torch.Tensor:
+    """Per-pixel temporal statistics of a batch: ``(B, G * G, F)`` on the grid of the finest time series of
+    ``plan`` (G px a side), ``F = sum 2 C`` over ``modalities`` (in that order).
+
+    For every modality and band: the mean and the standard deviation over the pixel's valid dates (the plan's
+    mask; 0 where no date is valid).  A coarser grid is repeated onto the finest one (nearest), a finer one (VHR)
+    averaged onto it; single images count as one date; a modality absent from ``plan`` gives zeros.
+    """
+    B = plan.batch_size
+    series = [plan.images[m] for m in modalities if m in plan.images and plan.images[m].dim() == 5]
+    side = max((x.shape[-1] for x in series), default=1)
+    ref = plan.images[plan.modalities[0]]
+    per: list[torch.Tensor] = []
+    for m in modalities:
+        if m not in plan.images:
+            per.append(ref.new_zeros(B, 2 * MODALITIES[m].num_bands, side, side, dtype=torch.float32))
+            continue
+        x = plan.images[m].float()
+        mask = plan.masks.get(m)
+        valid = mask.expand(x.shape).float() if mask is not None else torch.ones_like(x)
+        if x.dim() == 4:
+            x, valid = x[:, None], valid[:, None]
+        n = valid.sum(1).clamp_min(1.0)
+        mean = (x * valid).sum(1) / n
+        std = (((x - mean[:, None]) ** 2 * valid).sum(1) / n).sqrt()
+        f = torch.cat([mean, std], dim=1)  # (B, 2C, H, W)
+        if f.shape[-1] > side:
+            f = nn.functional.adaptive_avg_pool2d(f, side)
+        elif f.shape[-1] < side:
+            f = nn.functional.interpolate(f, size=(side, side), mode="nearest")
+        per.append(f)
+    return torch.cat(per, dim=1).flatten(2).transpose(1, 2)
+
+
+def _mlp(dim: int, out: int | None = None) -> nn.Module:
+    """A small MLP head ``D -> 2D -> out`` (default ``out = D``; LayerNorm, GELU), for the optional objectives."""
+    return nn.Sequential(nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Linear(2 * dim, out or dim))
 
 
 def _check_arguments(args: Mapping[str, Any]) -> None:
@@ -427,11 +542,15 @@ def _check_arguments(args: Mapping[str, Any]) -> None:
             f"jepa_weight={args['jepa_weight']}, contrastive_weight={args['contrastive_weight']}; expected "
             "non-negative weights, not both 0 (1.0 and 1.0 in the paper)"
         )
-    if min(args["tile_weight"], args["variance_weight"], args["tile_variance_weight"]) < 0:
-        raise ConfigError(
-            f"tile_weight={args['tile_weight']}, variance_weight={args['variance_weight']}, "
-            f"tile_variance_weight={args['tile_variance_weight']}; expected non-negative weights (0 = off)"
-        )
+    extra = ("tile_weight", "variance_weight", "tile_variance_weight", "tile_contrastive_weight", "tile_bow_weight")
+    if min(args[k] for k in extra) < 0:
+        raise ConfigError(", ".join(f"{k}={args[k]}" for k in extra) + "; expected non-negative weights (0 = off)")
+    if args["tile_tau"] <= 0:
+        raise ConfigError(f"tile_tau={args['tile_tau']}; expected a positive temperature (e.g. 0.1)")
+    if args["bow_view"] not in ("context", "full"):
+        raise ConfigError(f"bow_view={args['bow_view']!r}; expected 'context' or 'full'")
+    if args["bow_words"] < 2:
+        raise ConfigError(f"bow_words={args['bow_words']}; expected a vocabulary of at least 2 words (e.g. 64)")
     ema = args["ema"]
     if len(ema) != 2 or not all(0.0 <= float(v) <= 1.0 for v in ema):
         raise ConfigError(f"ema={ema!r}; expected (start, end) momenta in [0, 1], e.g. (0.996, 1.0)")

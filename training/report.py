@@ -9,8 +9,10 @@ world of seed ``--heldout-seed``, a different world than pretraining saw) with t
 (b) raw band statistics: per tile, the mean and standard deviation of every band of every modality over its valid
     pixels and dates (tile probe); per 10 m cell, the mean and standard deviation over valid dates of every band
     (pixel probe);
-(c) the pretrained teacher encoder (``--checkpoint`` to probe a saved one instead of pretraining,
-    e.g. ``anysat_core/weights/anysat-tiny-geoplex-mini.pt``).
+(c) the pretrained teacher encoder (the student with ``--set export='"student"'``; the other one is probed too, as
+    (c'), for information); ``--checkpoint`` probes a saved one instead of pretraining, e.g.
+    ``anysat_core/weights/anysat-tiny-geoplex-mini.pt``; ``--supervised STEPS`` trains (c) on the tile labels of the
+    pretraining world instead (a supervised reference: how far this architecture's tile token goes on the probe).
 
 Probes (the same settings for the three): :class:`anysat_core.TileProbe` (multilabel logistic regression on the
 tile token, 5-fold cross-validation over the held-out tiles, macro F1) and :class:`anysat_core.PixelProbe`
@@ -68,12 +70,12 @@ RECIPE: dict[str, Any] = {
         "context_area": [0.85, 1.0],
         "min_keep": 4,
     },
-    "lr": 2e-4,
+    "lr": 5e-4,
     "warmup_steps": 10,
     "weight_decay": 0.05,
     "ema": [0.996, 1.0],
-    "jepa_weight": 1.0,
-    "contrastive_weight": 1.0,
+    "jepa_weight": 0.01,
+    "contrastive_weight": 0.01,
     "tau": 0.2,
     "date_keep": 0.5,
     "modality_keep": 0.5,
@@ -83,6 +85,12 @@ RECIPE: dict[str, Any] = {
     "contrastive_head": False,
     "variance_weight": 0.0,
     "tile_variance_weight": 0.0,
+    "tile_contrastive_weight": 0.0,
+    "tile_tau": 0.1,
+    "tile_bow_weight": 1.0,
+    "bow_words": 16,
+    "bow_view": "context",
+    "export": "teacher",
 }
 #: Probe settings, the same for (a), (b) and (c).
 PROBE: dict[str, Any] = {"patch_size_m": 20.0, "C": 1.0, "cv": 5, "seed": 0, "max_pixels": 50_000}
@@ -224,6 +232,11 @@ def pretrain(recipe: Mapping[str, Any], cache_dir: str | None = None, log_every:
         contrastive_head=r.get("contrastive_head", False),
         variance_weight=r.get("variance_weight", 0.0),
         tile_variance_weight=r.get("tile_variance_weight", 0.0),
+        tile_contrastive_weight=r.get("tile_contrastive_weight", 0.0),
+        tile_tau=r.get("tile_tau", 0.1),
+        tile_bow_weight=r.get("tile_bow_weight", 0.0),
+        bow_words=r.get("bow_words", 32),
+        bow_view=r.get("bow_view", "context"),
     )
     curve: list[tuple[int, float, float, float, float]] = []
     start = time.perf_counter()
@@ -240,7 +253,7 @@ def pretrain(recipe: Mapping[str, Any], cache_dir: str | None = None, log_every:
             if row[0] % log_every == 0 or row[0] == 1:
                 extra = "".join(
                     f"  {k} {float(m[f'train/{k}']):.4f}"
-                    for k in ("tile", "variance", "tile_variance")
+                    for k in ("tile", "variance", "tile_variance", "tile_contrastive", "tile_bow")
                     if f"train/{k}" in m
                 )
                 print(
@@ -263,6 +276,67 @@ def pretrain(recipe: Mapping[str, Any], cache_dir: str | None = None, log_every:
     trainer.fit(module, data)
     wall = time.perf_counter() - start
     return {"module": module, "curve": curve, "wall_s": wall, "s_per_step": wall / max(1, len(curve))}
+
+
+def supervised(
+    recipe: Mapping[str, Any],
+    steps: int,
+    lr: float = 5e-4,
+    batch_size: int = 16,
+    cache_dir: str | None = None,
+    log_every: int = 25,
+) -> dict[str, Any]:
+    """A supervised reference, not pretraining: the recipe's architecture (random init, seed ``recipe["seed"]``)
+    plus a linear head trained with binary cross-entropy on the **labels** (multi-label classes) of the train tiles
+    of the pretraining world, on the tile token (patch size cycling through ``recipe["scales_m"]``), AdamW with
+    warm-up + cosine.  Probing its encoder on the held-out world tells how far a tile token of this architecture
+    can go on this probe when it is trained for the task (the room above random init that pretraining can aim at).
+
+    Returns ``{"model", "curve", "wall_s", "s_per_step"}``; ``curve`` holds ``(step, seconds, bce)``.
+    """
+    from training.schedules import lr_factor
+
+    r = dict(recipe)
+    ds = get_dataset(
+        "geoplex-mini",
+        seed=r["world_seed"],
+        modalities=tuple(r["modalities"]),
+        tiles=r["tiles"],
+        tile_m=r["tile_m"],
+        split="train",
+        cache_dir=cache_dir,
+    )
+    samples = [ds[i] for i in range(len(ds))]
+    labels = torch.stack([s["label"] for s in samples]).float()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(r["seed"])
+        model = AnySat(r["size"], modalities=tuple(r["modalities"]))
+        head = torch.nn.Linear(model.embed_dim, labels.shape[1])
+    params = [*model.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=r["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: lr_factor(i, steps, warmup_steps=r["warmup_steps"], kind="cosine", min_ratio=0.0)
+    )
+    rng = np.random.default_rng(r["seed"])
+    model.train()
+    curve: list[tuple[int, float, float]] = []
+    start = time.perf_counter()
+    for step in range(steps):
+        idx = rng.choice(len(samples), size=min(batch_size, len(samples)), replace=False)
+        batch = collate([dict(samples[i]) for i in idx])
+        ps = float(r["scales_m"][step % len(r["scales_m"])])
+        logits = head(model(batch, patch_size_m=ps, output="tile"))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, r["gradient_clip_val"])
+        opt.step()
+        sched.step()
+        curve.append((step + 1, round(time.perf_counter() - start, 2), round(float(loss.detach()), 5)))
+        if (step + 1) % log_every == 0 or step == 0:
+            print(f"  step {step + 1:4d}  {curve[-1][1]:7.1f} s  bce {curve[-1][2]:.4f}")
+    wall = time.perf_counter() - start
+    return {"model": model.eval(), "curve": curve, "wall_s": wall, "s_per_step": wall / max(1, steps)}
 
 
 # ------------------------------------------------------------------------------------------------ shipping
@@ -323,6 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ship", action="store_true", help=f"write the teacher to {WEIGHTS.relative_to(ROOT)} + JSON")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument(
+        "--supervised",
+        type=int,
+        metavar="STEPS",
+        help="instead of pretraining, train (c) for STEPS steps on the pretraining world's tile labels (a reference)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     recipe = dict(RECIPE)
@@ -335,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe[k] = json.loads(v)
     if recipe["world_seed"] == args.heldout_seed:
         p.error("the held-out world must differ from the pretraining world (--heldout-seed)")
+    if recipe.get("export", "teacher") not in ("teacher", "student"):
+        p.error(f'export={recipe["export"]!r}; expected "teacher" (the EMA encoder) or "student"')
+    if args.supervised and (args.ship or args.checkpoint):
+        p.error("--supervised trains a supervised reference: it cannot be shipped nor combined with --checkpoint")
 
     result: dict[str, Any] = {"recipe": recipe, "generator_version": GENERATOR_VERSION}
     if args.checkpoint:
@@ -343,10 +427,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = Path(args.checkpoint).with_suffix(".json")
         if meta.is_file():
             recipe = json.loads(meta.read_text()).get("recipe", recipe)
+    elif args.supervised:
+        print(f"supervised reference on the labels of world {recipe['world_seed']}: {json.dumps(recipe)}")
+        run = supervised(recipe, args.supervised, cache_dir=args.cache_dir)
+        trained = run["model"]
+        print(f"wall {run['wall_s']:.0f} s, {run['s_per_step']:.2f} s/step")
+        result.update(curve=run["curve"], wall_s=run["wall_s"], s_per_step=run["s_per_step"], supervised=True)
     else:
         print(f"pretraining: {json.dumps(recipe)}")
         run = pretrain(recipe, args.cache_dir)
-        trained = run["module"].teacher_encoder()
+        module = run["module"]
+        trained = module.student_encoder() if recipe.get("export", "teacher") == "student" else module.teacher_encoder()
         curve = run["curve"]
         picks = sorted({0, *range(0, len(curve), max(1, len(curve) // 8)), len(curve) - 1})
         print("loss curve (step: loss / jepa / contrastive):")
@@ -369,11 +460,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(b) raw band statistics": probe(*raw_statistics(data["samples"], mods), data),
         "(c) pretrained": probe(*encode(trained, data["samples"], ps), data),
     }
+    other = None
+    if not (args.checkpoint or args.supervised):  # for information (not part of the target): the other encoder
+        student = recipe.get("export", "teacher") == "student"
+        other = run["module"].teacher_encoder() if student else run["module"].student_encoder()
+        name = "(c') pretrained teacher (EMA)" if student else "(c') pretrained student"
+        figures[name] = probe(*encode(other, data["samples"], ps), data)
     print(f"probes in {time.perf_counter() - t0:.0f} s (patch {ps:g} m)")
     print("| features | tile macro F1 (%) | tile micro F1 (%) | pixel mIoU (%) |\n|---|---|---|---|")
     for k, v in figures.items():
         print(_row(k, v))
-    a, b, c = (figures[k] for k in figures)
+    a, b, c = (figures[k] for k in ("(a) random init", "(b) raw band statistics", "(c) pretrained"))
     gain = 100 * (c["tile_F1_macro"] - a["tile_F1_macro"])
     met = gain >= 10 and c["tile_F1_macro"] > b["tile_F1_macro"] and c["pixel_mIoU"] > b["pixel_mIoU"]
     print(f"(c) - (a) = {gain:+.1f} macro F1 points; target {'met' if met else 'NOT met'}")

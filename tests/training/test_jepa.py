@@ -13,8 +13,17 @@ from anysat_core import AnySat
 from anysat_core.data.synthetic import random_batch
 from anysat_core.errors import ConfigError, InputShapeError, UnknownModalityError
 from training.batch import PretrainBatch
-from training.jepa import AnySatJEPA, drop_dates, modality_mask, patch_validity
-from training.losses import contrastive_loss, jepa_loss, normalize_targets, variance_loss
+from training.jepa import AnySatJEPA, drop_dates, modality_mask, patch_validity, pixel_statistics
+from training.losses import (
+    bow_histogram,
+    bow_loss,
+    contrastive_loss,
+    jepa_loss,
+    kmeans_update,
+    normalize_targets,
+    tile_contrastive_loss,
+    variance_loss,
+)
 from training.predictor import JEPAPredictor
 from training.schedules import ema_momentum, lr_factor
 
@@ -269,6 +278,121 @@ def test_tile_loss_is_zero_for_identical_tokens_and_trains_the_tile_token():
     # identical tile tokens: a tile head that outputs the teacher's layer-normed token gives a loss of 0
     t = torch.randn(3, 64) * 4 + 1
     assert jepa_loss(normalize_targets(t), t).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_tile_contrastive_loss_is_lowest_for_aligned_tiles():
+    g = torch.Generator().manual_seed(0)
+    s2 = torch.randn(8, 32, generator=g)
+    aligned = {"s2": s2, "s1-asc": s2 + 0.05 * torch.randn(8, 32, generator=g)}
+    shuffled = {"s2": s2, "s1-asc": aligned["s1-asc"][torch.roll(torch.arange(8), 1)]}
+    unrelated = {"s2": s2, "s1-asc": torch.randn(8, 32, generator=g)}
+    low, high, mid = (tile_contrastive_loss(e, tau=0.1).item() for e in (aligned, shuffled, unrelated))
+    assert low < 0.01 < mid < high  # aligned pairs: ~0; a mismatch costs more than unrelated embeddings
+    # symmetric (CLIP): swapping the modalities gives the same loss; identical constant embeddings give log B
+    swapped = {"s1-asc": aligned["s2"], "s2": aligned["s1-asc"]}
+    assert tile_contrastive_loss(swapped, tau=0.1).item() == pytest.approx(low, rel=1e-5)
+    const = {"s2": torch.ones(8, 32), "s1-asc": torch.ones(8, 32)}
+    assert tile_contrastive_loss(const).item() == pytest.approx(math.log(8), rel=1e-5)
+    assert tile_contrastive_loss({"s2": s2}).item() == 0.0  # one modality: nothing to contrast
+    with pytest.raises(InputShapeError, match="same"):
+        tile_contrastive_loss({"s2": s2, "s1-asc": s2[:4]})
+
+
+def test_tile_contrastive_flag_trains_the_tile_token_and_off_keeps_the_old_step():
+    batch = make_batch(batch_size=3)
+    off = make_module()
+    assert off.tile_contrastive_head is None
+    assert not any(k.startswith("tile_contrastive_head") for k in off.state_dict())
+    on = make_module(tile_contrastive_weight=0.5, tile_tau=0.2)
+    # the flag adds a head with its own seed: the encoder and the other losses are those of the default module
+    for (k, a), (_, b) in zip(off.student.state_dict().items(), on.student.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)
+    torch.manual_seed(0)  # the L-TAE dropout draws from the global generator
+    ref = off.compute_losses(batch, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    losses = on.compute_losses(batch, torch.Generator().manual_seed(0))
+    assert set(ref) == {"loss", "jepa", "contrastive"}
+    assert set(losses) == {"loss", "jepa", "contrastive", "tile_contrastive"}
+    for k in ("jepa", "contrastive"):
+        torch.testing.assert_close(losses[k], ref[k])
+    torch.testing.assert_close(losses["loss"].detach(), ref["loss"].detach() + 0.5 * losses["tile_contrastive"])
+    assert {id(p) for p in on.tile_contrastive_head.parameters()} <= {id(p) for p in on.trainable_parameters()}
+    # the tile token path gets gradient from this loss alone: the head, the class token and the combiner
+    only = make_module(tile_contrastive_weight=1.0, jepa_weight=1e-12, contrastive_weight=0.0)
+    only.compute_losses(batch, torch.Generator().manual_seed(0))["loss"].backward()
+    assert only.tile_contrastive_head[0].weight.grad.abs().sum() > 0
+    assert only.student.cls_token.grad.abs().sum() > 0
+    last = len(only.student.blocks) - 1
+    assert sum(float(p.grad.abs().sum()) for p in only.student.blocks[last].parameters() if p.grad is not None) > 0
+    with pytest.raises(ConfigError, match="tile_contrastive_weight"):
+        make_module(tile_contrastive_weight=-1.0)
+    with pytest.raises(ConfigError, match="tile_tau"):
+        make_module(tile_tau=0.0)
+
+
+def test_bow_histogram_kmeans_and_loss():
+    vocab = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    feats = torch.tensor([[[0.1, 0.0], [9.0, 0.5], [9.5, -0.5], [0.0, 11.0]]])  # 1 tile, 4 pixels
+    hist, words = bow_histogram(feats, vocab)
+    assert words.tolist() == [[0, 1, 1, 2]]
+    torch.testing.assert_close(hist, torch.tensor([[0.25, 0.5, 0.25]]))
+    kmeans_update(vocab, feats, words, momentum=0.5)  # each word halfway to the mean of its pixels
+    torch.testing.assert_close(vocab, torch.tensor([[0.05, 0.0], [9.625, 0.0], [0.0, 10.5]]))
+    ce, kl = bow_loss(hist.log(), hist)  # a perfect prediction: KL 0, cross-entropy = the target's entropy
+    assert kl.item() == pytest.approx(0.0, abs=1e-6)
+    assert ce.item() == pytest.approx(-(hist * hist.log()).sum().item(), rel=1e-5)
+    assert bow_loss(torch.zeros(1, 3), hist)[1].item() > 0.03
+    with pytest.raises(InputShapeError, match="same"):
+        bow_loss(torch.zeros(2, 3), hist)
+
+
+def test_pixel_statistics_mean_and_std_over_valid_dates():
+    module = make_module()
+    inputs = make_batch()["inputs"]
+    mask = torch.ones(2, 6, 1, 6, 6, dtype=torch.bool)
+    mask[:, :3] = False  # the first three dates of S2 are invalid everywhere
+    inputs["s2_mask"] = mask
+    plan = module.student.plan(inputs, 10)
+    f = pixel_statistics(plan, ["s2", "s1-asc", "aerial"])
+    assert f.shape == (2, 36, 2 * 10 + 2 * 2 + 2 * 4)  # aerial is absent: zeros
+    s2 = plan.images["s2"][:, 3:]  # (B, 3, 10, 6, 6)
+    torch.testing.assert_close(f[:, :, :10], s2.mean(1).flatten(2).transpose(1, 2))
+    torch.testing.assert_close(f[:, :, 10:20], s2.std(1, unbiased=False).flatten(2).transpose(1, 2))
+    assert (f[:, :, 24:] == 0).all()
+
+
+def test_tile_bow_flag_off_by_default_and_trains_the_tile_token():
+    off = make_module()
+    assert off.tile_bow_head is None and not any("bow" in k for k in off.state_dict())
+    on = make_module(tile_bow_weight=2.0, bow_words=8)
+    assert on.bow_vocabulary.shape == (8, 2 * 10 + 2 * 2) and not bool(on.bow_started)
+    batch = make_batch(batch_size=3)
+    torch.manual_seed(0)
+    ref = off.compute_losses(batch, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    losses = on.compute_losses(batch, torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss", "jepa", "contrastive", "tile_bow"}
+    for k in ("jepa", "contrastive"):
+        torch.testing.assert_close(losses[k], ref[k])
+    # the vocabulary starts from the first training batch's pixels, then moves (online k-means)
+    assert bool(on.bow_started) and on.bow_vocabulary.abs().sum() > 0
+    losses["loss"].backward()
+    assert on.tile_bow_head[0].weight.grad.abs().sum() > 0 and on.student.cls_token.grad.abs().sum() > 0
+    # evaluation does not move the vocabulary
+    on.eval()
+    before = on.bow_vocabulary.clone()
+    on.compute_losses(batch, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(on.bow_vocabulary, before)
+    with pytest.raises(ConfigError, match="tile_bow_weight"):
+        make_module(tile_bow_weight=-1.0)
+    with pytest.raises(ConfigError, match="bow_words"):
+        make_module(tile_bow_weight=1.0, bow_words=1)
+    with pytest.raises(ConfigError, match="bow_view"):
+        make_module(tile_bow_weight=1.0, bow_view="teacher")
+    # the full view: the student's tile token of every position (both modalities) predicts the histogram
+    full = make_module(tile_bow_weight=1.0, bow_words=8, bow_view="full")
+    full.compute_losses(batch, torch.Generator().manual_seed(0))["loss"].backward()
+    assert full.tile_bow_head[0].weight.grad.abs().sum() > 0 and full.student.cls_token.grad.abs().sum() > 0
 
 
 def test_flash_compat_switch_and_gradients_reach_the_encoder():
