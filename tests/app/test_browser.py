@@ -198,7 +198,7 @@ def test_compare_view_shows_two_different_panes(page) -> None:
 
 
 def test_own_geotiff_opens_and_a_path_outside_the_roots_is_refused(page) -> None:
-    page.get_by_text("Your own raster").click()
+    page.get_by_text("Your own raster", exact=True).click()
     path = page.get_by_placeholder("scene.tif or s2/*.tif")
     path.fill("../../../etc/passwd")
     page.get_by_role("button", name="Open raster").click()
@@ -267,3 +267,48 @@ def test_label_probe_predict_and_export(page, server) -> None:
     page.get_by_text("exists").first.wait_for()
     assert page.get_by_role("button", name="Overwrite it").is_visible()
     assert page.console_errors == []
+
+
+def test_scene_progress_cancel_resume_and_copied_code(page, server, data_root) -> None:
+    import rasterio
+
+    from tests.helpers.scenes import write_s2_series
+
+    write_s2_series(data_root / "big", 200, 200, seed=3)  # 2 km x 2 km of S2 at 10 m: 4 km2, 3 dates
+    page.get_by_text("Your own raster", exact=True).click()
+    page.get_by_placeholder("scene.tif or s2/*.tif").fill("big/*.tif")
+    page.get_by_role("button", name="Open raster").click()
+    wait_status(page, "Status: tile r000c000:")
+    scene = page.get_by_placeholder("scene.tif", exact=True)
+    run = page.get_by_role("button", name="Map the whole scene (resumes a cancelled run)")
+    scene.fill("full.tif")
+    run.click()
+    page.get_by_text("scene written to").first.wait_for()
+    assert page.locator("progress").first.get_attribute("value") == "100"
+    shot(page, "12-scene")
+    scene.fill("resumed.tif")
+    run.click()
+    time.sleep(1.0)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.get_by_text("scene run cancelled").first.wait_for()
+    shot(page, "13-scene-cancelled")
+    out = Path(server["output_root"])
+    assert not (out / "resumed.tif").exists()
+    run.click()
+    page.get_by_text("resumed.tif (").first.wait_for()
+    with rasterio.open(out / "full.tif") as a, rasterio.open(out / "resumed.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+    # the view as code, run in a subprocess, reproduces the view's PCA colours (exported from the page)
+    page.locator("select:has(option[value='prediction'])").first.select_option("pca")
+    page.get_by_placeholder("scene.tif", exact=True).fill("")
+    page.get_by_role("button", name="Export", exact=True).click()
+    page.get_by_text("pca written to").first.wait_for()
+    page.get_by_role("button", name="Copy as code").click()
+    code = page.locator("pre").filter(has_text="import anysat_core as ac").first.inner_text()
+    script = out / "view.py"
+    script.write_text(code + "\nimport numpy as np\nnp.save(" + repr(str(out / "rgb.npy")) + ", rgb.values)\n")
+    subprocess.run([sys.executable, str(script)], check=True, timeout=300, cwd=ROOT)
+    exported = next(p for p in out.glob("*pca*.tif"))
+    with rasterio.open(exported) as src:
+        np.testing.assert_allclose(np.load(out / "rgb.npy"), src.read(), atol=1e-5)

@@ -220,3 +220,19 @@ def test_band_order_is_passed_to_the_raster(state, data_root) -> None:
     form.bands.value = "1,2,3"  # three bands for a 10-band modality: refused with the fix
     form._open()
     assert "s2" in state.error and state.source == "geoplex-mini"
+
+
+def test_an_upload_that_is_not_a_raster_is_refused_and_nothing_breaks(state) -> None:
+    from app.views.controls import RasterForm
+
+    form = RasterForm(state=state)
+    form.upload.filename = "notes.txt"
+    form.upload.value = b"hello"
+    assert "expected a raster file" in state.error
+    form.upload.filename = "fake.tif"
+    form.upload.value = b"this is not a GeoTIFF"
+    assert "could not read fake.tif" in state.error and state.source == "geoplex-mini"
+    assert (form._upload_dir / "fake.tif").exists()  # kept in the private upload folder, not elsewhere
+    state.error = ""
+    state.patch_size_m = 30
+    assert state.error == "" and state.result.request.patch_size_m == 30
