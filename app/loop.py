@@ -30,6 +30,8 @@ log = logging.getLogger("anysat_explorer")
 
 EXPORT_LAYERS = ["features", "pca", "similarity", "clusters", "prediction", "confidence"]
 EXPORT_FORMATS = ["GeoTIFF", "COG", "Zarr", "PNG"]
+#: folds of the held-out estimate of the pixel probe's metrics (leave-one-out below this many labels).
+FOLDS = 5
 _SUFFIX = {"GeoTIFF": ".tif", "COG": ".tif", "Zarr": ".zarr", "PNG": ".png"}
 
 
@@ -46,7 +48,7 @@ class ProbeLoop(param.Parameterized):
     labels_version = param.Integer(default=0, doc="bumps when the labels change")
     probe = param.Parameter(default=None, doc="the fitted PixelProbe (None: not fitted or cleared)")
     prediction = param.Parameter(default=None, doc="Dataset prediction/confidence (y, x) of the current view")
-    metrics = param.Dict(default={}, doc="leave-one-label-out metrics of the probe")
+    metrics = param.Dict(default={}, doc="held-out (5-fold over the labels) metrics of the probe")
     confusion = param.Parameter(default=None, doc="confusion matrix (true x predicted) of the held-out labels")
     confidence_threshold = param.Number(default=0.0, bounds=(0.0, 1.0), doc="hide predictions below this")
     review_k = param.Integer(default=0, bounds=(0, 100), doc="highlight the k least confident cells (0 = off)")
@@ -139,7 +141,7 @@ class ProbeLoop(param.Parameterized):
 
     def run_probe(self) -> None:
         """Fit a pixel probe on the current view's features and the labels; predict the view; estimate its
-        accuracy by leaving each label out in turn.  Runs off the page's thread inside a server."""
+        accuracy on labels held out in 5 stratified folds (leave-one-out below 5 labels).  Runs off the page's thread inside a server."""
         ex = self.explorer
         if ex.result is None:
             self.message = "no feature map yet"
@@ -220,19 +222,28 @@ class ProbeLoop(param.Parameterized):
         pred = probe.predict_map(feats)
         truth, guess = [], []
         n = len(points)
-        for i in range(n):  # leave one label out (labels of a class seen only once are predicted blind)
-            self._step(i, n + 1, job)
-            rest = points[:i] + points[i + 1 :]
-            if len({c for _, c in rest}) < 2:
+        # held-out estimate: labels in FOLDS stratified folds (every class spread over the folds; leave-one-out
+        # when there are fewer labels); each fold is predicted by a probe fitted on the others
+        n_folds = min(FOLDS, n)
+        rank: dict[int, int] = {}
+        fold_of = []
+        for _, c in points:
+            fold_of.append(rank.get(c, 0) % n_folds)
+            rank[c] = rank.get(c, 0) + 1
+        for f in range(n_folds):
+            self._step(f, n_folds + 1, job)
+            rest = [p for p, fo in zip(points, fold_of) if fo != f]
+            held = [p for p, fo in zip(points, fold_of) if fo == f]
+            if len({c for _, c in rest}) < 2 or not held:
                 continue
             p = fit_from_points(feats, rest, num_classes=k, nan="drop").predict_map(feats)
-            geom, cls = points[i]
-            cells = geometry_cells(feats, _as_geojson(geom))
-            votes = p["prediction"].values.ravel()[cells]
-            votes = votes[votes >= 0]
-            if votes.size:
-                truth.append(cls)
-                guess.append(int(np.bincount(votes, minlength=k).argmax()))
+            flat = p["prediction"].values.ravel()
+            for geom, cls in held:
+                votes = flat[geometry_cells(feats, _as_geojson(geom))]
+                votes = votes[votes >= 0]
+                if votes.size:
+                    truth.append(cls)
+                    guess.append(int(np.bincount(votes, minlength=k).argmax()))
         cm = confusion_matrix(np.array(truth), np.array(guess), k) if truth else np.zeros((k, k), np.int64)
         used = sorted({c for _, c in points})  # classes with labels: the macro average is over them
         metrics = {
@@ -252,7 +263,7 @@ class ProbeLoop(param.Parameterized):
             ),
             "seconds": time.perf_counter() - t0,
         }
-        self._step(n + 1, n + 1, job)
+        self._step(n_folds + 1, n_folds + 1, job)
         return probe, pred, metrics, cm
 
     def run_tile_probe(self, efficiency: bool = False) -> None:
