@@ -236,8 +236,9 @@ class ProbeLoop(param.Parameterized):
             held = [p for p, fo in zip(points, fold_of) if fo == f]
             if len({c for _, c in rest}) < 2 or not held:
                 continue
-            p = fit_from_points(feats, rest, num_classes=k, nan="drop").predict_map(feats)
-            flat = p["prediction"].values.ravel()
+            fitted = fit_from_points(feats, rest, num_classes=k, nan="drop")
+            self._step(f, n_folds + 1, job)  # a second cancel check per fold: cancel takes effect within a fit
+            flat = fitted.predict_map(feats)["prediction"].values.ravel()
             for geom, cls in held:
                 votes = flat[geometry_cells(feats, _as_geojson(geom))]
                 votes = votes[votes >= 0]

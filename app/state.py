@@ -212,6 +212,7 @@ class ExplorerState(param.Parameterized):
                 self.input_modality = _finest(have)
             self.dates = {m: ix for m, ix in self.dates.items() if m in sample}
             self._narrow()
+        self._update_input()
         if not usable:
             raise ConfigError(
                 f"{model.label} reads none of this tile's modalities ({', '.join(have)}); choose other weights "
@@ -280,11 +281,16 @@ class ExplorerState(param.Parameterized):
         "positives",
         "negatives",
         "n_clusters",
-        "layers",
         watch=True,
     )
     def _on_settings(self) -> None:
         self.refresh()
+
+    @param.depends("layers", watch=True)
+    def _on_layers(self) -> None:
+        """Layer toggles only redraw, except the clusters layer, computed when first shown."""
+        if "clusters" in self.layers and self.result is not None and self.result.clusters is None:
+            self.refresh()
 
     @param.depends("input_modality", "input_date", watch=True)
     def _on_input(self) -> None:
@@ -390,7 +396,6 @@ class ExplorerState(param.Parameterized):
         with self._lock:
             self._latest += 1
             rid = self._latest
-        self._guard(self._update_input)
         doc = self._session_doc()
         if doc is None:
             self._finish(rid, self._run_safely(req))
@@ -435,11 +440,17 @@ class ExplorerState(param.Parameterized):
             self.status += f"; similarity to {len(self.positives)} example(s), {len(self.negatives)} counter-example(s)"
 
     def _update_input(self) -> None:
+        """The input composite of the tile, modality and date; recomputed (and sent to the page) only when one of
+        them changed."""
         if self._sample is None or self.input_modality is None:
-            self.input_image = None
+            self.input_image, self._input_key = None, None
             return
         date = self.input_date if MODALITIES[self.input_modality].time_series else 0
+        key = (self.source, self.tile, self.input_modality, date)
+        if key == getattr(self, "_input_key", None) and self.input_image is not None:
+            return
         self.input_image = composite(self.sample, self.input_modality, date)
+        self._input_key = key
 
     # ------------------------------------------------------------------ clicks
     def click(self, x: float, y: float) -> None:

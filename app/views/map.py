@@ -53,22 +53,23 @@ class MapView(pn.viewable.Viewer):
         st = self.state
         self._crs = lambda: st.source_obj.crs if st._source_obj is not None else None
         base = hv.DynamicMap(self._base, streams=[st.param.input_image, st.param.layers])
-        pca = hv.DynamicMap(self._pca, streams=[st.param.result, st.param.layers])
-        sim = hv.DynamicMap(
-            self._similarity,
-            streams=[st.param.result, st.param.layers, st.param.similarity_threshold],
+        # every layer that follows the result in ONE DynamicMap: one map refresh per new result (each DynamicMap
+        # with its own stream on the result re-rendered the whole overlay once)
+        results = hv.DynamicMap(
+            self._results,
+            streams=[
+                st.param.result,
+                st.param.layers,
+                st.param.opacity,
+                st.param.similarity_threshold,
+                st.param.top_k,
+            ],
         )
-        clusters = hv.DynamicMap(self._clusters, streams=[st.param.result, st.param.layers])
-        examples = hv.DynamicMap(self._examples, streams=[st.param.positives, st.param.negatives, st.param.result])
-        topk = hv.DynamicMap(self._topk, streams=[st.param.result, st.param.top_k])
+        examples = hv.DynamicMap(self._examples, streams=[st.param.positives, st.param.negatives])
         feet = hv.DynamicMap(self._footprints, streams=[st.param.tile, st.param.layers, st.param.source])
-        pca = pca.apply.opts(alpha=st.param.opacity)
-        sim = sim.apply.opts(alpha=st.param.opacity)
-        clusters = clusters.apply.opts(alpha=st.param.opacity)
         # only the input image sets the map's extent (the tile); the other layers never widen it
-        feet, topk, examples = (d.opts(apply_ranges=False) for d in (feet, topk, examples))
-        pca, clusters, sim = (d.opts(apply_ranges=False) for d in (pca, clusters, sim))
-        overlay = base * pca * clusters * sim * feet * topk * examples
+        feet, examples, results = (d.opts(apply_ranges=False) for d in (feet, examples, results))
+        overlay = base * results * feet * examples
         if self.loop is not None:
             lp = self.loop
             pred = hv.DynamicMap(
@@ -118,6 +119,14 @@ class MapView(pn.viewable.Viewer):
         el = hv_rgb(img) if "input" in st.layers else hv_rgb(img * 0)
         return el.opts(framewise=True, xaxis=None, yaxis=None)
 
+    def _results(self, **_: Any) -> hv.Overlay:
+        """PCA colours, clusters, similarity and top-k cells of the current result (always the same four layers,
+        empty when off), with the opacity slider's alpha."""
+        a = self.state.opacity
+        return (
+            self._pca().opts(alpha=a) * self._clusters().opts(alpha=a) * self._similarity().opts(alpha=a) * self._topk()
+        )
+
     def _pca(self, result: Any = None, layers: Any = None) -> hv.RGB:
         st = self.state
         res = st.result
@@ -166,7 +175,7 @@ class MapView(pn.viewable.Viewer):
         polys = footprints(boxes, src.crs, src.tile_ids)
         return polys.opts(fill_alpha=0, line_color="#555555", line_width=1, line_alpha=0.9, tools=["hover"])
 
-    def _examples(self, positives: Any = None, negatives: Any = None, result: Any = None) -> hv.Points:
+    def _examples(self, positives: Any = None, negatives: Any = None) -> hv.Points:
         st = self.state
         crs = self._crs()
         rows = [(*to_display_xy(x, y, crs), "positive") for x, y in st.positives]
