@@ -269,6 +269,18 @@ def test_label_probe_predict_and_export(page, server) -> None:
     assert page.console_errors == []
 
 
+def _wait_progress(page, low: int, high: int) -> None:
+    """Wait until the progress bar shows a value in [low, high]."""
+    deadline = time.time() + TIMEOUT_MS / 1000
+    bar = page.locator("progress").first
+    while time.time() < deadline:
+        v = bar.get_attribute("value")
+        if v is not None and low <= float(v) <= high:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the progress bar never showed a value in [{low}, {high}]")
+
+
 def test_scene_progress_cancel_resume_and_copied_code(page, server, data_root) -> None:
     import rasterio
 
@@ -288,7 +300,7 @@ def test_scene_progress_cancel_resume_and_copied_code(page, server, data_root) -
     shot(page, "12-scene")
     scene.fill("resumed.tif")
     run.click()
-    time.sleep(1.0)
+    _wait_progress(page, 1, 60)  # the first windows are done: cancel mid-run
     page.get_by_role("button", name="Cancel", exact=True).click()
     page.get_by_text("scene run cancelled").first.wait_for()
     shot(page, "13-scene-cancelled")
