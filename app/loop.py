@@ -62,6 +62,8 @@ class ProbeLoop(param.Parameterized):
     tile_tiles = param.Integer(default=48, bounds=(4, 10_000), doc="tiles of the source used by the tile probe")
     tile_metrics = param.Dict(default={}, doc="cross-validated metrics of the tile probe")
     efficiency = param.List(default=[], doc="label-efficiency rows (n_labels, scores)")
+    prediction_classes = param.List(default=[], doc="class names of the prediction layer")
+    seg_tiles = param.Integer(default=24, bounds=(4, 10_000), doc="tiles of the dataset-label pixel probe")
     scene_name = param.String(default="", doc="scene output name under the output root (.tif or .zarr)")
     scene_with_probe = param.Boolean(default=False, doc="add prediction and confidence from the fitted probe")
     scene_output = param.String(default="", doc="path of the last finished scene output")
@@ -186,7 +188,9 @@ class ProbeLoop(param.Parameterized):
                 return
             probe, pred, metrics, cm = value
             ex.error = ""
-            self.param.update(probe=probe, prediction=pred, metrics=metrics, confusion=cm, progress=100)
+            self.param.update(
+                probe=probe, prediction=pred, metrics=metrics, confusion=cm, progress=100, prediction_classes=classes
+            )
             if "prediction" not in ex.layers:
                 ex.layers = [*ex.layers, "prediction"]
             self.message = (
@@ -449,6 +453,117 @@ class ProbeLoop(param.Parameterized):
 
         EXECUTOR.submit(background)
 
+    def _label_maps(self) -> Any:
+        """``i -> (H, W) label DataArray`` of the source's dataset segmentation labels, and the class names.
+
+        Raises:
+            ConfigError: the source has no segmentation labels.
+        """
+        from anysat_core.analysis.labels import labels_to_dataarray
+
+        src = self.explorer.source_obj
+        ds = getattr(src, "dataset", None)
+        if ds is not None and ds.name == "geoplex-mini":
+            from anysat_core.data.datasets import get_dataset
+
+            twin = get_dataset(
+                "geoplex-mini", seed=ds.seed, split=ds.split, task="segmentation", modalities=("s2",), normalize=False
+            )
+            return (lambda i: labels_to_dataarray(twin[i]["label"], twin[i]["meta"])), list(twin.classes)
+        if ds is not None and src.task in ("segmentation", "pixel-classification"):
+            return (lambda i: labels_to_dataarray(src.sample(i)["label"], src.sample(i)["meta"])), list(src.classes)
+        raise ConfigError(
+            f"{src.label} has no segmentation labels (task {src.task or 'none'}); the dataset-label pixel probe needs "
+            "a segmentation dataset (GeoPlex-mini, PASTIS-HD, FLAIR...); put labels on the map instead"
+        )
+
+    def run_dataset_pixel_probe(self) -> None:
+        """Pixel probe on the source's segmentation labels: features of the first :attr:`seg_tiles` tiles (current
+        view settings), fitted on 70 % of them and evaluated on the rest (OA, mIoU); the fitted probe then predicts
+        the current view.  Progress per tile; cancel between tiles."""
+        ex = self.explorer
+        try:
+            label_of, classes = self._label_maps()
+        except AnySatError as e:
+            ex.error = str(e)
+            return
+        src = ex.source_obj
+        n = min(self.seg_tiles, len(src))
+        base = ex.request()
+        feats_now = ex.result.features if ex.result is not None else None
+        self._cancel.clear()
+        self._job += 1
+        job = self._job
+        self.param.update(running=True, progress=0, message=f"features and labels of {n} tiles ...")
+
+        def work() -> tuple[Any, str]:
+            from anysat_core import PixelProbe
+            from app.compute import compute_features
+
+            try:
+                maps, labels = [], []
+                for i in range(n):
+                    self._step(i, n, job)
+                    maps.append(compute_features(dataclasses.replace(base, tile=i), ex.config))
+                    labels.append(label_of(i))
+                cut = max(1, round(0.7 * n))
+                probe = PixelProbe(len(classes), nan="drop").fit(maps[:cut], labels[:cut])
+                scores = probe.evaluate(maps[cut:], labels[cut:])
+                pred = probe.predict_map(feats_now) if feats_now is not None else None
+                return (probe, scores, pred), ""
+            except Cancelled:
+                return None, "cancelled"
+            except AnySatError as e:
+                return None, str(e)
+            except Exception as e:
+                log.exception("unexpected error in the dataset pixel probe")
+                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+
+        def finish(outcome: tuple[Any, str]) -> None:
+            if job != self._job:
+                return
+            value, err = outcome
+            self.running = False
+            if value is None:
+                self.message = "pixel probe cancelled" if err == "cancelled" else "pixel probe failed"
+                if err != "cancelled":
+                    ex.error = err
+                return
+            probe, scores, pred = value
+            cut = max(1, round(0.7 * n))
+            self.param.update(
+                probe=probe,
+                prediction=pred,
+                prediction_classes=classes,
+                confusion=None,
+                metrics={},
+                progress=100,
+                tile_metrics={
+                    "tiles": n,
+                    "task": f"segmentation: {cut} tiles fitted, {n - cut} evaluated",
+                    "OA": float(scores["OA"]),
+                    "mIoU": 100 * float(scores["mIoU"]),
+                    "pixels": float(scores["n_pixels"]),
+                },
+            )
+            if pred is not None and "prediction" not in ex.layers:
+                ex.layers = [*ex.layers, "prediction"]
+            self.message = (
+                f"pixel probe on the dataset labels of {n} tiles: mIoU {100 * scores['mIoU']:.1f} %, "
+                f"OA {scores['OA']:.1f} % on {n - cut} held-out tiles"
+            )
+
+        doc = ex._session_doc()
+        if doc is None:
+            finish(work())
+            return
+
+        def background() -> None:
+            out = work()
+            doc.add_next_tick_callback(lambda: finish(out))
+
+        EXECUTOR.submit(background)
+
     def least_confident(self) -> list[tuple[float, float, float]]:
         """``[(x, y, confidence)]`` of the ``review_k`` least confident cells (the next ones to label)."""
         if self.prediction is None or self.review_k <= 0:
@@ -562,7 +677,7 @@ class ProbeLoop(param.Parameterized):
         elif what == "prediction":
             if self.prediction is None:
                 raise ConfigError("no prediction to write; run the probe first")
-            out = _prediction_polygons(self.prediction, self.labels.classes, path, overwrite)
+            out = _prediction_polygons(self.prediction, self.prediction_classes, path, overwrite)
         else:
             raise ConfigError(f"vector export of {what!r}; expected 'labels' or 'prediction'")
         self.last_export = str(out)

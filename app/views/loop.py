@@ -56,6 +56,9 @@ class LoopPanel(pn.viewable.Viewer):
         self.run_tiles.on_click(lambda e: lp.run_tile_probe())
         self.run_curve = pn.widgets.Button(label="... with label-efficiency curve")
         self.run_curve.on_click(lambda e: lp.run_tile_probe(efficiency=True))
+        self.seg_tiles = pn.widgets.IntInput.from_param(lp.param.seg_tiles, label="Tiles (pixel probe)", width=150)
+        self.run_seg = pn.widgets.Button(label="Pixel probe (dataset segmentation labels)")
+        self.run_seg.on_click(lambda e: lp.run_dataset_pixel_probe())
         self.threshold = pn.widgets.FloatSlider.from_param(
             lp.param.confidence_threshold, label="Hide predictions below confidence", step=0.05
         )
@@ -222,6 +225,7 @@ class LoopPanel(pn.viewable.Viewer):
             pn.pane.Markdown("### Probe"),
             pn.Row(self.run, self.cancel, self.progress),
             pn.Row(self.tiles, self.run_tiles, self.run_curve),
+            pn.Row(self.seg_tiles, self.run_seg),
             self._metrics,
             self._tile_results,
             self.threshold,

@@ -209,7 +209,7 @@ class MapView(pn.viewable.Viewer):
             return empty_image("class", self._tile_bounds()).opts(cmap=CLUSTER_COLOURS[:2])
         pred = lp.prediction["prediction"].astype(np.float32)
         pred = pred.where((pred >= 0) & (lp.prediction["confidence"] >= lp.confidence_threshold))
-        k = len(lp.labels.classes)
+        k = len(lp.prediction_classes or lp.labels.classes)
         return hv_image(pred, "class").opts(
             cmap=cluster_colours(max(k, 2)), clim=(-0.5, max(k, 2) - 0.5), tools=["hover"], colorbar=True
         )

@@ -273,3 +273,20 @@ def test_labels_and_predicted_classes_export_as_polygons(loop) -> None:
     assert len(gpd.read_file(labels)) == 6
     with pytest.raises(OutputExistsError):
         loop.export_vectors("labels", "labels.geojson")
+
+
+@pytest.mark.slow
+def test_pixel_probe_on_dataset_segmentation_labels(loop) -> None:
+    loop.seg_tiles = 10
+    loop.run_dataset_pixel_probe()
+    m = loop.tile_metrics
+    assert loop.explorer.error == "" and m["tiles"] == 10 and 0 <= m["mIoU"] <= 100 and m["pixels"] > 0
+    assert loop.prediction is not None and len(loop.prediction_classes) == 8
+    assert "prediction" in loop.explorer.layers
+
+
+def test_dataset_pixel_probe_needs_segmentation_labels(loop, data_root: Path) -> None:
+    paths = tuple(str(p) for p in sorted((data_root / "s2").glob("*.tif")))
+    loop.explorer.open_raster(RasterSpec(paths, "s2"))
+    loop.run_dataset_pixel_probe()
+    assert "no segmentation labels" in loop.explorer.error
