@@ -36,7 +36,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -379,16 +379,18 @@ class AnySatJEPA(L.LightningModule):
             loss = loss + float(hp["tile_contrastive_weight"]) * tile_con
             out["tile_contrastive"] = tile_con.detach()
         if self.tile_bow_head is not None:
+            vocabulary = cast(torch.Tensor, self.bow_vocabulary)
+            started = cast(torch.Tensor, self.bow_started)
             feats = pixel_statistics(plan, self._bow_modalities)
-            if self.training and not bool(self.bow_started):
+            if self.training and not bool(started):
                 with torch.no_grad():
                     flat = feats.reshape(-1, feats.shape[-1])
                     pick = torch.randint(
-                        flat.shape[0], (self.bow_vocabulary.shape[0],), generator=generator, device=generator.device
+                        int(flat.shape[0]), (int(vocabulary.shape[0]),), generator=generator, device=generator.device
                     )
-                    self.bow_vocabulary.copy_(flat[pick.to(flat.device)])
-                    self.bow_started.fill_(True)
-            hist, words = bow_histogram(feats, self.bow_vocabulary)
+                    vocabulary.copy_(flat[pick.to(flat.device)])
+                    started.fill_(True)
+            hist, words = bow_histogram(feats, vocabulary)
             if hp["bow_view"] == "full":
                 src = self.student.forward_tokens(s_plan, s_tokens)[:, 0]
             else:
@@ -397,7 +399,7 @@ class AnySatJEPA(L.LightningModule):
             loss = loss + float(hp["tile_bow_weight"]) * ce
             out["tile_bow"] = kl.detach()
             if self.training:
-                kmeans_update(self.bow_vocabulary, feats, words)
+                kmeans_update(vocabulary, feats, words)
         # keep every trainable parameter in the graph (DDP expects each to be used)
         unused: list[torch.Tensor] = [self.masked_token] if masked is None else []
         if self.contrastive_head is not None and not (float(hp["contrastive_weight"]) > 0 and len(grid_mods) > 1):

@@ -154,7 +154,7 @@ def tile_contrastive_loss(embeddings: Mapping[str, torch.Tensor], tau: float = 0
     z = {m: F.normalize(embeddings[m].float(), dim=-1) for m in names}
     B = shapes[names[0]][0]
     if len(names) < 2 or B < 2:
-        return sum(v.sum() for v in z.values()) * 0.0
+        return torch.stack([v.sum() for v in z.values()]).sum() * 0.0
     labels = torch.arange(B, device=z[names[0]].device)
     terms = [F.cross_entropy(z[a] @ z[b].t() / tau, labels) for a in names for b in names if a != b]
     return torch.stack(terms).mean()
