@@ -117,7 +117,8 @@ class MapView(pn.viewable.Viewer):
         if img is None:
             return empty_rgb().opts(framewise=True)
         el = hv_rgb(img) if "input" in st.layers else hv_rgb(img * 0)
-        return el.opts(framewise=True, xaxis=None, yaxis=None)
+        # a margin around the tile shows the neighbours' footprints (click one to open it)
+        return el.opts(framewise=True, xaxis=None, yaxis=None, padding=0.3)
 
     def _results(self, **_: Any) -> hv.Overlay:
         """PCA colours, clusters, similarity and top-k cells of the current result (always the same four layers,
