@@ -202,6 +202,7 @@ def test_tile_probe_across_tiles_with_label_efficiency(loop) -> None:
     )
 
 
+@pytest.mark.slow
 def test_tile_probe_needs_tile_labels(loop) -> None:
     from app.views.controls import RasterForm
 
@@ -285,6 +286,7 @@ def test_pixel_probe_on_dataset_segmentation_labels(loop) -> None:
     assert "prediction" in loop.explorer.layers
 
 
+@pytest.mark.slow
 def test_dataset_pixel_probe_needs_segmentation_labels(loop, data_root: Path) -> None:
     paths = tuple(str(p) for p in sorted((data_root / "s2").glob("*.tif")))
     loop.explorer.open_raster(RasterSpec(paths, "s2"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,28 +89,26 @@ def test_a_stale_request_never_overwrites_a_newer_result(data_root: Path) -> Non
 
         def __init__(self) -> None:
             self.callbacks: list = []
-            self.ready = threading.Event()
 
         def add_next_tick_callback(self, cb) -> None:
             self.callbacks.append(cb)
-            self.ready.set()
 
     doc = Doc()
-    st = ExplorerState(AppConfig(data_roots=(data_root,), size="test", offline=True), tile="r05c05", doc=doc)
+    st = ExplorerState(AppConfig(data_roots=(data_root,), size="test", offline=True), tile="r05c05")
+    st._doc = doc  # from now on, results are applied through the "document", as in a served session
     gate = threading.Event()
-    st.compute_hook = lambda req: gate.wait(10) if req.patch_size_m == 10 else None
-    st.patch_size_m = 10  # slow request (waits on the gate)
-    st.patch_size_m = 30  # newer request, finishes first
-    for _ in range(100):
-        if len(doc.callbacks) >= 1:
-            break
-        doc.ready.wait(0.1)
-    gate.set()
-    for _ in range(100):
-        if len(doc.callbacks) >= 2:
-            break
-        doc.ready.clear()
-        doc.ready.wait(0.1)
+    st.compute_hook = lambda req: gate.wait(30) if req.patch_size_m == 10 else None
+    try:
+        st.patch_size_m = 10  # slow request (waits on the gate)
+        st.patch_size_m = 30  # newer request, finishes first
+        deadline = time.time() + 60
+        while len(doc.callbacks) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        assert len(doc.callbacks) == 1  # only the newer one is done
+    finally:
+        gate.set()
+    while len(doc.callbacks) < 2 and time.time() < deadline:
+        time.sleep(0.02)
     assert len(doc.callbacks) == 2
     for cb in doc.callbacks:  # the newer result first, then the stale one
         cb()
