@@ -143,7 +143,9 @@ class ExplorerState(param.Parameterized):
                 self.weights = want
             self.param.precision.objects = ["fp32", "bf16"] if bf16_supported() else ["fp32"]
         self._guard(self._load_source, params.get("source", DEFAULT_SOURCE), params.get("tile"))
-        self.refresh()
+        # the first view is computed with the page: every model of the session exists before its HTML is made (an
+        # update applied before that would get CDN stylesheet URLs from Panel, which fail offline)
+        self.refresh(sync=True)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -384,8 +386,9 @@ class ExplorerState(param.Parameterized):
             return None
         return doc if doc is not None and getattr(doc, "session_context", None) else None
 
-    def refresh(self) -> None:
-        """Recompute the current view (see the module docstring for threads and stale results)."""
+    def refresh(self, sync: bool = False) -> None:
+        """Recompute the current view (see the module docstring for threads and stale results); ``sync`` computes in
+        this thread even inside a session (the first view, built with the page)."""
         if self._source_obj is None or self._sample is None or not self.modalities or self.patch_size_m is None:
             return
         try:
@@ -396,7 +399,7 @@ class ExplorerState(param.Parameterized):
         with self._lock:
             self._latest += 1
             rid = self._latest
-        doc = self._session_doc()
+        doc = None if sync else self._session_doc()
         if doc is None:
             self._finish(rid, self._run_safely(req))
             return
