@@ -295,7 +295,8 @@ def bench_browser(browser, size: str, tiles: list[str], threads: int, workdir: P
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} ({r.failure})"))
+        failed: list[str] = []  # requests that did not complete (each also logs a console error)
+        page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
         page.goto(f"http://127.0.0.1:{port}/app")
         wait_text(page, "Status: tile")
         done: set[tuple[str, int]] = set()
@@ -341,6 +342,7 @@ def bench_browser(browser, size: str, tiles: list[str], threads: int, workdir: P
                 "latency": stats(xs),
                 "server_compute": stats(comp),
                 "console_errors": errors,
+                "failed_requests": failed,
                 "others_cores": others,
                 "goal_s": GOAL_S.get(size),
             }
@@ -442,6 +444,8 @@ def table(rows: list[dict]) -> str:
             if r["kind"] == "uncached":
                 for msg, k in Counter(r["console_errors"]).most_common(5):
                     out.append(f"- {r['size']}: console error x{k}: {msg[:200]}")
+                for msg, k in Counter(r.get("failed_requests", [])).most_common(5):
+                    out.append(f"- {r['size']}: failed request x{k}: {msg[:200]}")
         out.append("")
     cold = [r for r in rows if r["part"] == "cold"]
     if cold:

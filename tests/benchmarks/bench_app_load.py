@@ -122,8 +122,9 @@ async def one_session(browser, url: str, tile: str) -> dict:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} ({r.failure})"))
-    out: dict = {"tile": tile, "errors": errors, "ctx": ctx}
+    failed: list[str] = []  # requests that did not complete (each also logs a console error)
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+    out: dict = {"tile": tile, "errors": errors, "failed_requests": failed, "ctx": ctx}
     t0 = time.perf_counter()
     try:
         await page.goto(url)
@@ -192,6 +193,7 @@ async def run(args: argparse.Namespace) -> dict:
                             "ok": len(ok),
                             "failures": [f"{r['tile']}: {r['failure']}" for r in results if "failure" in r],
                             "console_errors": [e for r in results for e in r["errors"]],
+                            "failed_requests": [u for r in results for u in r["failed_requests"]],
                             "rss_open_mb": rss_open,
                             "rss_peak_mb": peak.peak,
                             "others_cores": others,
@@ -233,7 +235,7 @@ def table(rep: dict) -> str:
         (
             "| sessions | ok | page p50 / p95 s | first map p50 / p95 s | select tile -> map p50 / p95 s | "
             "open -> own map p50 / p95 s | wall s | RSS pages open MB | RSS peak MB | server CPU s | machine busy CPU s | "
-            "others' CPU (cores) | failures | console errors |"
+            "others' CPU (cores) | failures | console errors / failed requests |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -246,13 +248,15 @@ def table(rep: dict) -> str:
             f"| {n} | {ph['ok']}/{ph['sessions'] * ph['rounds']} | {cells} | {ph['wall_s']:.0f} | "
             f"{ph['rss_open_mb']:.0f} | {ph['rss_peak_mb']:.0f} | {ph['server_cpu_s']:.0f} | "
             f"{ph['machine_busy_cpu_s']:.0f} | {ph['others_cores']:.2f} | {len(ph['failures'])} | "
-            f"{len(ph['console_errors'])} |"
+            f"{len(ph['console_errors'])} / {len(ph['failed_requests'])} |"
         )
     for ph in rep["phases"]:
         for f in ph["failures"]:
             out.append(f"- {ph['sessions']} sessions: failed: {f}")
         for msg, k in Counter(ph["console_errors"]).most_common(5):
             out.append(f"- {ph['sessions']} sessions: console error x{k}: {msg[:200]}")
+        for msg, k in Counter(ph["failed_requests"]).most_common(5):
+            out.append(f"- {ph['sessions']} sessions: failed request x{k}: {msg[:200]}")
     out.append("")
     out.append(f"server log: {rep['server_tracebacks']} Traceback(s)")
     out += [f"    {ln}" for ln in rep["server_error_lines"]]
