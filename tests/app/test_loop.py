@@ -292,3 +292,40 @@ def test_dataset_pixel_probe_needs_segmentation_labels(loop, data_root: Path) ->
     loop.explorer.open_raster(RasterSpec(paths, "s2"))
     loop.run_dataset_pixel_probe()
     assert "no segmentation labels" in loop.explorer.error
+
+
+def test_a_polygon_drawn_on_the_map_becomes_a_label_in_the_source_crs(loop) -> None:
+    from app.views.display import to_display_xy
+    from app.views.map import MapView
+
+    view = MapView(state=loop.explorer, loop=loop)
+    f = loop.explorer.result.features
+    corners = [(float(f.x[0]), float(f.y[0])), (float(f.x[2]), float(f.y[0])), (float(f.x[2]), float(f.y[2]))]
+    disp = [to_display_xy(x, y, "EPSG:32631") for x, y in corners]  # what the PolyDraw tool sends (Web Mercator)
+    view._on_polygons({"xs": [[p[0] for p in disp]], "ys": [[p[1] for p in disp]]})
+    assert len(loop.labels) == 1
+    geom, cls = loop.labels.items[0]
+    assert geom.geom_type == "Polygon" and cls == loop.label_class
+    xs, ys = geom.exterior.coords.xy
+    assert abs(min(xs) - corners[0][0]) < 0.01 and abs(max(ys) - corners[0][1]) < 0.01  # back in UTM metres
+    view._on_polygons({"xs": [[p[0] for p in disp]], "ys": [[p[1] for p in disp]]})  # the same data: no new label
+    assert len(loop.labels) == 1
+
+
+@pytest.mark.slow
+def test_scene_runs_on_a_dask_cluster_when_a_scheduler_is_configured(scene_loop) -> None:
+    import rasterio
+    from distributed import LocalCluster
+
+    lp = scene_loop
+    lp.scene_name = "local.tif"
+    lp.run_scene()
+    local = Path(lp.scene_output)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        cfg = lp.explorer.config
+        lp.explorer.config = type(cfg)(**{**cfg.__dict__, "scheduler": cluster.scheduler_address})
+        lp.scene_name = "dask.tif"
+        lp.run_scene()
+    assert lp.progress == 100 and lp.explorer.error == "", lp.explorer.error
+    with rasterio.open(local) as a, rasterio.open(lp.scene_output) as b:
+        np.testing.assert_allclose(a.read(), b.read(), atol=1e-5)
