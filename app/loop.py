@@ -137,6 +137,33 @@ class ProbeLoop(param.Parameterized):
         if old is None or new is None or old.request != new.request:
             self.clear_probe()
 
+    def _dispatch(self, work: Any, finish: Any) -> None:
+        """Run ``work()`` off the page's thread inside a session (in this thread without one), then
+        ``finish(value, error)`` on the session's event loop; ``error`` is ``""``, ``"cancelled"`` or the message
+        shown in the page (an unexpected exception is logged with its traceback)."""
+
+        def guarded() -> tuple[Any, str]:
+            try:
+                return work(), ""
+            except Cancelled:
+                return None, "cancelled"
+            except AnySatError as e:
+                return None, str(e)
+            except Exception as e:
+                log.exception("unexpected error in a background job")
+                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+
+        doc = self.explorer._session_doc()
+        if doc is None:
+            finish(*guarded())
+            return
+
+        def background() -> None:
+            value, err = guarded()
+            doc.add_next_tick_callback(lambda: finish(value, err))
+
+        EXECUTOR.submit(background)
+
     def cancel(self) -> None:
         """Stop the running job (it checks between steps; within a second)."""
         self._cancel.set()
@@ -160,21 +187,12 @@ class ProbeLoop(param.Parameterized):
         job = self._job
         self.param.update(running=True, progress=0, message="fitting the probe ...")
 
-        def work() -> tuple[Any, str]:
-            try:
-                return self._fit(feats, points, classes, job), ""
-            except Cancelled:
-                return None, "cancelled"
-            except AnySatError as e:
-                return None, str(e)
-            except Exception as e:
-                log.exception("unexpected error in the probe")
-                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+        def work() -> Any:
+            return self._fit(feats, points, classes, job)
 
-        def finish(outcome: tuple[Any, str]) -> None:
+        def finish(value: Any, err: str) -> None:
             if job != self._job:
                 return
-            value, err = outcome
             self.running = False
             if value is None:
                 if err == "cancelled":
@@ -198,16 +216,7 @@ class ProbeLoop(param.Parameterized):
                 f"{metrics['accuracy']:.1f} %, macro F1 {metrics['macro_f1']:.1f} % ({metrics['seconds']:.2f} s)"
             )
 
-        doc = ex._session_doc()
-        if doc is None:
-            finish(work())
-            return
-
-        def background() -> None:
-            out = work()
-            doc.add_next_tick_callback(lambda: finish(out))
-
-        EXECUTOR.submit(background)
+        self._dispatch(work, finish)
 
     def _step(self, done: int, total: int, job: int) -> None:
         if self._cancel.is_set() or job != self._job:
@@ -292,40 +301,31 @@ class ProbeLoop(param.Parameterized):
         job = self._job
         self.param.update(running=True, progress=0, message=f"tile features of {n} tiles ...")
 
-        def work() -> tuple[Any, str]:
+        def work() -> Any:
             from anysat_core import TileProbe, label_efficiency
             from app.compute import compute_features
 
-            try:
-                X, Y = [], []
-                for i in range(n):
-                    self._step(i, n, job)
-                    req = dataclasses.replace(base, tile=i, output="tile", output_modality=None)
-                    X.append(compute_features(req, ex.config).values[0])
-                    Y.append(np.asarray(src.sample(i)["label"]))
-                Xa, Ya = np.stack(X), np.stack(Y)
-                if task == "multiclass":
-                    Ya = Ya.reshape(len(Ya), -1)[:, 0].astype(int)
-                probe = TileProbe(task, num_classes=len(src.classes) if task == "multiclass" else None)
-                cv = probe.cross_validate(Xa, Ya)
-                curve = (
-                    label_efficiency(Xa, Ya, sizes=[s for s in (4, 8, 16, 32, 64) if s < 0.7 * n], task=task)
-                    if efficiency
-                    else []
-                )
-                return (cv, curve), ""
-            except Cancelled:
-                return None, "cancelled"
-            except AnySatError as e:
-                return None, str(e)
-            except Exception as e:
-                log.exception("unexpected error in the tile probe")
-                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+            X, Y = [], []
+            for i in range(n):
+                self._step(i, n, job)
+                req = dataclasses.replace(base, tile=i, output="tile", output_modality=None)
+                X.append(compute_features(req, ex.config).values[0])
+                Y.append(np.asarray(src.sample(i)["label"]))
+            Xa, Ya = np.stack(X), np.stack(Y)
+            if task == "multiclass":
+                Ya = Ya.reshape(len(Ya), -1)[:, 0].astype(int)
+            probe = TileProbe(task, num_classes=len(src.classes) if task == "multiclass" else None)
+            cv = probe.cross_validate(Xa, Ya)
+            curve = (
+                label_efficiency(Xa, Ya, sizes=[s for s in (4, 8, 16, 32, 64) if s < 0.7 * n], task=task)
+                if efficiency
+                else []
+            )
+            return (cv, curve)
 
-        def finish(outcome: tuple[Any, str]) -> None:
+        def finish(value: Any, err: str) -> None:
             if job != self._job:
                 return
-            value, err = outcome
             self.running = False
             if value is None:
                 self.message = "tile probe cancelled" if err == "cancelled" else "tile probe failed"
@@ -338,16 +338,7 @@ class ProbeLoop(param.Parameterized):
             score = keep.get("F1_macro", 0.0) * 100
             self.message = f"tile probe on {n} tiles ({task}): macro F1 {score:.1f} % (5-fold cross-validation)"
 
-        doc = ex._session_doc()
-        if doc is None:
-            finish(work())
-            return
-
-        def background() -> None:
-            out = work()
-            doc.add_next_tick_callback(lambda: finish(out))
-
-        EXECUTOR.submit(background)
+        self._dispatch(work, finish)
 
     def run_scene(self, *, resume: bool = True, overwrite: bool = False) -> None:
         """Map the whole raster scene of the current source with :func:`anysat_core.infer_scene` (current weights,
@@ -393,42 +384,33 @@ class ProbeLoop(param.Parameterized):
             else:
                 doc.add_next_tick_callback(lambda: setattr(self, "progress", pct))
 
-        def work() -> tuple[Any, str]:
+        def work() -> Any:
             from anysat_core import infer_scene
             from app.resources import get_model, precision_context
 
-            try:
-                loaded = get_model(req.weights, ex.config)
-                with loaded.lock, precision_context(req.precision):
-                    out = infer_scene(
-                        loaded.model,
-                        src.scene,
-                        patch_size_m=req.patch_size_m,
-                        window_m=window,
-                        overlap_m=overlap,
-                        output=req.output,
-                        output_modality=req.output_modality,
-                        out=path,
-                        overwrite=overwrite,
-                        resume=resume,
-                        progress=False,
-                        client=ex.config.scheduler or None,
-                        probe=probe,
-                        callback=report,
-                    )
-                return (out, *_scene_layers(Path(out))), ""
-            except Cancelled:
-                return None, "cancelled"
-            except AnySatError as e:
-                return None, str(e)
-            except Exception as e:
-                log.exception("unexpected error in scene inference")
-                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+            loaded = get_model(req.weights, ex.config)
+            with loaded.lock, precision_context(req.precision):
+                out = infer_scene(
+                    loaded.model,
+                    src.scene,
+                    patch_size_m=req.patch_size_m,
+                    window_m=window,
+                    overlap_m=overlap,
+                    output=req.output,
+                    output_modality=req.output_modality,
+                    out=path,
+                    overwrite=overwrite,
+                    resume=resume,
+                    progress=False,
+                    client=ex.config.scheduler or None,
+                    probe=probe,
+                    callback=report,
+                )
+            return (out, *_scene_layers(Path(out)))
 
-        def finish(outcome: tuple[Any, str]) -> None:
+        def finish(value: Any, err: str) -> None:
             if job != self._job:
                 return
-            value, err = outcome
             self.running = False
             if value is None:
                 if err == "cancelled":
@@ -443,15 +425,7 @@ class ProbeLoop(param.Parameterized):
             self.param.update(scene_output=str(out), scene_rgb=rgb, scene_prediction=pred, progress=100)
             self.message = f"scene written to {out} ({rgb.sizes['x']} x {rgb.sizes['y']} cells)"
 
-        if doc is None:
-            finish(work())
-            return
-
-        def background() -> None:
-            out = work()
-            doc.add_next_tick_callback(lambda: finish(out))
-
-        EXECUTOR.submit(background)
+        self._dispatch(work, finish)
 
     def _label_maps(self) -> Any:
         """``i -> (H, W) label DataArray`` of the source's dataset segmentation labels, and the class names.
@@ -496,33 +470,24 @@ class ProbeLoop(param.Parameterized):
         job = self._job
         self.param.update(running=True, progress=0, message=f"features and labels of {n} tiles ...")
 
-        def work() -> tuple[Any, str]:
+        def work() -> Any:
             from anysat_core import PixelProbe
             from app.compute import compute_features
 
-            try:
-                maps, labels = [], []
-                for i in range(n):
-                    self._step(i, n, job)
-                    maps.append(compute_features(dataclasses.replace(base, tile=i), ex.config))
-                    labels.append(label_of(i))
-                cut = max(1, round(0.7 * n))
-                probe = PixelProbe(len(classes), nan="drop").fit(maps[:cut], labels[:cut])
-                scores = probe.evaluate(maps[cut:], labels[cut:])
-                pred = probe.predict_map(feats_now) if feats_now is not None else None
-                return (probe, scores, pred), ""
-            except Cancelled:
-                return None, "cancelled"
-            except AnySatError as e:
-                return None, str(e)
-            except Exception as e:
-                log.exception("unexpected error in the dataset pixel probe")
-                return None, f"unexpected error ({type(e).__name__}: {e}); see the server log"
+            maps, labels = [], []
+            for i in range(n):
+                self._step(i, n, job)
+                maps.append(compute_features(dataclasses.replace(base, tile=i), ex.config))
+                labels.append(label_of(i))
+            cut = max(1, round(0.7 * n))
+            probe = PixelProbe(len(classes), nan="drop").fit(maps[:cut], labels[:cut])
+            scores = probe.evaluate(maps[cut:], labels[cut:])
+            pred = probe.predict_map(feats_now) if feats_now is not None else None
+            return (probe, scores, pred)
 
-        def finish(outcome: tuple[Any, str]) -> None:
+        def finish(value: Any, err: str) -> None:
             if job != self._job:
                 return
-            value, err = outcome
             self.running = False
             if value is None:
                 self.message = "pixel probe cancelled" if err == "cancelled" else "pixel probe failed"
@@ -553,16 +518,7 @@ class ProbeLoop(param.Parameterized):
                 f"OA {scores['OA']:.1f} % on {n - cut} held-out tiles"
             )
 
-        doc = ex._session_doc()
-        if doc is None:
-            finish(work())
-            return
-
-        def background() -> None:
-            out = work()
-            doc.add_next_tick_callback(lambda: finish(out))
-
-        EXECUTOR.submit(background)
+        self._dispatch(work, finish)
 
     def least_confident(self) -> list[tuple[float, float, float]]:
         """``[(x, y, confidence)]`` of the ``review_k`` least confident cells (the next ones to label)."""
