@@ -137,6 +137,13 @@ class ProbeLoop(param.Parameterized):
         if old is None or new is None or old.request != new.request:
             self.clear_probe()
 
+    def _start_job(self, message: str) -> int:
+        """A new job: clears a previous cancel, makes older jobs stale, shows ``message``; returns the job id."""
+        self._cancel.clear()
+        self._job += 1
+        self.param.update(running=True, progress=0, message=message)
+        return self._job
+
     def _dispatch(self, work: Any, finish: Any) -> None:
         """Run ``work()`` off the page's thread inside a session (in this thread without one), then
         ``finish(value, error)`` on the session's event loop; ``error`` is ``""``, ``"cancelled"`` or the message
@@ -182,10 +189,7 @@ class ProbeLoop(param.Parameterized):
             ex.error = str(e)
             return
         classes = list(self.labels.classes)
-        self._cancel.clear()
-        self._job += 1
-        job = self._job
-        self.param.update(running=True, progress=0, message="fitting the probe ...")
+        job = self._start_job("fitting the probe ...")
 
         def work() -> Any:
             return self._fit(feats, points, classes, job)
@@ -296,10 +300,7 @@ class ProbeLoop(param.Parameterized):
             return
         n = min(self.tile_tiles, len(src))
         base = ex.request()
-        self._cancel.clear()
-        self._job += 1
-        job = self._job
-        self.param.update(running=True, progress=0, message=f"tile features of {n} tiles ...")
+        job = self._start_job(f"tile features of {n} tiles ...")
 
         def work() -> Any:
             from anysat_core import TileProbe, label_efficiency
@@ -369,10 +370,7 @@ class ProbeLoop(param.Parameterized):
         window = float(grid.tile_m)
         overlap = req.patch_size_m if req.patch_size_m <= window / 2 else 0.0
         probe = self.probe if self.scene_with_probe else None
-        self._cancel.clear()
-        self._job += 1
-        job = self._job
-        self.param.update(running=True, progress=0, message=f"mapping the scene into {path.name} ...")
+        job = self._start_job(f"mapping the scene into {path.name} ...")
         doc = ex._session_doc()
 
         def report(done: int, total: int) -> None:
@@ -465,10 +463,7 @@ class ProbeLoop(param.Parameterized):
         n = min(self.seg_tiles, len(src))
         base = ex.request()
         feats_now = ex.result.features if ex.result is not None else None
-        self._cancel.clear()
-        self._job += 1
-        job = self._job
-        self.param.update(running=True, progress=0, message=f"features and labels of {n} tiles ...")
+        job = self._start_job(f"features and labels of {n} tiles ...")
 
         def work() -> Any:
             from anysat_core import PixelProbe
