@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import panel as pn
+from panel.io.resources import LOCAL_DIST, patch_model_css
 
 from app.loop import ProbeLoop
 from app.state import ExplorerState
@@ -13,7 +14,7 @@ from app.views.controls import Controls
 from app.views.loop import LoopPanel
 from app.views.map import MapView
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serve"]
 
 
 def create_app(state: ExplorerState | None = None) -> Any:
@@ -54,3 +55,37 @@ def create_app(state: ExplorerState | None = None) -> Any:
         title="AnySat Explorer", sidebar=[controls], main=[main], sidebar_width=380
     )
     return template
+
+
+def local_dist_url() -> str:
+    """Where this server serves Panel's own static files (CSS, JS) for the current request."""
+    return f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path else LOCAL_DIST
+
+
+def serve(page: Any, title: str) -> Any:
+    """Make ``page`` the current session's page, with every stylesheet served by this server (never a CDN).
+
+    Bokeh discards a session whose browser has not opened its websocket within ``--unused-session-lifetime``
+    (15 s by default); when that page connects later, the server builds the session again from the websocket alone.
+    Panel learns where its static files are only from the HTML request, so such a rebuilt session pointed every
+    stylesheet at cdn.holoviz.org: offline, 132 failed stylesheet requests over 10 concurrent sessions (measured with
+    ``tests/benchmarks/bench_app_load.py``, where pages waited 36 s for their HTML). The document's ``dist_url`` is
+    therefore pinned before the page is built and its models are patched after; the HTML request, when it comes,
+    sets the same values again.
+
+    Args:
+        page: a Panel viewable (the explorer's template).
+        title: the browser tab's title.
+
+    Returns:
+        ``page``.
+    """
+    doc = pn.state.curdoc
+    session = doc is not None and doc.session_context is not None
+    if session:
+        doc.template_variables.setdefault("dist_url", local_dist_url())
+    page.servable(title=title)
+    if session:
+        for root in doc.roots:
+            patch_model_css(root, dist_url=doc.template_variables["dist_url"])
+    return page

@@ -6,9 +6,9 @@ import sys
 import panel as pn
 
 from app.config import AppConfig
-from app.layout import create_app
+from app.layout import create_app, serve
 from app.state import ExplorerState
 
 pn.extension("tabulator", notifications=True)
 logging.getLogger("anysat_explorer").setLevel(logging.INFO)
-create_app(ExplorerState(AppConfig.from_env(sys.argv[1:]))).servable(title="AnySat Explorer")
+serve(create_app(ExplorerState(AppConfig.from_env(sys.argv[1:]))), title="AnySat Explorer")

@@ -42,17 +42,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path):
-    """``python -m panel serve app`` on a free loopback port, offline, with the test data root."""
+def _serve(tmp_path_factory: pytest.TempPathFactory, data_root: Path, *serve_args: str):
+    """``python -m panel serve app`` on a free loopback port, offline, with the test data root (a generator)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     output_root = tmp_path_factory.mktemp("outputs")
     env = {**os.environ, "ANYSAT_APP_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
-        "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--offline", "--data-root", str(data_root),
-        "--output-root", str(output_root),
+        "--allow-websocket-origin", f"127.0.0.1:{port}", *serve_args, "--args", "--offline",
+        "--data-root", str(data_root), "--output-root", str(output_root),
     ]  # fmt: skip
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -79,6 +78,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path):
     blocks = text.split("Traceback (most recent call last):")[1:]
     ours = [b for b in blocks if "WebSocketClosedError" not in b and "StreamClosedError" not in b]
     assert not ours, text[-4000:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, data_root: Path):
+    yield from _serve(tmp_path_factory, data_root)
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +328,27 @@ def test_scene_progress_cancel_resume_and_copied_code(page, server, data_root) -
     exported = next(p for p in out.glob("*pca*.tif"))
     with rasterio.open(exported) as src:
         np.testing.assert_allclose(np.load(out / "rgb.npy"), src.read(), atol=1e-5)
+
+
+def test_a_session_rebuilt_from_its_websocket_still_loads_everything_from_this_server(
+    browser, tmp_path_factory, data_root
+) -> None:
+    """Under load Bokeh drops a session whose page has not connected yet and rebuilds it from the websocket alone;
+    the rebuilt page must not point at a CDN (offline, every such stylesheet failed). A server that drops unused
+    sessions after 1 ms makes every page take that path."""
+    for srv in _serve(tmp_path_factory, data_root, "--check-unused-sessions", "100", "--unused-session-lifetime", "1"):
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        elsewhere: list[str] = []
+        errors: list[str] = []
+        local = ("http://127.0.0.1", "blob:http://127.0.0.1", "data:")
+        page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(local) else None)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(srv["url"])
+        page.get_by_text("Status: tile r00c00").first.wait_for()
+        time.sleep(1.0)
+        shot(page, "00-rebuilt-session")
+        assert elsewhere == [], elsewhere[:5]
+        assert errors == []
+        assert map_pixels(page).std() > 10, "the map canvas is blank"
+        page.close()

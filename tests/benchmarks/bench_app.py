@@ -237,7 +237,7 @@ def start_server(
     env = {**os.environ, "ANYSAT_APP_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [
         sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
-        "--allow-websocket-origin", f"127.0.0.1:{port}",
+        "--allow-websocket-origin", f"127.0.0.1:{port}", *os.environ.get("BENCH_SERVE_EXTRA", "").split(),
         "--args", "--offline", "--size", size, "--weights", weights or weights_of(size),
     ]  # fmt: skip
     with open(log, "w") as out:
