@@ -37,6 +37,11 @@ class CompareView(pn.viewable.Viewer):
     def _build_editors(self) -> None:
         st = self.state
         defaults = st.default_panes() if st.modalities and st.patch_size_m else []
+        # the same choices as before (another tile of the same source): keep the editors and what the user set
+        key = (self.n.value, tuple(st.param.modalities.objects), tuple(st.param.patch_size_m.objects), tuple(defaults))
+        if key == getattr(self, "_editors_key", None):
+            return
+        self._editors_key = key
         eds = []
         for i in range(self.n.value):
             d = defaults[i] if i < len(defaults) else (defaults[-1] if defaults else None)

@@ -52,7 +52,10 @@ class MapView(pn.viewable.Viewer):
         super().__init__(**params)
         st = self.state
         self._crs = lambda: st.source_obj.crs if st._source_obj is not None else None
-        base = hv.DynamicMap(self._base, streams=[st.param.input_image, st.param.layers])
+        # the input and the neighbours' footprints share ONE stream: a new tile gives a new input image, and one map
+        # refresh draws both (a footprint layer with its own stream on the tile refreshed the whole map once more)
+        on_input = hv.streams.Params(st, ["input_image", "layers"])
+        base = hv.DynamicMap(self._base, streams=[on_input])
         # every layer that follows the result in ONE DynamicMap: one map refresh per new result (each DynamicMap
         # with its own stream on the result re-rendered the whole overlay once)
         results = hv.DynamicMap(
@@ -66,7 +69,7 @@ class MapView(pn.viewable.Viewer):
             ],
         )
         examples = hv.DynamicMap(self._examples, streams=[st.param.positives, st.param.negatives])
-        feet = hv.DynamicMap(self._footprints, streams=[st.param.tile, st.param.layers, st.param.source])
+        feet = hv.DynamicMap(self._footprints, streams=[on_input])
         # only the input image sets the map's extent (the tile); the other layers never widen it
         feet, examples, results = (d.opts(apply_ranges=False) for d in (feet, examples, results))
         overlay = base * results * feet * examples
@@ -156,7 +159,7 @@ class MapView(pn.viewable.Viewer):
             cmap=cluster_colours(max(k, 1)), clim=(-0.5, max(k, 1) - 0.5), tools=["hover"]
         )
 
-    def _footprints(self, tile: Any = None, layers: Any = None, source: Any = None) -> hv.Polygons:
+    def _footprints(self, input_image: Any = None, layers: Any = None) -> hv.Polygons:
         st = self.state
         if st._source_obj is None or "footprints" not in st.layers:
             return hv.Polygons([], vdims=["tile"])

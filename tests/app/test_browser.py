@@ -330,25 +330,30 @@ def test_scene_progress_cancel_resume_and_copied_code(page, server, data_root) -
         np.testing.assert_allclose(np.load(out / "rgb.npy"), src.read(), atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def forgetful_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path):
+    """A server that drops a session its page has not connected to within 1 ms (checked every 100 ms)."""
+    yield from _serve(tmp_path_factory, data_root, "--check-unused-sessions", "100", "--unused-session-lifetime", "1")
+
+
 def test_a_session_rebuilt_from_its_websocket_still_loads_everything_from_this_server(
-    browser, tmp_path_factory, data_root
+    browser, forgetful_server
 ) -> None:
     """Under load Bokeh drops a session whose page has not connected yet and rebuilds it from the websocket alone;
-    the rebuilt page must not point at a CDN (offline, every such stylesheet failed). A server that drops unused
-    sessions after 1 ms makes every page take that path."""
-    for srv in _serve(tmp_path_factory, data_root, "--check-unused-sessions", "100", "--unused-session-lifetime", "1"):
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        elsewhere: list[str] = []
-        errors: list[str] = []
-        local = ("http://127.0.0.1", "blob:http://127.0.0.1", "data:")
-        page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(local) else None)
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(srv["url"])
-        page.get_by_text("Status: tile r00c00").first.wait_for()
-        time.sleep(1.0)
-        shot(page, "00-rebuilt-session")
-        assert elsewhere == [], elsewhere[:5]
-        assert errors == []
-        assert map_pixels(page).std() > 10, "the map canvas is blank"
-        page.close()
+    the rebuilt page must not point at a CDN (offline, every such stylesheet failed). With ``forgetful_server``
+    every page takes that path."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    elsewhere: list[str] = []
+    errors: list[str] = []
+    local = ("http://127.0.0.1", "blob:http://127.0.0.1", "data:")
+    page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(local) else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(forgetful_server["url"])
+    page.get_by_text("Status: tile r00c00").first.wait_for()
+    time.sleep(1.0)
+    shot(page, "00-rebuilt-session")
+    assert elsewhere == [], elsewhere[:5]
+    assert errors == []
+    assert map_pixels(page).std() > 10, "the map canvas is blank"
+    page.close()
