@@ -57,6 +57,11 @@ _LAZY: dict[str, str] = {
     "write_geotiff": "anysat_core.writers",
     "write_zarr": "anysat_core.writers",
     "write_png": "anysat_core.writers",
+    # web map overlays (leafmap / ipyleaflet / folium image overlays)
+    "web_overlay": "anysat_core.overlays",
+    "colorize": "anysat_core.overlays",
+    "composite": "anysat_core.overlays",
+    "WebOverlay": "anysat_core.overlays",
     # analysis
     "PCARGB": "anysat_core.analysis",
     "cosine_similarity_map": "anysat_core.analysis",
@@ -101,6 +106,7 @@ if TYPE_CHECKING:
     from anysat_core.inference import ScenePlan, infer_scene, plan_scene
     from anysat_core.memory import check_memory, memory_limit_bytes, set_memory_share
     from anysat_core.model import OUTPUTS, AnySat
+    from anysat_core.overlays import WebOverlay, colorize, composite, web_overlay
     from anysat_core.writers import write_geotiff, write_png, write_zarr
 
 
@@ -131,9 +137,12 @@ __all__ = [
     "RasterSource",
     "ScenePlan",
     "TileProbe",
+    "WebOverlay",
     "__version__",
     "check_memory",
     "collate",
+    "colorize",
+    "composite",
     "config_for_size",
     "cosine_similarity_map",
     "dataset_class",
@@ -160,6 +169,7 @@ __all__ = [
     "threshold",
     "top_k",
     "vector_at",
+    "web_overlay",
     "write_geotiff",
     "write_png",
     "write_zarr",

@@ -187,23 +187,10 @@ def compute_features(req: FeatureRequest, config: AppConfig) -> xr.DataArray:
     return FEATURE_CACHE.get_or_compute((req, config.size), lambda: _compute(req, config))
 
 
-def rgb_bands(modality: str) -> list[int]:
-    """Indices of the bands shown as red, green, blue for a modality (natural colour when the registry names them;
-    SAR: VV, VH, VV/VH or VV, VH, VV-VH; other: the first three)."""
-    from anysat_core.data.raster.bands import band_alias
-
-    mod = MODALITIES[modality]
-    names = [band_alias(modality, c) for c in ("red", "green", "blue")]
-    if all(names):
-        return [mod.bands.index(n) for n in names]  # type: ignore[arg-type]
-    n = len(mod.bands)
-    return [0, min(1, n - 1), min(2, n - 1)]
-
-
 def composite(
     sample: Mapping[str, Any], modality: str, date_index: int = 0, percentiles: tuple[float, float] = (2.0, 98.0)
 ) -> xr.DataArray:
-    """An RGB composite of one modality of a tile (one date of a time series), robustly stretched.
+    """:func:`anysat_core.composite` as the map draws it.
 
     Returns:
         uint8 DataArray ``(band, y, x)`` with ``band = r, g, b, a`` (alpha 0 where the pixel is masked or not
@@ -212,46 +199,16 @@ def composite(
     Raises:
         ConfigError: a modality the tile lacks or a date index outside its dates.
     """
-    import torch
+    from anysat_core.overlays import composite as rgb_composite
 
-    from anysat_core.features import features_to_dataarray
-
-    if modality not in sample:
-        raise ConfigError(f"{modality} is not in this tile; pick one of {[k for k in sample if k in MODALITIES]}")
-    x = sample[modality]
-    mod = MODALITIES[modality]
-    mask = None
-    if mod.time_series:
-        T = int(x.shape[0])
-        if not 0 <= date_index < T:
-            raise ConfigError(f"{modality} date {date_index} outside 0..{T - 1}")
-        x = x[date_index]
-        m = sample.get(modality + "_mask")
-        if m is not None and m.dim() == 4 and m.shape[0] == T:
-            mask = m[date_index, 0]
-    arr = x.float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[None]
-    bands = rgb_bands(modality)
-    bands = [min(b, arr.shape[0] - 1) for b in bands]
-    rgb = arr[bands].astype(np.float64)
-    if modality in ("s1-asc", "s1") and arr.shape[0] >= 2 and bands[2] == min(2, arr.shape[0] - 1) and arr.shape[0] < 3:
-        rgb[2] = arr[0] - arr[1]
-    valid = np.isfinite(rgb).all(axis=0)
-    if mask is not None:
-        valid &= mask.numpy().astype(bool)  # True = valid
-    out = np.zeros((4, *rgb.shape[1:]), dtype=np.uint8)
-    for c in range(3):
-        v = rgb[c][valid]
-        if v.size == 0:
-            continue
-        lo, hi = np.percentile(v, percentiles)
-        scaled = (rgb[c] - lo) / (hi - lo) if hi > lo else np.full_like(rgb[c], 0.5)
-        out[c] = (np.clip(np.nan_to_num(scaled, nan=0.0), 0, 1) * 255).astype(np.uint8)
+    rgb = rgb_composite(sample, modality, date_index, percentiles=percentiles)
+    valid = np.isfinite(rgb.values).all(axis=0)
+    out = np.zeros((4, *valid.shape), dtype=np.uint8)
+    out[:3] = np.rint(np.nan_to_num(rgb.values, nan=0.0) * 255).astype(np.uint8)
     out[3] = np.where(valid, 255, 0)
-    hwc = np.moveaxis(out, 0, -1)
-    da = features_to_dataarray(hwc, _meta_for(sample, modality))
-    da = da.rename({"feature": "band"}).assign_coords(band=["r", "g", "b", "a"]).astype(np.uint8)
+    da = xr.DataArray(out, dims=("band", "y", "x"), coords={"band": ["r", "g", "b", "a"], "y": rgb.y, "x": rgb.x})
+    if rgb.rio.crs is not None:
+        da = da.rio.write_crs(rgb.rio.crs)
     da.attrs = {"modality": modality, "date_index": str(date_index)}
     return da
 
