@@ -40,13 +40,13 @@ def rgb_bands(modality: str) -> list[int]:
     mod = MODALITIES[modality]
     names = [band_alias(modality, c) for c in ("red", "green", "blue")]
     if all(names):
-        return [mod.bands.index(n) for n in names]  # type: ignore[arg-type]
+        return [mod.bands.index(n) for n in names]
     n = len(mod.bands)
     return [0, min(1, n - 1), min(2, n - 1)]
 
 
 def composite(
-    sample: Any, modality: str, date_index: int = 0, *, percentiles: tuple[float, float] = (2.0, 98.0)
+    sample: Any, modality: str, date_index: int = 0, *, percentiles: tuple[float, float] | None = (2.0, 98.0)
 ) -> Any:
     """An RGB composite of one modality of a sample (one date of a time series), stretched per band between
     percentiles.
@@ -57,11 +57,13 @@ def composite(
         modality: which modality (its natural-colour bands when the registry names them: e.g. B04, B03, B02 of S2;
             SAR: VV, VH and VV-VH).
         date_index: which date of a time series.
-        percentiles: the stretch: these percentiles of the valid pixels map to 0 and 1.
+        percentiles: the stretch: these percentiles of the valid pixels map to 0 and 1; None: no stretch (the
+            bands' values, e.g. to stretch a mosaic of tiles once rather than each tile on its own).
 
     Returns:
         DataArray ``(band=3, y, x)`` in ``[0, 1]`` (NaN where masked or not finite) with pixel-centre coordinates
-        and the sample's CRS when ``meta`` has one: ready for :func:`web_overlay` or ``.plot.imshow()``.
+        and the sample's CRS when ``meta`` has one: ready for :func:`web_overlay` or ``.plot.imshow()``. With
+        ``percentiles=None``, the unstretched values.
 
     Raises:
         ConfigError: a modality the sample lacks or a date index outside its dates.
@@ -95,14 +97,15 @@ def composite(
     valid = np.isfinite(rgb).all(axis=0)
     if mask is not None:
         valid &= (mask.numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)).astype(bool)  # True = valid
-    out = np.full(rgb.shape, np.nan)
-    for c in range(3):
-        v = rgb[c][valid]
-        if v.size == 0:
-            continue
-        lo, hi = np.percentile(v, percentiles)
-        scaled = (rgb[c] - lo) / (hi - lo) if hi > lo else np.full_like(rgb[c], 0.5)
-        out[c] = np.where(valid, np.clip(scaled, 0.0, 1.0), np.nan)
+    out = np.where(valid, rgb, np.nan)
+    if percentiles is not None:
+        for c in range(3):
+            v = rgb[c][valid]
+            if v.size == 0:
+                continue
+            lo, hi = np.percentile(v, percentiles)
+            scaled = (rgb[c] - lo) / (hi - lo) if hi > lo else np.full_like(rgb[c], 0.5)
+            out[c] = np.where(valid, np.clip(scaled, 0.0, 1.0), np.nan)
     da = features_to_dataarray(np.moveaxis(out, 0, -1), sample.get("meta"))
     da = da.rename({"feature": "band"}).assign_coords(band=["r", "g", "b"])
     da.attrs = {"modality": modality, "date_index": int(date_index)}

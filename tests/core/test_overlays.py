@@ -80,6 +80,10 @@ def test_composite_of_a_sample_is_georeferenced_stretched_and_masked():
     assert np.isnan(rgb.values[:, 0, 0]).all()
     assert np.nanmin(rgb.values) == 0.0 and np.nanmax(rgb.values) == 1.0
     assert ac.web_overlay(rgb).width_px >= 256
+    raw = ac.composite(sample, "s2", 0, percentiles=None)  # unstretched: the normalised B04, B03, B02 values
+    valid = sample["s2_mask"][0, 0].numpy().astype(bool)
+    assert valid.sum() >= 5 and np.isnan(raw.values[:, ~valid]).all()
+    assert np.allclose(raw.values[:, valid], sample["s2"][0, [2, 1, 0]].numpy()[:, valid], atol=1e-6)
     with pytest.raises(ac.ConfigError, match="date_index 99"):
         ac.composite(sample, "s2", 99)
     with pytest.raises(ac.ConfigError, match="'aerial'"):
