@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 EXTRAS ?= dev
 STAMP   = $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: app test lint install bench clean
+.PHONY: app test lint install bench clean notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,10 @@ $(CHROMIUM):
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	else echo "install chromium (the browser tests look for $(CHROMIUM) or CHROMIUM_PATH)"; fi
 
+# The tutorials in notebooks/ run top to bottom too (nbmake: each notebook is one test item; small settings).
 test: install $(CHROMIUM)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not network and not gpu' $(if $(TEST_TMP),--basetemp=$(TEST_TMP))
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m 'not network and not gpu' $(if $(TEST_TMP),--basetemp=$(TEST_TMP)) \
+	  tests notebooks --nbmake --nbmake-timeout=900
 
 # Static checks, as CI runs them: ruff lint, ruff format, mypy (lenient on anysat_core, see pyproject.toml).
 lint: install
@@ -52,6 +54,11 @@ app: install
 	@echo "AnySat Explorer: open http://127.0.0.1:$(APP_PORT)/app (Ctrl-C stops it)"
 	$(VENV)/bin/panel serve app --address 127.0.0.1 --port $(APP_PORT) --allow-websocket-origin 127.0.0.1:$(APP_PORT) \
 	  --allow-websocket-origin localhost:$(APP_PORT) $(if $(APP_ARGS),--args $(APP_ARGS))
+
+# The tutorials in JupyterLab (leafmap maps render offline there; basemap tiles only with internet).
+NB_PORT ?= 8888
+notebooks: install
+	$(VENV)/bin/jupyter lab notebooks --ip 127.0.0.1 --port $(NB_PORT) --no-browser
 
 bench: install
 	$(PY) tests/benchmarks/bench_inference.py
