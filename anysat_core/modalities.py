@@ -30,6 +30,7 @@ __all__ = [
     "VHRProjectorConfig",
     "get_modality",
     "list_modalities",
+    "modality_table",
 ]
 
 #: Number of temporal attention heads of every L-TAE projector (all sizes).
@@ -401,3 +402,24 @@ def get_modality(name: str) -> Modality:
 def list_modalities(*, time_series: bool | None = None) -> list[str]:
     """Names of the registered modalities, optionally only time series (True) or images (False)."""
     return [n for n, m in MODALITIES.items() if time_series is None or m.time_series == time_series]
+
+
+def modality_table() -> str:
+    """The registry as a Markdown table (the README's modality table is this, checked by a test).
+
+    Columns: key, sensor and product, bands in the model's order, pixel size, single image or time series, the step
+    patch sizes must be multiples of, and the normalisation statistics the registry knows.
+    """
+    rows = [
+        "| key | sensor and product | bands (model order) | pixel | kind | patch sizes | known statistics |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in MODALITIES.values():
+        kind = "time series" if m.time_series else "single image"
+        if m.tile_token:
+            kind += ", one pixel per tile"
+        rows.append(
+            f"| `{m.name}` | {m.description} | {', '.join(m.bands)} | {m.gsd_m:g} m | {kind} | "
+            f"multiples of {m.patch_step_m:g} m | {', '.join(m.stats) or '-'} |"
+        )
+    return "\n".join(rows)
