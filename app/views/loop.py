@@ -188,7 +188,9 @@ class LoopPanel(pn.viewable.Viewer):
                     height=380, xaxis=None, yaxis=None, tools=["hover"],
                 )
             )  # fmt: skip
-        return pn.pane.HoloViews(hv.Layout(plots).opts(shared_axes=True))
+        # one pane per map (a HoloViews Layout here was never painted in the browser), on the scene's own extent: the
+        # axes are not linked to the main map's, which shows one tile of it
+        return pn.Row(*(pn.pane.HoloViews(p, linked_axes=False) for p in plots))
 
     @param.depends("loop.tile_metrics", "loop.efficiency")
     def _tile_results(self) -> Any:

@@ -285,6 +285,25 @@ def _wait_progress(page, low: int, high: int) -> None:
     raise AssertionError(f"the progress bar never showed a value in [{low}, {high}]")
 
 
+def _wait_painted_canvas(page, width: int, timeout_s: float = 30.0) -> None:
+    """Wait until a visible canvas about ``width`` px wide is painted (not one flat colour)."""
+    from PIL import Image
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        cv = page.locator("canvas")
+        for i in range(cv.count()):
+            c = cv.nth(i)
+            box = c.bounding_box()
+            if box and abs(box["width"] - width) < 60 and c.is_visible():
+                c.scroll_into_view_if_needed()
+                px = np.array(Image.open(io.BytesIO(c.screenshot())).convert("RGB")).astype(int)
+                if px.std() > 10:
+                    return
+        time.sleep(0.5)
+    raise AssertionError(f"no painted canvas ~{width} px wide within {timeout_s} s")
+
+
 def test_scene_progress_cancel_resume_and_copied_code(page, server, data_root) -> None:
     import rasterio
 
@@ -301,6 +320,7 @@ def test_scene_progress_cancel_resume_and_copied_code(page, server, data_root) -
     run.click()
     page.get_by_text("scene written to").first.wait_for()
     assert page.locator("progress").first.get_attribute("value") == "100"
+    _wait_painted_canvas(page, width=420)  # the scene's PCA map is drawn under the form
     shot(page, "12-scene")
     scene.fill("resumed.tif")
     run.click()
