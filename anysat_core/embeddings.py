@@ -45,6 +45,7 @@ def embed_dataset(
     batch_size: int = 8,
     indices: Sequence[int] | None = None,
     output_modality: str | None = None,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray | list[xr.DataArray], np.ndarray | list[Any], list[GeoInfo | None]]:
     """Features, labels and metadata of (a subset of) a dataset.
 
@@ -56,6 +57,8 @@ def embed_dataset(
         batch_size: samples per forward pass; samples of one batch need the same modalities and tile size.
         indices: which samples (default: all, in order).
         output_modality: modality of the ``dense`` tokens (default: the first input modality).
+        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"auto"``, as in :func:`~anysat_core.extract_features` (the
+            maps of ``"patch"``/``"dense"`` record it in their ``precision`` attribute).
 
     Returns:
         ``(features, labels, metas)``: ``features`` a float32 ``(N, D)`` array for ``"tile"``, else a list of N
@@ -91,7 +94,12 @@ def embed_dataset(
             labels.append(_label_array(s.get("label")))
             metas.append(s.get("meta") if isinstance(s.get("meta"), GeoInfo) else None)
         out = extract_features(
-            model, collate(samples), patch_size_m=patch_size_m, output=output, output_modality=output_modality
+            model,
+            collate(samples),
+            patch_size_m=patch_size_m,
+            output=output,
+            output_modality=output_modality,
+            precision=precision,
         )
         if output == "tile":
             assert isinstance(out, xr.DataArray)  # one DataArray (sample, feature) for output="tile"

@@ -35,7 +35,8 @@ coordinates are map coordinates and ``spatial_ref`` holds only the transform.  :
 
 Attributes (all strings): ``model`` (``"AnySat-tiny"``...), ``checkpoint`` (SHA-256 of the weights, see
 :func:`weights_sha256`), ``patch_size_m``, ``output``, ``output_modality`` (``"none"`` unless ``dense``),
-``modalities`` (comma-joined input modalities), ``anysat_core_version``.
+``modalities`` (comma-joined input modalities), ``precision`` (``"fp32"`` or ``"bf16"``: the precision used),
+``anysat_core_version``.
 
 Valid fraction.  Spatial outputs carry a ``valid_fraction`` coordinate ``(y, x)`` (float32 in ``[0, 1]``): the
 share of the input under each cell that holds data, from the samples' ``<mod>_mask`` (see :func:`valid_fraction`).
@@ -63,6 +64,7 @@ from anysat_core.data.sample import GeoInfo, modalities_of
 from anysat_core.errors import InputShapeError, OutputError
 from anysat_core.geo import cell_centres, grid_transform
 from anysat_core.modalities import MODALITIES
+from anysat_core.precision import precision_context, resolve_precision
 from anysat_core.writers import FEATURES_NAME
 
 __all__ = [
@@ -254,25 +256,51 @@ def _metas(batch: Mapping[str, Any], n: int) -> list[GeoInfo]:
     return metas
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> Mapping[str, Any]:
+    if all(not isinstance(v, torch.Tensor) or v.device == device for v in batch.values()):
+        return batch
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def run_model(
-    model: nn.Module, batch: Mapping[str, Any], patch_size_m: float, output: str, om: str | None
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    patch_size_m: float,
+    output: str,
+    om: str | None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """Forward in eval mode under inference_mode, then restore every submodule's training flag."""
+    """Forward in eval mode under inference_mode in ``precision`` (see :mod:`anysat_core.precision`) on the model's
+    device (the batch's tensors are moved there), then restore every submodule's training flag."""
     flags = [(m, m.training) for m in model.modules()]
+    device = model_device(model)
     model.eval()
     try:
-        with torch.inference_mode():
-            return model(batch, patch_size_m=patch_size_m, output=output, output_modality=om)
+        with torch.inference_mode(), precision_context(precision, device):
+            return model(_to_device(batch, device), patch_size_m=patch_size_m, output=output, output_modality=om)
     finally:
         for m, flag in flags:
             m.training = flag
 
 
 def provenance_attrs(
-    model: nn.Module, *, patch_size_m: float, output: str, output_modality: str | None, modalities: Sequence[str]
+    model: nn.Module,
+    *,
+    patch_size_m: float,
+    output: str,
+    output_modality: str | None,
+    modalities: Sequence[str],
+    precision: str = "fp32",
 ) -> dict[str, str]:
     """String attributes saying where features come from: model, weights hash, patch size, output, modalities,
-    package version (``output_modality`` defaults to the first modality for ``dense``, ``"none"`` otherwise)."""
+    the precision used (``fp32`` or ``bf16``, after ``auto`` is resolved), package version (``output_modality``
+    defaults to the first modality for ``dense``, ``"none"`` otherwise)."""
     size = getattr(getattr(model, "config", None), "size", None)
     return {
         "model": f"AnySat-{size}" if size else type(model).__name__,
@@ -281,6 +309,7 @@ def provenance_attrs(
         "output": output,
         "output_modality": (output_modality or modalities[0]) if output == "dense" else "none",
         "modalities": ",".join(modalities),
+        "precision": resolve_precision(precision, model_device(model)),
         "anysat_core_version": _version(),
     }
 
@@ -334,6 +363,7 @@ def extract_features(
     output: str = "patch",
     output_modality: str | None = None,
     min_valid_fraction: float = 0.0,
+    precision: str = "fp32",
 ) -> xr.DataArray | list[xr.DataArray]:
     """Run ``model`` and return its output as labelled, georeferenced DataArray(s).
 
@@ -349,6 +379,10 @@ def extract_features(
         output_modality: modality of the ``dense`` sub-patch tokens (default: the first modality of the input).
         min_valid_fraction: spatial outputs: cells whose share of valid input (the ``valid_fraction`` coordinate,
             see :func:`valid_fraction`) is at most this get NaN features; 0 masks the cells with no valid input.
+        precision: ``"fp32"`` (exact, the default), ``"bf16"`` (autocast: faster where the CPU or GPU has bf16
+            matrix units, cosine ~0.9999 to fp32) or ``"auto"`` (bf16 where native); see :mod:`anysat_core.precision`.
+            The model runs on its own device (``model.to("cuda")``); the precision used is the ``precision``
+            attribute of the result.
 
     Returns:
         ``"tile"``: DataArray ``(sample, feature)`` (``sample`` coords = tile ids, also for one sample).
@@ -373,12 +407,17 @@ def extract_features(
     batched = _is_batch(sample_or_batch)
     batch = sample_or_batch if batched else collate([dict(sample_or_batch)])
     mods = modalities_of(batch)
-    feats = run_model(model, batch, patch_size_m, output, output_modality)
+    feats = run_model(model, batch, patch_size_m, output, output_modality, precision)
     B = feats.shape[0]
     metas = _metas(batch, B)
 
     attrs = provenance_attrs(
-        model, patch_size_m=patch_size_m, output=output, output_modality=output_modality, modalities=mods
+        model,
+        patch_size_m=patch_size_m,
+        output=output,
+        output_modality=output_modality,
+        modalities=mods,
+        precision=precision,
     )
 
     if output == "tile":

@@ -17,7 +17,7 @@ import xarray as xr
 from anysat_core.errors import AnySatError, ConfigError, PatchSizeError
 from anysat_core.modalities import MODALITIES
 from app.config import AppConfig
-from app.resources import FEATURE_CACHE, get_model, precision_context
+from app.resources import FEATURE_CACHE, get_model
 from app.sources import open_source
 
 __all__ = [
@@ -149,7 +149,6 @@ def valid_patch_sizes(
 
 
 def _compute(req: FeatureRequest, config: AppConfig) -> xr.DataArray:
-    import torch
 
     from anysat_core import extract_features
 
@@ -164,17 +163,17 @@ def _compute(req: FeatureRequest, config: AppConfig) -> xr.DataArray:
         )
     if req.output in ("patch", "dense") and req.patch_size_m <= 0:
         raise PatchSizeError(f"patch size {req.patch_size_m} m; choose one of the offered sizes")
-    with loaded.lock, precision_context(req.precision), torch.inference_mode():
+    with loaded.lock:
         da = extract_features(
             loaded.model,
             sample,
             patch_size_m=req.patch_size_m,
             output=req.output,
             output_modality=req.output_modality if req.output == "dense" else None,
+            precision=req.precision,
         )
     assert isinstance(da, xr.DataArray)
     da.attrs["weights"] = loaded.label
-    da.attrs["precision"] = req.precision
     return da
 
 

@@ -384,10 +384,10 @@ class ProbeLoop(param.Parameterized):
 
         def work() -> Any:
             from anysat_core import infer_scene
-            from app.resources import get_model, precision_context
+            from app.resources import get_model
 
             loaded = get_model(req.weights, ex.config)
-            with loaded.lock, precision_context(req.precision):
+            with loaded.lock:
                 out = infer_scene(
                     loaded.model,
                     src.scene,
@@ -403,6 +403,7 @@ class ProbeLoop(param.Parameterized):
                     client=ex.config.scheduler or None,
                     probe=probe,
                     callback=report,
+                    precision=req.precision,
                 )
             return (out, *_scene_layers(Path(out)))
 
@@ -798,12 +799,10 @@ def generate_code(ex: ExplorerState, loop: ProbeLoop | None = None) -> str:
         lines.append(f"if {m + '_mask'!r} in inputs:")
         lines.append(f"    inputs[{m + '_mask'!r}] = inputs[{m + '_mask'!r}][keep]")
     om = f", output_modality={req.output_modality!r}" if req.output == "dense" else ""
-    autocast = req.precision == "bf16"
-    if autocast:
-        lines.append('with torch.autocast("cpu", dtype=torch.bfloat16):')
+    prec = f", precision={req.precision!r}" if req.precision != "fp32" else ""
     lines.append(
-        ("    " if autocast else "")
-        + f"features = ac.extract_features(model, inputs, patch_size_m={req.patch_size_m!r}, output={req.output!r}{om})"
+        f"features = ac.extract_features(model, inputs, patch_size_m={req.patch_size_m!r}, output={req.output!r}{om}"
+        f"{prec})"
     )
     if ex.pca_basis == "shared" and ex._shared_pca is not None:
         lines.append("# the view used the session's shared PCA basis; here it is fitted on this map only")

@@ -8,14 +8,12 @@ model so that sessions never run the same model at once on the same cores.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 
 from anysat_core.errors import AnySatError, ConfigError, PretrainedWeightsError
+from anysat_core.precision import bf16_native
 from app.config import AppConfig, resolve_under_roots
 
 __all__ = [
@@ -32,8 +31,6 @@ __all__ = [
     "bf16_supported",
     "get_model",
     "list_weights",
-    "native_bf16",
-    "precision_context",
     "weights_label",
 ]
 
@@ -134,38 +131,11 @@ def get_model(key: str, config: AppConfig) -> LoadedModel:
         return loaded
 
 
-def native_bf16(cpu_flags: str, cuda_capability: tuple[int, int] | None) -> bool:
-    """Whether bf16 matrix products run natively: CUDA compute capability 8.0 or newer, else a CPU with
-    ``avx512_bf16`` or AMX (``amx_bf16``) among its flags."""
-    if cuda_capability is not None:
-        return cuda_capability[0] >= 8
-    flags = set(cpu_flags.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-@functools.cache
 def bf16_supported() -> bool:
-    """:func:`native_bf16` for this machine; elsewhere bf16 would be emulated and slower than fp32, so the app does
-    not offer it."""
-    cap = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
-    return native_bf16(flags, cap)
-
-
-@contextlib.contextmanager
-def precision_context(precision: str) -> Iterator[None]:
-    """``"fp32"`` (exact) or ``"bf16"`` (autocast on CPU; faster where supported, cosine ~0.9999 to fp32)."""
-    if precision == "bf16":
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            yield
-    elif precision == "fp32":
-        yield
-    else:
-        raise ConfigError(f"precision={precision!r}; expected 'fp32' or 'bf16'")
+    """Whether this machine's CPU (or its first GPU, when the models run there) multiplies bf16 natively
+    (:func:`anysat_core.precision.bf16_native`); elsewhere bf16 would be emulated and slower than fp32, so the app
+    does not offer it."""
+    return bf16_native("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class FeatureCache:

@@ -30,16 +30,18 @@ _WORKER_MODELS: dict[str, nn.Module] = {}  # one model per worker process, by we
 CONNECT_TIMEOUT_S = 5.0
 
 
-def _run_batch(model: nn.Module, samples: list[Sample], patch_size_m: float, output: str, om: str) -> np.ndarray:
+def _run_batch(
+    model: nn.Module, samples: list[Sample], patch_size_m: float, output: str, om: str, precision: str = "fp32"
+) -> np.ndarray:
     """One batch of windows -> ``(B, h, w, D)`` float32."""
-    return run_model(model, collate(samples), patch_size_m, output, om).float().cpu().numpy()
+    return run_model(model, collate(samples), patch_size_m, output, om, precision).float().cpu().numpy()
 
 
-def local_runner(model: nn.Module, patch_size_m: float, output: str, om: str) -> Runner:
-    """Runs the batches one after the other in this process."""
+def local_runner(model: nn.Module, patch_size_m: float, output: str, om: str, precision: str = "fp32") -> Runner:
+    """Runs the batches one after the other in this process (in ``precision``: ``"fp32"`` or ``"bf16"``)."""
 
     def run(batches: list[list[Sample]]) -> list[np.ndarray]:
-        return [_run_batch(model, b, patch_size_m, output, om) for b in batches]
+        return [_run_batch(model, b, patch_size_m, output, om, precision) for b in batches]
 
     return run
 
@@ -74,10 +76,10 @@ def _worker_model(payload: dict[str, Any]) -> nn.Module:
 
 
 def _worker_run(
-    payload: dict[str, Any], samples: list[Sample], patch_size_m: float, output: str, om: str
+    payload: dict[str, Any], samples: list[Sample], patch_size_m: float, output: str, om: str, precision: str = "fp32"
 ) -> np.ndarray:
     """Runs on a dask worker: one batch of windows -> ``(B, h, w, D)`` float32."""
-    return _run_batch(_worker_model(payload), samples, patch_size_m, output, om)
+    return _run_batch(_worker_model(payload), samples, patch_size_m, output, om, precision)
 
 
 def connect_client(client: Any, timeout_s: float | None = None) -> tuple[Any, bool]:
@@ -124,6 +126,7 @@ def dask_runner(
     output: str,
     om: str,
     *,
+    precision: str = "fp32",
     connect_timeout_s: float | None = None,
 ) -> Iterator[Runner]:
     """A runner on a ``distributed.Client`` (or a scheduler address, then connected here, within
@@ -133,7 +136,9 @@ def dask_runner(
         payload = cl.scatter(_model_payload(model, sha), broadcast=True)
 
         def run(batches: list[list[Sample]]) -> list[np.ndarray]:
-            futs = [cl.submit(_worker_run, payload, b, patch_size_m, output, om, pure=False) for b in batches]
+            futs = [
+                cl.submit(_worker_run, payload, b, patch_size_m, output, om, precision, pure=False) for b in batches
+            ]
             return list(cl.gather(futs))  # in submission order
 
         yield run

@@ -183,6 +183,7 @@ def infer_scene(
     buffer_mb: float = 16.0,
     gdal_cache_mb: float = 64.0,
     min_valid_fraction: float = 0.0,
+    precision: str = "fp32",
     _crash_hook: Hook | None = None,
 ) -> Path | xr.DataArray | xr.Dataset:
     """Feature map of a whole scene with sliding, blended windows (see :mod:`anysat_core.inference`).
@@ -217,6 +218,9 @@ def infer_scene(
         gdal_cache_mb: GDAL block cache limit while reading and writing (GDAL's default is 5 % of the RAM).
         min_valid_fraction: cells whose share of valid input (``valid_fraction``, blended like the features) is
             at most this get NaN features (and prediction -1); 0 masks the cells with no valid input at all.
+        precision: ``"fp32"`` (exact, the default), ``"bf16"`` or ``"auto"`` (bf16 where the device has native bf16
+            matrix units), see :mod:`anysat_core.precision`; on Dask workers, resolved for the client's model
+            device. Recorded in the output's ``precision`` attribute (a resumed run must use the same).
         _crash_hook: private test hook, ``hook(point, step)`` called at every bookkeeping point of a file output
             (the resume tests kill the process there); not for use.
 
@@ -272,8 +276,14 @@ def infer_scene(
     om = output_modality or scene.modalities[0]
     wscene = window_scene(scene, window_m, window_m - overlap_m)
     attrs = provenance_attrs(
-        model, patch_size_m=patch_size_m, output=output, output_modality=om, modalities=scene.modalities
+        model,
+        patch_size_m=patch_size_m,
+        output=output,
+        output_modality=om,
+        modalities=scene.modalities,
+        precision=precision,
     )
+    used = attrs["precision"]  # "auto" resolved once, here: every window (and worker) runs in the same precision
     sha = attrs["checkpoint"]
     attrs |= {
         "normalization": normalization_attr(scene, sample_fn),
@@ -296,9 +306,9 @@ def infer_scene(
 
         def run(sink: MemorySink | ZarrSink, work: Path | None) -> None:
             runner_cm = (
-                dask_runner(client, model, sha, patch_size_m, output, om)
+                dask_runner(client, model, sha, patch_size_m, output, om, precision=used)
                 if client is not None
-                else contextlib.nullcontext(local_runner(model, patch_size_m, output, om))
+                else contextlib.nullcontext(local_runner(model, patch_size_m, output, om, used))
             )
             try:
                 with _gdal_env(gdal_cache_mb), runner_cm as runner:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from anysat_core.errors import ConfigError
+from anysat_core.precision import native_bf16, precision_context
 from app.config import AppConfig, PathOutsideRootsError
-from app.resources import FeatureCache, get_model, list_weights, native_bf16, precision_context
+from app.resources import FeatureCache, get_model, list_weights
 
 
 @pytest.mark.parametrize(

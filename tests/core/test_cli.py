@@ -82,7 +82,7 @@ def test_run_prints_the_output_and_a_summary(default_run):
     out, stdout = default_run
     lines = stdout.splitlines()
     assert lines[0] == str(out)
-    assert lines[1].startswith("6 x 6 cells, 64 features (patch)")  # one 120 m window of 20 m patches
+    assert lines[1].startswith("6 x 6 cells, 64 features (patch, fp32)")  # one 120 m window of 20 m patches
     assert "normalised with s2: treesatai-ts" in lines[1] and lines[1].endswith(" s")
     da = xr.open_zarr(out)["anysat_features"]
     assert da.sizes == {"feature": 64, "y": 6, "x": 6}
@@ -159,6 +159,7 @@ def test_every_option_reaches_its_parameter(recorded, files, weights, tmp_path):
     argv += ["--normalize", "scene", "--crs", "EPSG:32631", "--origin", str(X0), str(Y0)]
     argv += ["--bands", "s2=1,2,3,4,5,6,7,8,9,10", "--dates", "s2=2020-01-10", "--nodata", "-9999"]
     argv += ["--resampling", "s2=nearest", "--assume-crs", "EPSG:32631", "--min-valid-fraction", "0.25"]
+    argv += ["--precision", "auto", "--device", "cpu"]
     with pytest.raises(_Called):
         main(argv)
     (src,) = recorded["sources"]
@@ -189,6 +190,7 @@ def test_every_option_reaches_its_parameter(recorded, files, weights, tmp_path):
         "buffer_mb": 8.0,
         "gdal_cache_mb": 32.0,
         "min_valid_fraction": 0.25,
+        "precision": "auto",
     }
     assert isinstance(recorded["model"], AnySat) and not recorded["model"].training
 

@@ -99,6 +99,7 @@ def test_attrs_crs_and_training_flag_restored(model, sample):
         "output": "patch",
         "output_modality": "none",
         "modalities": "s2,s1-asc",
+        "precision": "fp32",
         "anysat_core_version": __version__,
     }
     assert len(da.attrs["checkpoint"]) == 64

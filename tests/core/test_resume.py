@@ -220,6 +220,9 @@ def test_rerun_after_a_changed_input_or_setting_refuses(model, files, kw, refere
     # another setting: named, with the ways to start over
     with pytest.raises(ResumeMismatchError, match=r"batch_size: 2 -> 1.*resume=False.*overwrite=True.*delete"):
         infer_scene(model, _scene(mine), out=out, **{**kw, "batch_size": 1})
+    # another precision: the partial output is not mixed with bf16 windows
+    with pytest.raises(ResumeMismatchError, match=r"attribute precision: fp32 -> bf16"):
+        infer_scene(model, _scene(mine), out=out, **{**kw, "precision": "bf16"})
     # the same file rewritten with other values (same size): the file is named
     import rasterio
 

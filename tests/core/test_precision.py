@@ -1,0 +1,108 @@
+"""Precision of inference: fp32 (exact) / bf16 / auto, through extract_features, embed_dataset and infer_scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import anysat_core as ac
+from anysat_core import precision as prec
+from anysat_core.embeddings import embed_dataset
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap", "expected"),
+    [
+        ("fpu sse avx2 avx512f avx512_vnni", None, False),  # AVX-512 without bf16 units: emulated, slower
+        ("fpu avx512f avx512_bf16", None, True),  # Cooper Lake, Zen 4
+        ("fpu avx512f amx_bf16 amx_tile", None, True),  # Sapphire Rapids (AMX)
+        ("", (7, 5), False),  # Turing
+        ("", (8, 0), True),  # A100
+        ("", (9, 0), True),  # H100
+    ],
+)
+def test_native_bf16_rule(flags, cap, expected):
+    assert prec.native_bf16(flags, cap) is expected
+
+
+def test_auto_picks_bf16_exactly_where_it_is_native(monkeypatch):
+    monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx512f avx512_bf16")
+    assert prec.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx2")
+    assert prec.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    assert prec.resolve_precision("auto", "cuda:0") == "bf16"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    assert prec.resolve_precision("auto", "cuda") == "fp32"
+    assert prec.resolve_precision("bf16", "cpu") == "bf16" and prec.resolve_precision("fp32", "cuda") == "fp32"
+
+
+def test_bad_precision_or_device_says_what_is_accepted():
+    with pytest.raises(ac.ConfigError, match=r"precision='fp16'.*fp32, bf16, auto"):
+        prec.resolve_precision("fp16")
+    with pytest.raises(ac.ConfigError, match="not a torch device"):
+        prec.resolve_precision("auto", "gpu0")
+    model = ac.AnySat(size="test")
+    sample = ac.get_dataset("geoplex-mini", split="test", modalities=["s2"], seed=0)[0]
+    with pytest.raises(ac.ConfigError, match="precision"):
+        ac.extract_features(model, sample, patch_size_m=20, precision="half")
+
+
+def test_precision_context_sets_autocast_only_for_bf16():
+    with prec.precision_context("fp32") as used:
+        assert used == "fp32" and not torch.is_autocast_enabled("cpu")
+    with prec.precision_context("bf16") as used:
+        assert used == "bf16" and torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(a.shape[0], -1).T, b.reshape(b.shape[0], -1).T  # (cells, D)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_bf16_features_stay_close_to_fp32_and_record_their_precision(monkeypatch):
+    model = ac.AnySat.from_pretrained("geoplex-mini")
+    sample = ac.get_dataset("geoplex-mini", split="test", modalities=["s2", "s1-asc"], seed=0)[0]
+    kw = {"patch_size_m": 10, "output": "dense", "output_modality": "s2"}
+    exact = ac.extract_features(model, sample, **kw)
+    fast = ac.extract_features(model, sample, precision="bf16", **kw)
+    assert exact.attrs["precision"] == "fp32" and fast.attrs["precision"] == "bf16"
+    cos = _cosines(exact.values, fast.values)
+    assert cos.min() > 0.999, cos.min()  # measured 0.99991 on this map
+    assert not np.array_equal(exact.values, fast.values)  # bf16 really ran
+    again = ac.extract_features(model, sample, **kw)
+    np.testing.assert_array_equal(exact.values, again.values)  # the model left in fp32, autocast off after
+    monkeypatch.setattr(prec, "bf16_native", lambda device="cpu": True)
+    assert ac.extract_features(model, sample, precision="auto", **kw).attrs["precision"] == "bf16"
+    monkeypatch.setattr(prec, "bf16_native", lambda device="cpu": False)
+    assert ac.extract_features(model, sample, precision="auto", **kw).attrs["precision"] == "fp32"
+
+
+def test_embed_dataset_and_infer_scene_take_precision(tmp_path):
+    model = ac.AnySat.from_pretrained("geoplex-mini")
+    world = ac.get_dataset("geoplex-mini", split="test", modalities=["s2"], seed=0)
+    maps, _, _ = embed_dataset(model, world, patch_size_m=20, output="patch", indices=[0, 1], precision="bf16")
+    assert [m.attrs["precision"] for m in maps] == ["bf16", "bf16"]
+    tiles, _, _ = embed_dataset(model, world, patch_size_m=20, indices=[0, 1], precision="bf16")
+    exact, _, _ = embed_dataset(model, world, patch_size_m=20, indices=[0, 1])
+    assert _cosines(exact.T, tiles.T).min() > 0.999
+
+    import rasterio
+    from affine import Affine
+
+    path = tmp_path / "s2_20200601.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=24, height=24, count=10, dtype="float32", crs="EPSG:32631",
+        transform=Affine(10, 0, 500_000, 0, -10, 4_800_000),
+    ) as f:  # fmt: skip
+        f.write(np.random.default_rng(0).uniform(200, 3000, (10, 24, 24)).astype("float32"))
+    src = ac.RasterSource([path], modality="s2")
+    kw = {"patch_size_m": 20, "window_m": 120, "overlap_m": 20, "output": "patch", "progress": False}
+    out = ac.infer_scene(model, src, out=tmp_path / "f.tif", precision="bf16", **kw)
+    with rasterio.open(out) as f:
+        assert f.tags()["precision"] == "bf16"
+    mem = ac.infer_scene(model, src, **kw)
+    assert mem.attrs["precision"] == "fp32"
