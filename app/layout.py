@@ -29,6 +29,7 @@ def create_app(state: ExplorerState | None = None) -> Any:
     st = state if state is not None else ExplorerState()
     controls = Controls(state=st)
     error = pn.pane.Alert(st.param.error, alert_type="danger", visible=pn.bind(bool, st.param.error))
+    notice = pn.pane.Alert(st.param.notice, alert_type="warning", visible=pn.bind(bool, st.param.notice))
     weights_note = pn.pane.Alert(
         st.param.model_label,
         alert_type="warning",
@@ -42,6 +43,7 @@ def create_app(state: ExplorerState | None = None) -> Any:
     explore = pn.Column(pn.Row(spinner, status), MapView(state=st, loop=loop), where)
     main = pn.Column(
         error,
+        notice,
         weights_note,
         model,
         pn.Tabs(

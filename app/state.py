@@ -114,6 +114,7 @@ class ExplorerState(param.Parameterized):
     compare_agreement = param.Parameter(default=None, doc="agreement map between two compare panes")
     status = param.String(default="", doc="what the page says about the latest result")
     error = param.String(default="", doc="the latest error, shown in the page")
+    notice = param.String(default="", doc="a lasting warning about the session's settings (e.g. weights not found)")
     busy = param.Boolean(default=False, doc="a request is running")
     model_label = param.String(default="", doc="what the page says about the weights")
     last_click = param.String(default="", doc="where the last click was (source CRS and lat/lon)")
@@ -141,6 +142,17 @@ class ExplorerState(param.Parameterized):
             want = params.get("weights", self.config.weights)
             if want in self.param.weights.objects:
                 self.weights = want
+            elif want:
+                choices = ", ".join(self.weight_choices)
+                self.notice = (
+                    f"weights {want!r} are not available here, so {self.weights!r} is used; the choices are: {choices}"
+                    + (
+                        " (the released base weights: set ANYSAT_WEIGHTS=/path/to/AnySat.pth or download them once "
+                        "with anysat_core.AnySat.from_pretrained('base'))"
+                        if want == "base"
+                        else " (a checkpoint file must be under a data root)"
+                    )
+                )
             self.param.precision.objects = ["fp32", "bf16"] if bf16_supported() else ["fp32"]
         self._guard(self._load_source, params.get("source", DEFAULT_SOURCE), params.get("tile"))
         # the first view is computed with the page: every model of the session exists before its HTML is made (an

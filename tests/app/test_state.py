@@ -235,3 +235,15 @@ def test_an_upload_that_is_not_a_raster_is_refused_and_nothing_breaks(state) -> 
     state.error = ""
     state.patch_size_m = 30
     assert state.error == "" and state.result.request.patch_size_m == 30
+
+
+def test_unavailable_weights_are_said_on_the_page_not_silently_replaced(tmp_path) -> None:
+    from app.config import AppConfig
+    from app.state import ExplorerState
+
+    st = ExplorerState(AppConfig.from_env(["--offline", "--weights", "base"]))
+    if "base" in st.param.weights.objects:
+        pytest.skip("the released base weights are on this machine")
+    assert st.weights == "geoplex-mini"
+    assert "'base' are not available" in st.notice and "ANYSAT_WEIGHTS" in st.notice
+    assert st.error == ""  # the session works with the shipped weights
