@@ -11,7 +11,7 @@ Every configuration runs in its own process (so peak RSS is its own) with 2 thre
 
     python tests/benchmarks/bench_inference.py                      # all sizes, treesat + pastis
     python tests/benchmarks/bench_inference.py --sizes tiny --cases treesat
-    python tests/benchmarks/bench_inference.py --bf16                # opt-in bf16 autocast (not bit-parity)
+    python tests/benchmarks/bench_inference.py --precision bf16      # or auto (bf16 where native); not bit-parity
 """
 
 from __future__ import annotations
@@ -48,13 +48,12 @@ def make_inputs(case: str, batch: int):
     )
 
 
-def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads: int, bf16: bool = False) -> dict:
-    import contextlib
-
+def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads: int, precision: str = "fp32") -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
     from anysat_core import AnySat
+    from anysat_core.precision import precision_context
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -62,8 +61,7 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
     inputs, patch, dense_mod = make_inputs(case, batch)
     kw = {"output": output, "output_modality": dense_mod if output == "dense" else None}
     times = []
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.inference_mode(), amp:
+    with torch.inference_mode(), precision_context(precision) as used:
         out = model(inputs, patch_size_m=patch, **kw)  # warm-up
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -71,7 +69,8 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {
-        "impl": "anysat_core" + (" bf16-autocast" if bf16 else ""),
+        "impl": "anysat_core",
+        "precision": used,
         "size": size,
         "case": case,
         "batch": batch,
@@ -92,12 +91,17 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", default=["treesat", "pastis"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="run under torch.autocast('cpu', dtype=torch.bfloat16)")
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        default="fp32",
+        help="anysat_core.precision: fp32 (exact), bf16 (autocast), auto (bf16 where the CPU has bf16 units)",
+    )
     ap.add_argument("--one", nargs=4, metavar=("SIZE", "CASE", "BATCH", "OUTPUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         size, case, batch, output = args.one
-        print(json.dumps(run_one(size, case, int(batch), output, args.repeats, args.threads, args.bf16)))
+        print(json.dumps(run_one(size, case, int(batch), output, args.repeats, args.threads, args.precision)))
         return 0
     if not PARITY.exists():
         print(f"needs {PARITY} (the shared folder beside the checkout)", file=sys.stderr)
@@ -126,7 +130,8 @@ def main() -> int:
                 str(args.repeats),
                 "--threads",
                 str(args.threads),
-                *(["--bf16"] if args.bf16 else []),
+                "--precision",
+                args.precision,
             ],
             capture_output=True,
             text=True,

@@ -37,6 +37,7 @@ def run_one(
     height_km: float | None = None,
     buffer_mb: float = 16.0,
     gdal_cache_mb: float = 64.0,
+    precision: str = "fp32",
 ) -> dict:
     import numpy as np
     import rasterio
@@ -102,6 +103,7 @@ def run_one(
             progress=False,
             out=Path(d) / f"features.{fmt}",
             gdal_cache_mb=gdal_cache_mb,
+            precision=precision,
         )
         dt = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in ([out] if out.is_file() else out.rglob("*")) if p.is_file()) / 2**20
@@ -112,6 +114,7 @@ def run_one(
         "T": T,
         "output": output,
         "format": fmt,
+        "precision": precision,
         "windows": plan.n_windows,
         "panels": plan.n_panels,
         "grid": list(plan.grid_shape),
@@ -141,10 +144,22 @@ def main() -> None:
     ap.add_argument("--height-km", type=float, help="fixed scene height (km); sizes then set the width only")
     ap.add_argument("--buffer-mb", type=float, default=16.0, help="infer_scene buffer_mb (panel accumulator)")
     ap.add_argument("--gdal-cache-mb", type=float, default=64.0, help="infer_scene gdal_cache_mb")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="infer_scene precision")
     ap.add_argument("--one", type=float, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one is not None:
-        r = run_one(a.one, a.output, a.format, a.threads, a.T, a.width_km, a.height_km, a.buffer_mb, a.gdal_cache_mb)
+        r = run_one(
+            a.one,
+            a.output,
+            a.format,
+            a.threads,
+            a.T,
+            a.width_km,
+            a.height_km,
+            a.buffer_mb,
+            a.gdal_cache_mb,
+            a.precision,
+        )
         print(json.dumps(r))
         return
     print(
@@ -170,7 +185,7 @@ def main() -> None:
             cmd += ["--width-km", str(a.width_km)]
         if a.height_km:
             cmd += ["--height-km", str(a.height_km)]
-        cmd += ["--buffer-mb", str(a.buffer_mb), "--gdal-cache-mb", str(a.gdal_cache_mb)]
+        cmd += ["--buffer-mb", str(a.buffer_mb), "--gdal-cache-mb", str(a.gdal_cache_mb), "--precision", a.precision]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(
             f"| {r['area_km2']:g} | {r['side_km']:g} x {r['width_km']:g} | {r['windows']} | {r['panels']} | {r['grid'][0]}x{r['grid'][1]} | "
