@@ -30,6 +30,8 @@ __all__ = ["WebOverlay", "colorize", "composite", "rgb_bands", "web_overlay"]
 
 #: coarse grids are upsampled (nearest) until their longer side has at least this many pixels
 MIN_SIDE_PX = 256
+#: fine grids are block-averaged until their longer side has at most this many pixels
+MAX_SIDE_PX = 1024
 
 
 def rgb_bands(modality: str) -> list[int]:
@@ -193,13 +195,15 @@ def colorize(
     return out
 
 
-def web_overlay(rgb: Any, *, min_side_px: int = MIN_SIDE_PX) -> WebOverlay:
+def web_overlay(rgb: Any, *, min_side_px: int = MIN_SIDE_PX, max_side_px: int | None = MAX_SIDE_PX) -> WebOverlay:
     """A georeferenced RGB map as a PNG overlay for a web map (Web Mercator, latitude/longitude corners).
 
     Args:
         rgb: DataArray ``(band=3, y, x)`` in ``[0, 1]`` with a CRS (``rio.crs``), e.g. from
             :meth:`~anysat_core.PCARGB.transform`, :func:`colorize` or an input composite; NaN is transparent.
         min_side_px: coarse grids are repeated (nearest neighbour) until the longer side has this many pixels.
+        max_side_px: finer grids are averaged over blocks of pixels until the longer side has at most this many
+            (a 0.2 m aerial mosaic would otherwise make a data URL of megabytes); None keeps every pixel.
 
     Returns:
         a :class:`WebOverlay` (``url``, ``bounds``, ``center``, ``zoom``).
@@ -226,6 +230,11 @@ def web_overlay(rgb: Any, *, min_side_px: int = MIN_SIDE_PX) -> WebOverlay:
         )
     rgb = rgb.transpose("band", "y", "x").astype("float64")
     ny, nx = rgb.sizes["y"], rgb.sizes["x"]
+    if max_side_px is not None and max(ny, nx) > max_side_px:
+        block = math.ceil(max(ny, nx) / max_side_px)
+        crs = rgb.rio.crs
+        rgb = rgb.coarsen(y=block, x=block, boundary="trim").mean().rio.write_crs(crs)
+        ny, nx = rgb.sizes["y"], rgb.sizes["x"]
     factor = max(1, math.ceil(min_side_px / max(ny, nx, 1)))
     if factor > 1:  # repeat cells so that reprojection and the browser keep their edges sharp
         fine = np.repeat(np.repeat(rgb.values, factor, axis=1), factor, axis=2)

@@ -24,14 +24,18 @@ def tiles_reachable(host: str = "tile.openstreetmap.org", port: int = 443, timeo
         return False
 
 
-def leaflet_map(overlays: Mapping[str, Any], *, basemap: bool | str = "auto", opacity: float = 0.8) -> Any:
+def leaflet_map(
+    overlays: Mapping[str, Any], *, basemap: bool | str = "auto", opacity: float = 0.8, shown: int = 2
+) -> Any:
     """A leafmap map with one image layer per overlay, a layer switcher and opacity sliders.
 
     Args:
         overlays: ``{layer name: anysat_core.WebOverlay}``, drawn in order (the last on top); the map is centred
             on the first.
         basemap: True (OpenStreetMap tiles), False (blank background) or "auto" (tiles only when reachable).
-        opacity: starting opacity of every layer but the first (the first, the input imagery, is opaque).
+        opacity: starting opacity of the second layer (the first, the input imagery, is opaque).
+        shown: layers after the first ``shown`` start at opacity 0 (raise their slider to see them), so that the
+            input is not buried under every layer at once.
 
     Returns:
         a ``leafmap.Map``; display it as a cell's last value. Its image layers are ``m.anysat_layers`` (by name).
@@ -51,13 +55,22 @@ def leaflet_map(overlays: Mapping[str, Any], *, basemap: bool | str = "auto", op
     layers = {}
     sliders = []
     for i, (name, ov) in enumerate(overlays.items()):
-        layer = ipyleaflet.ImageOverlay(url=ov.url, bounds=ov.bounds, name=name, opacity=1.0 if i == 0 else opacity)
+        start = 1.0 if i == 0 else (opacity if i < shown else 0.0)
+        layer = ipyleaflet.ImageOverlay(url=ov.url, bounds=ov.bounds, name=name, opacity=start)
         m.add(layer)
         layers[name] = layer
-        slider = widgets.FloatSlider(value=layer.opacity, min=0, max=1, step=0.05, description=name[:18])
+        slider = widgets.FloatSlider(
+            value=start,
+            min=0,
+            max=1,
+            step=0.05,
+            description=name,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="340px"),
+        )
         widgets.jslink((slider, "value"), (layer, "opacity"))
         sliders.append(slider)
-    m.add(ipyleaflet.LayersControl(position="topright"))
+    m.add(ipyleaflet.LayersControl(position="topright"))  # add later layers with a name (e.g. a LayerGroup)
     m.add(ipyleaflet.WidgetControl(widget=widgets.VBox(sliders), position="bottomright"))
     m.anysat_layers = layers
     return m

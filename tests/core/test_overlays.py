@@ -88,3 +88,12 @@ def test_composite_of_a_sample_is_georeferenced_stretched_and_masked():
         ac.composite(sample, "s2", 99)
     with pytest.raises(ac.ConfigError, match="'aerial'"):
         ac.composite(sample, "aerial")
+
+
+def test_web_overlay_averages_very_fine_grids_down_to_max_side_px():
+    rgb = _grid(np.random.default_rng(1).uniform(0, 1, (3, 1500, 900)), step=0.2)
+    ov = ac.web_overlay(rgb, max_side_px=500)
+    assert max(ov.width_px, ov.height_px) <= 520  # 500 px plus the reprojection's rounding
+    full = ac.web_overlay(rgb, max_side_px=None)
+    assert max(full.width_px, full.height_px) >= 1400
+    assert np.allclose(ov.bounds, full.bounds, atol=2e-6)  # the same place (trimmed by under one block)
