@@ -74,20 +74,29 @@ def test_modality_order_does_not_matter(parity, parity_model):
     _check(out, case["expected"])
 
 
-@pytest.mark.parametrize("name", ["treesat/ps20/tile", pytest.param("treesat/ps20/dense/s2", marks=pytest.mark.slow)])
-def test_bf16_autocast_stays_close(parity, parity_model, name):
-    """The opt-in fast path (torch.autocast bf16) keeps features within bf16 rounding of the original's."""
+def _bf16_cases() -> list:
+    fast = {"treesat/ps20/tile", "synth_spot_s2_s1asc/ps40/dense/s1-asc"}
+    return [
+        n if n in fast else pytest.param(n, marks=pytest.mark.slow)
+        for n in _case_names()
+        if not n.endswith("/all")  # "all" returns a dict of every output; its parts are the other cases
+    ]
+
+
+@pytest.mark.parametrize("name", _bf16_cases())
+def test_bf16_precision_stays_close(parity, parity_model, name):
+    """``precision="bf16"`` (the fast mode, through the same run_model as extract_features and infer_scene) keeps
+    every parity case within a cosine of 0.9998 of the original's fp32 features (measured minimum 0.99986, on
+    treesat dense/s2) and a relative error under 2 % (measured at most 1.1 %)."""
+    from anysat_core.features import run_model
+
     case = _case(parity, name)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = parity_model(
-            case["inputs"],
-            patch_size_m=case["patch_size"],
-            output=case["output"],
-            output_modality=case["output_modality"],
-        ).float()
+    out = run_model(
+        parity_model, case["inputs"], case["patch_size"], case["output"], case["output_modality"], "bf16"
+    ).float()
     expected = case["expected"]
     cos = torch.nn.functional.cosine_similarity(
         out.reshape(-1, out.shape[-1]), expected.reshape(-1, expected.shape[-1])
     )
-    assert cos.min() > 0.999
-    assert (out - expected).norm() / expected.norm() < 0.03
+    assert cos.min() >= 0.9998, cos.min()
+    assert (out - expected).norm() / expected.norm() < 0.02
