@@ -12,6 +12,13 @@ Every configuration runs in its own process (so peak RSS is its own) with 2 thre
     python tests/benchmarks/bench_inference.py                      # all sizes, treesat + pastis
     python tests/benchmarks/bench_inference.py --sizes tiny --cases treesat
     python tests/benchmarks/bench_inference.py --precision bf16      # or auto (bf16 where native); not bit-parity
+
+With ``--original DIR`` (a local checkout of github gastruc/AnySat; its code is not part of this repository) every
+configuration runs the original in fp32 and anysat_core in fp32 and bf16 *interleaved in one process with the same
+weights* (the original's random init, loaded into anysat_core as an official checkpoint), and prints the speed-ups
+over the original and the minimum per-sample cosine and relative error of each of ours to the original's output:
+
+    python tests/benchmarks/bench_inference.py --original ../AnySat --sizes tiny --cases treesat
 """
 
 from __future__ import annotations
@@ -85,6 +92,60 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
     }
 
 
+def run_interleaved(size: str, case: str, batch: int, output: str, repeats: int, threads: int, original: str) -> dict:
+    """The original (fp32), ours fp32 and ours bf16 on the same inputs and weights, in rounds (one call of each per
+    round, after one warm-up of each), so that load on the machine hits all three alike."""
+    import tempfile
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(Path(original).resolve()))
+    import hubconf
+
+    from anysat_core import AnySat
+    from anysat_core.features import run_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    orig = hubconf.AnySat(model_size=size, flash_attn=False).eval()
+    with tempfile.TemporaryDirectory() as d:
+        torch.save({"state_dict": orig.model.state_dict()}, Path(d) / "orig.pth")
+        ours = AnySat.from_checkpoint(Path(d) / "orig.pth", size=size).eval()
+    inputs, patch, dense_mod = make_inputs(case, batch)
+    om = dense_mod if output == "dense" else None
+
+    def run_original():
+        with torch.inference_mode():
+            kw = {"output_modality": om} if om else {}
+            return orig(inputs, patch_size=patch, output=output, **kw)
+
+    calls = {
+        "original fp32": run_original,
+        "ours fp32": lambda: run_model(ours, inputs, patch, output, om, "fp32"),
+        "ours bf16": lambda: run_model(ours, inputs, patch, output, om, "bf16"),
+    }
+    outs = {name: fn().float() for name, fn in calls.items()}  # warm-up, and the outputs compared
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    ref = outs["original fp32"]
+    row: dict = {"size": size, "case": case, "batch": batch, "output": output, "threads": threads}
+    for name in calls:
+        med = statistics.median(times[name])
+        row[name] = {"median_s": med, "min_s": min(times[name])}
+        if name != "original fp32":
+            a, b = outs[name].reshape(batch, -1), ref.reshape(batch, -1)
+            row[name]["speedup"] = statistics.median(times["original fp32"]) / med
+            row[name]["min_cosine"] = float(torch.nn.functional.cosine_similarity(a, b).min())
+            row[name]["rel_error"] = float((a - b).norm() / b.norm())
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["tiny", "small", "base"])
@@ -97,8 +158,14 @@ def main() -> int:
         default="fp32",
         help="anysat_core.precision: fp32 (exact), bf16 (autocast), auto (bf16 where the CPU has bf16 units)",
     )
+    ap.add_argument("--original", metavar="DIR", help="a checkout of gastruc/AnySat: run it interleaved with ours")
     ap.add_argument("--one", nargs=4, metavar=("SIZE", "CASE", "BATCH", "OUTPUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one and args.original:
+        size, case, batch, output = args.one
+        row = run_interleaved(size, case, int(batch), output, args.repeats, args.threads, args.original)
+        print(json.dumps(row))
+        return 0
     if args.one:
         size, case, batch, output = args.one
         print(json.dumps(run_one(size, case, int(batch), output, args.repeats, args.threads, args.precision)))
@@ -113,6 +180,26 @@ def main() -> int:
             for batch in batches:
                 for output in ("tile", "dense"):
                     configs.append((size, case, batch, output))
+    if args.original:
+        print(
+            "| size | case | B | output | original fp32 s | ours fp32 s | speed-up | ours bf16 s | speed-up | "
+            "min cosine fp32 / bf16 | rel. error fp32 / bf16 | peak RSS MB |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for size, case, batch, output in configs:
+            cmd = [sys.executable, __file__, "--one", size, case, str(batch), output, "--original", args.original]
+            cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            o, f, b = r["original fp32"], r["ours fp32"], r["ours bf16"]
+            print(
+                f"| {size} | {case} | {batch} | {output} | {o['median_s']:.3f} | {f['median_s']:.3f} | "
+                f"{f['speedup']:.2f}x | {b['median_s']:.3f} | {b['speedup']:.2f}x | "
+                f"{f['min_cosine']:.6f} / {b['min_cosine']:.6f} | {f['rel_error']:.1e} / {b['rel_error']:.1e} | "
+                f"{r['peak_rss_mb']:.0f} |",
+                flush=True,
+            )
+        return 0
     print(
         f"{'size':6s} {'case':8s} {'B':>2s} {'output':6s} {'median s':>9s} {'min s':>8s} {'tiles/s':>8s} {'peak RSS MB':>11s}"
     )
