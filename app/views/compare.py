@@ -32,7 +32,22 @@ class CompareView(pn.viewable.Viewer):
         self.editors = pn.Column()
         self.n.param.watch(lambda e: self._build_editors(), "value")
         st.param.watch(lambda e: self._build_editors(), ["tile", "weights", "source"])
+        st.param.watch(self._on_panes, "compare_panes")
         self._build_editors()
+
+    def _on_panes(self, event: Any) -> None:
+        """Panes set on the state (from code, a notebook) show in the editors; those set by the editors are already
+        there."""
+        panes = list(event.new or [])
+        shown = [(tuple(m.value), p.value) for m, p in self._editors]
+        if not panes or [(tuple(p.modalities), p.patch_size_m) for p in panes] == shown:
+            return
+        if len(panes) != self.n.value and 2 <= len(panes) <= 4:
+            self.n.value = len(panes)  # rebuilds the editors from the defaults, then set below
+        for (mods, patch), spec in zip(self._editors, panes):
+            mods.value = [m for m in spec.modalities if m in mods.options]
+            if spec.patch_size_m in patch.options:
+                patch.value = spec.patch_size_m
 
     def _build_editors(self) -> None:
         st = self.state

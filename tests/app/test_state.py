@@ -247,3 +247,19 @@ def test_unavailable_weights_are_said_on_the_page_not_silently_replaced(tmp_path
     assert st.weights == "geoplex-mini"
     assert "'base' are not available" in st.notice and "ANYSAT_WEIGHTS" in st.notice
     assert st.error == ""  # the session works with the shipped weights
+
+
+def test_compare_editors_show_panes_set_from_code(state) -> None:
+    from app.state import PaneSpec
+    from app.views.compare import CompareView
+
+    view = CompareView(state=state)
+    sizes = list(state.param.patch_size_m.objects)
+    mods = list(state.param.modalities.objects)
+    panes = [PaneSpec(tuple(mods), sizes[0]), PaneSpec((mods[0],), sizes[-1]), PaneSpec((mods[-1],), sizes[0])]
+    state.compare_panes = panes
+    assert view.n.value == 3
+    shown = [(tuple(m.value), p.value) for m, p in view._editors]
+    assert shown == [(p.modalities, p.patch_size_m) for p in panes]
+    view._run()  # pressing Compare keeps them
+    assert [(p.modalities, p.patch_size_m) for p in state.compare_panes] == shown
