@@ -143,9 +143,10 @@ class ExplorerState(param.Parameterized):
             if want in self.param.weights.objects:
                 self.weights = want
             elif want:
-                choices = ", ".join(self.weight_choices)
+                using = next(label for label, key in self.weight_choices.items() if key == self.weights)
                 self.notice = (
-                    f"weights {want!r} are not available here, so {self.weights!r} is used; the choices are: {choices}"
+                    f"weights {want!r} are not available here, so these are used: {using}. "
+                    f"Other choices are in the Weights menu"
                     + (
                         " (the released base weights: set ANYSAT_WEIGHTS=/path/to/AnySat.pth or download them once "
                         "with anysat_core.AnySat.from_pretrained('base'))"
