@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from anysat_core.errors import ConfigError
 
-__all__ = ["PRECISIONS", "bf16_native", "cpu_flags", "native_bf16", "precision_context", "resolve_precision"]
+__all__ = [
+    "PRECISIONS",
+    "bf16_native",
+    "cast_weights",
+    "cpu_flags",
+    "native_bf16",
+    "precision_context",
+    "resolve_precision",
+]
 
 #: accepted values of ``precision=``
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -103,3 +113,35 @@ def precision_context(precision: str, device: Any = "cpu") -> Iterator[str]:
         yield used
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+#: layers whose weight and bias autocast casts to the low precision at every call
+_CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_cast_cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, torch.Tensor]]] = weakref.WeakKeyDictionary()
+
+
+def cast_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """``dtype`` copies of the weights and biases of ``model``'s linear and convolution layers, by parameter name.
+
+    Under autocast these are the tensors cast again at every call (autocast's own cache lasts one ``with`` block):
+    for the base model 126 M values, 85 ms per call on 2 CPU cores. Passing them to
+    :func:`torch.func.functional_call` gives the same results as plain autocast, bit for bit, without the casts
+    (a layer whose weights the model also reads outside its forward, in full-precision arithmetic, is marked
+    ``keep_dtype = True`` and left out). The copies are
+    kept for the model's lifetime (``dtype`` size per value: 16 MB for tiny, 250 MB for base in bf16) and made
+    again when a parameter changes (training step, ``load_state_dict``, ``.to(device)``).
+    """
+    params = [
+        (f"{name}.{pname}" if name else pname, p)
+        for name, module in model.named_modules()
+        if isinstance(module, _CAST_LAYERS) and not getattr(module, "keep_dtype", False)
+        for pname, p in module.named_parameters(recurse=False)
+    ]
+    key = (dtype, *((n, p.data_ptr(), p._version, p.dtype, p.device) for n, p in params))
+    hit = _cast_cache.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with torch.no_grad():
+        weights = {n: p.detach().to(dtype) for n, p in params}
+    _cast_cache[model] = (key, weights)
+    return weights

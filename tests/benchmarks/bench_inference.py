@@ -6,7 +6,8 @@ Cases (the protocol of ../shared/reference/perf-official.md, so figures compare 
   s1 T=60), patch 20 m; batch 1 and 8 (tile repeated); ``tile`` and ``dense`` (on aerial).
 * ``pastis``: spot 3x1280x1280 at 1 m + s2 T=38 x 10 x 128 x 128, patch 40 m, batch 1; dense on s2.
 
-Every configuration runs in its own process (so peak RSS is its own) with 2 threads, fp32, eval,
+Every configuration runs in its own process (so peak RSS is its own) with 2 threads, through
+``anysat_core.features.run_model`` (the path of extract_features and infer_scene), fp32 unless told, eval,
 ``inference_mode``, random weights; one warm-up, then the median and min of ``--repeats`` forwards.
 
     python tests/benchmarks/bench_inference.py                      # all sizes, treesat + pastis
@@ -60,20 +61,21 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
 
     sys.path.insert(0, str(ROOT))
     from anysat_core import AnySat
-    from anysat_core.precision import precision_context
+    from anysat_core.features import run_model
+    from anysat_core.precision import resolve_precision
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = AnySat(size=size).eval()
     inputs, patch, dense_mod = make_inputs(case, batch)
-    kw = {"output": output, "output_modality": dense_mod if output == "dense" else None}
+    om = dense_mod if output == "dense" else None
+    used = resolve_precision(precision)
     times = []
-    with torch.inference_mode(), precision_context(precision) as used:
-        out = model(inputs, patch_size_m=patch, **kw)  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(inputs, patch_size_m=patch, **kw)
-            times.append(time.perf_counter() - t0)
+    out = run_model(model, inputs, patch, output, om, used)  # warm-up (the path of extract_features / infer_scene)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_model(model, inputs, patch, output, om, used)
+        times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {
         "impl": "anysat_core",

@@ -168,6 +168,31 @@ def test_patch_size_given_twice_or_not_at_all(model):
         model(b, output="tile")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("relu", [False, True])
+def test_group_norm_rows_equals_group_norm_with_and_without_autograd(dtype, relu):
+    """The inference path (layer norm over the groups + affine in place) gives F.group_norm's values; with autograd
+    on it is F.group_norm itself and gradients reach the input and the norm's parameters."""
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 96)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    rows = (torch.randn(37, 96) * 3 + 1).to(dtype)
+    expected = torch.nn.functional.group_norm(rows.float(), 4, norm.weight, norm.bias, norm.eps)
+    expected = expected.relu() if relu else expected
+    with torch.inference_mode():
+        fast = projectors.group_norm_rows(rows, norm, relu=relu)
+    assert fast.dtype == dtype and fast.shape == rows.shape
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(fast.float(), expected, atol=tol, rtol=tol)
+    leaf = rows.float().requires_grad_()
+    out = projectors.group_norm_rows(leaf, norm, relu=relu)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+    assert norm.weight.grad is not None and norm.weight.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------- attention switches
 
 

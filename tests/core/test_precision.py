@@ -106,3 +106,34 @@ def test_embed_dataset_and_infer_scene_take_precision(tmp_path):
         assert f.tags()["precision"] == "bf16"
     mem = ac.infer_scene(model, src, **kw)
     assert mem.attrs["precision"] == "fp32"
+
+
+def test_bf16_weights_are_cast_once_per_model_with_autocasts_results():
+    """run_model in bf16 takes the linear/conv weights from cast_weights (cast once, not at every call) and gives
+    plain autocast's output bit for bit; changed parameters are cast again."""
+    from anysat_core.data.synthetic import random_batch
+    from anysat_core.features import run_model
+
+    torch.manual_seed(0)
+    model = ac.AnySat(size="tiny").eval()
+    batch = random_batch(["aerial", "s2", "s1-asc"], batch_size=2, seed=0)
+    for output, om in (("tile", None), ("dense", "s2")):
+        with torch.inference_mode(), prec.precision_context("bf16"):
+            ref = model(batch, patch_size_m=20, output=output, output_modality=om)
+        got = run_model(model, batch, 20, output, om, "bf16")
+        assert got.dtype == ref.dtype
+        assert torch.equal(got, ref), output
+    weights = prec.cast_weights(model)
+    assert weights and all(w.dtype == torch.bfloat16 for w in weights.values())
+    assert "projector_aerial.patch_embed.weight" in weights  # the convolution too
+    assert not any("fc1_k" in n for n in weights)  # read in fp32 by folded_scores: autocast casts it as before
+    assert prec.cast_weights(model) is weights  # kept between calls
+    state = {k: v + 0.01 for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    again = prec.cast_weights(model)
+    assert again is not weights
+    name = next(iter(again))
+    torch.testing.assert_close(again[name], model.get_parameter(name).detach().bfloat16())
+    with torch.inference_mode(), prec.precision_context("bf16"):
+        ref = model(batch, patch_size_m=20, output="tile")
+    assert torch.equal(run_model(model, batch, 20, "tile", None, "bf16"), ref)  # the new weights, not stale ones
