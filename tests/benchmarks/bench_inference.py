@@ -20,6 +20,7 @@ weights* (the original's random init, loaded into anysat_core as an official che
 over the original and the minimum per-sample cosine and relative error of each of ours to the original's output:
 
     python tests/benchmarks/bench_inference.py --original ../AnySat --sizes tiny --cases treesat
+    python tests/benchmarks/bench_inference.py --original ../AnySat --device cuda   # on a GPU (TF32 off in fp32)
 """
 
 from __future__ import annotations
@@ -56,7 +57,29 @@ def make_inputs(case: str, batch: int):
     )
 
 
-def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads: int, precision: str = "fp32") -> dict:
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def _peak_gpu_mb(device: str) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else None
+
+
+def run_one(
+    size: str,
+    case: str,
+    batch: int,
+    output: str,
+    repeats: int,
+    threads: int,
+    precision: str = "fp32",
+    device: str = "cpu",
+) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
@@ -66,15 +89,18 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = AnySat(size=size).eval()
+    model = AnySat(size=size).eval().to(device)
     inputs, patch, dense_mod = make_inputs(case, batch)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     om = dense_mod if output == "dense" else None
-    used = resolve_precision(precision)
+    used = resolve_precision(precision, device)
     times = []
     out = run_model(model, inputs, patch, output, om, used)  # warm-up (the path of extract_features / infer_scene)
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         run_model(model, inputs, patch, output, om, used)
+        _sync(device)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {
@@ -89,12 +115,16 @@ def run_one(size: str, case: str, batch: int, output: str, repeats: int, threads
         "min_s": min(times),
         "tiles_per_s": batch / med,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": _peak_gpu_mb(device),
+        "device": device,
         "threads": threads,
         "torch": torch.__version__,
     }
 
 
-def run_interleaved(size: str, case: str, batch: int, output: str, repeats: int, threads: int, original: str) -> dict:
+def run_interleaved(
+    size: str, case: str, batch: int, output: str, repeats: int, threads: int, original: str, device: str = "cpu"
+) -> dict:
     """The original (fp32), ours fp32 and ours bf16 on the same inputs and weights, in rounds (one call of each per
     round, after one warm-up of each), so that load on the machine hits all three alike."""
     import tempfile
@@ -107,18 +137,21 @@ def run_interleaved(size: str, case: str, batch: int, output: str, repeats: int,
 
     from anysat_core import AnySat
     from anysat_core.features import run_model
+    from anysat_core.precision import precision_context
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     orig = hubconf.AnySat(model_size=size, flash_attn=False).eval()
     with tempfile.TemporaryDirectory() as d:
         torch.save({"state_dict": orig.model.state_dict()}, Path(d) / "orig.pth")
-        ours = AnySat.from_checkpoint(Path(d) / "orig.pth", size=size).eval()
+        ours = AnySat.from_checkpoint(Path(d) / "orig.pth", size=size).eval().to(device)
+    orig = orig.to(device)
     inputs, patch, dense_mod = make_inputs(case, batch)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     om = dense_mod if output == "dense" else None
 
     def run_original():
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context("fp32", device):  # TF32 off on CUDA, as for ours
             kw = {"output_modality": om} if om else {}
             return orig(inputs, patch_size=patch, output=output, **kw)
 
@@ -131,20 +164,24 @@ def run_interleaved(size: str, case: str, batch: int, output: str, repeats: int,
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
+            _sync(device)
             t0 = time.perf_counter()
             fn()
+            _sync(device)
             times[name].append(time.perf_counter() - t0)
     ref = outs["original fp32"]
-    row: dict = {"size": size, "case": case, "batch": batch, "output": output, "threads": threads}
+    row: dict = {"size": size, "case": case, "batch": batch, "output": output, "threads": threads, "device": device}
     for name in calls:
         med = statistics.median(times[name])
-        row[name] = {"median_s": med, "min_s": min(times[name])}
+        row[name] = {"median_s": med, "min_s": min(times[name]), "tiles_per_s": batch / med}
         if name != "original fp32":
             a, b = outs[name].reshape(batch, -1), ref.reshape(batch, -1)
             row[name]["speedup"] = statistics.median(times["original fp32"]) / med
             row[name]["min_cosine"] = float(torch.nn.functional.cosine_similarity(a, b).min())
             row[name]["rel_error"] = float((a - b).norm() / b.norm())
+            row[name]["max_abs_error"] = float((a - b).abs().max())
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_gpu_mb"] = _peak_gpu_mb(device)
     return row
 
 
@@ -160,17 +197,19 @@ def main() -> int:
         default="fp32",
         help="anysat_core.precision: fp32 (exact), bf16 (autocast), auto (bf16 where the CPU has bf16 units)",
     )
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (times synchronised)")
     ap.add_argument("--original", metavar="DIR", help="a checkout of gastruc/AnySat: run it interleaved with ours")
     ap.add_argument("--one", nargs=4, metavar=("SIZE", "CASE", "BATCH", "OUTPUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one and args.original:
         size, case, batch, output = args.one
-        row = run_interleaved(size, case, int(batch), output, args.repeats, args.threads, args.original)
+        row = run_interleaved(size, case, int(batch), output, args.repeats, args.threads, args.original, args.device)
         print(json.dumps(row))
         return 0
     if args.one:
         size, case, batch, output = args.one
-        print(json.dumps(run_one(size, case, int(batch), output, args.repeats, args.threads, args.precision)))
+        row = run_one(size, case, int(batch), output, args.repeats, args.threads, args.precision, args.device)
+        print(json.dumps(row))
         return 0
     if not PARITY.exists():
         print(f"needs {PARITY} (the shared folder beside the checkout)", file=sys.stderr)
@@ -185,12 +224,12 @@ def main() -> int:
     if args.original:
         print(
             "| size | case | B | output | original fp32 s | ours fp32 s | speed-up | ours bf16 s | speed-up | "
-            "min cosine fp32 / bf16 | rel. error fp32 / bf16 | peak RSS MB |"
+            "min cosine fp32 / bf16 | rel. error fp32 / bf16 | max abs error fp32 | peak RSS MB |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for size, case, batch, output in configs:
             cmd = [sys.executable, __file__, "--one", size, case, str(batch), output, "--original", args.original]
-            cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+            cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])
             o, f, b = r["original fp32"], r["ours fp32"], r["ours bf16"]
@@ -198,12 +237,13 @@ def main() -> int:
                 f"| {size} | {case} | {batch} | {output} | {o['median_s']:.3f} | {f['median_s']:.3f} | "
                 f"{f['speedup']:.2f}x | {b['median_s']:.3f} | {b['speedup']:.2f}x | "
                 f"{f['min_cosine']:.6f} / {b['min_cosine']:.6f} | {f['rel_error']:.1e} / {b['rel_error']:.1e} | "
-                f"{r['peak_rss_mb']:.0f} |",
+                f"{f['max_abs_error']:.1e} | {r['peak_rss_mb']:.0f} |",
                 flush=True,
             )
         return 0
     print(
-        f"{'size':6s} {'case':8s} {'B':>2s} {'output':6s} {'median s':>9s} {'min s':>8s} {'tiles/s':>8s} {'peak RSS MB':>11s}"
+        f"{'size':6s} {'case':8s} {'B':>2s} {'output':6s} {'median s':>9s} {'min s':>8s} {'tiles/s':>8s} "
+        f"{'peak RSS MB':>11s} {'peak GPU MB':>11s}  ({args.device}, {args.precision})"
     )
     for size, case, batch, output in configs:
         res = subprocess.run(
@@ -221,6 +261,8 @@ def main() -> int:
                 str(args.threads),
                 "--precision",
                 args.precision,
+                "--device",
+                args.device,
             ],
             capture_output=True,
             text=True,
@@ -229,7 +271,7 @@ def main() -> int:
         r = json.loads(res.stdout.strip().splitlines()[-1])
         print(
             f"{size:6s} {case:8s} {batch:2d} {output:6s} {r['median_s']:9.3f} {r['min_s']:8.3f} "
-            f"{r['tiles_per_s']:8.2f} {r['peak_rss_mb']:11.0f}",
+            f"{r['tiles_per_s']:8.2f} {r['peak_rss_mb']:11.0f} {r['peak_gpu_mb'] or 0:11.0f}",
             flush=True,
         )
     return 0
