@@ -38,6 +38,8 @@ def run_one(
     buffer_mb: float = 16.0,
     gdal_cache_mb: float = 64.0,
     precision: str = "fp32",
+    device: str = "cpu",
+    batch_size: int = 4,
 ) -> dict:
     import numpy as np
     import rasterio
@@ -82,7 +84,7 @@ def run_one(
                     h = min(256, nh - y0)
                     f.write(rng.normal(0, 1, (C, h, n)).astype(np.float32), window=rasterio.windows.Window(0, y0, n, h))
             files.append(p)
-        model = AnySat(size="tiny").eval()
+        model = AnySat(size="tiny").eval().to(device)
         kw = {
             "patch_size_m": 20,
             "window_m": 240,
@@ -99,12 +101,14 @@ def run_one(
             model,
             scene,
             **kw,
-            batch_size=4,
+            batch_size=batch_size,
             progress=False,
             out=Path(d) / f"features.{fmt}",
             gdal_cache_mb=gdal_cache_mb,
             precision=precision,
         )
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in ([out] if out.is_file() else out.rglob("*")) if p.is_file()) / 2**20
     return {
@@ -115,6 +119,8 @@ def run_one(
         "output": output,
         "format": fmt,
         "precision": precision,
+        "device": device,
+        "batch_size": batch_size,
         "windows": plan.n_windows,
         "panels": plan.n_panels,
         "grid": list(plan.grid_shape),
@@ -145,6 +151,8 @@ def main() -> None:
     ap.add_argument("--buffer-mb", type=float, default=16.0, help="infer_scene buffer_mb (panel accumulator)")
     ap.add_argument("--gdal-cache-mb", type=float, default=64.0, help="infer_scene gdal_cache_mb")
     ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="infer_scene precision")
+    ap.add_argument("--device", default="cpu", help="torch device of the model: cpu, cuda, cuda:1")
+    ap.add_argument("--batch-size", type=int, default=4, help="infer_scene batch_size (windows per forward)")
     ap.add_argument("--one", type=float, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one is not None:
@@ -159,6 +167,8 @@ def main() -> None:
             a.buffer_mb,
             a.gdal_cache_mb,
             a.precision,
+            a.device,
+            a.batch_size,
         )
         print(json.dumps(r))
         return
@@ -186,6 +196,7 @@ def main() -> None:
         if a.height_km:
             cmd += ["--height-km", str(a.height_km)]
         cmd += ["--buffer-mb", str(a.buffer_mb), "--gdal-cache-mb", str(a.gdal_cache_mb), "--precision", a.precision]
+        cmd += ["--device", a.device, "--batch-size", str(a.batch_size)]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(
             f"| {r['area_km2']:g} | {r['side_km']:g} x {r['width_km']:g} | {r['windows']} | {r['panels']} | {r['grid'][0]}x{r['grid'][1]} | "
