@@ -25,6 +25,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatesError",
     "EmptyTileError",
+    "EmulatedPrecisionWarning",
     "ExtentMismatchError",
     "InputShapeError",
     "MemoryLimitError",
@@ -251,3 +252,8 @@ class OutputWriteError(AnySatError, OSError):
 class UnnormalizedInputWarning(UserWarning):
     """Model inputs that look like raw file values (channel means or spreads far from a normalised 0 and 1); shown
     once per modality and process."""
+
+
+class EmulatedPrecisionWarning(UserWarning):
+    """``precision="bf16"`` asked for on a device without bf16 matrix units (a CPU without avx512_bf16 or AMX, a
+    CUDA device older than compute capability 8.0), where bf16 is emulated and slower than fp32."""

@@ -35,7 +35,27 @@ def test_auto_picks_bf16_exactly_where_it_is_native(monkeypatch):
     assert prec.resolve_precision("auto", "cuda:0") == "bf16"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     assert prec.resolve_precision("auto", "cuda") == "fp32"
-    assert prec.resolve_precision("bf16", "cpu") == "bf16" and prec.resolve_precision("fp32", "cuda") == "fp32"
+    assert prec.resolve_precision("fp32", "cuda") == "fp32"
+
+
+def test_bf16_where_it_is_emulated_runs_but_warns(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx2 fma")
+    with pytest.warns(
+        ac.EmulatedPrecisionWarning, match=r"precision='bf16' on cpu: this CPU has no avx512_bf16.*'auto'"
+    ):
+        assert prec.resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    with pytest.warns(ac.EmulatedPrecisionWarning, match=r"cuda:1 has no bf16 matrix units"):
+        assert prec.resolve_precision("bf16", "cuda:1") == "bf16"
+    monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx512f avx512_bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prec.resolve_precision("bf16", "cpu") == "bf16"  # native: no warning
+        assert prec.resolve_precision("fp32", "cpu") == "fp32"
+        monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx2")
+        assert prec.resolve_precision("auto", "cpu") == "fp32"  # auto never picks an emulated bf16
 
 
 def test_bad_precision_or_device_says_what_is_accepted():
