@@ -43,6 +43,7 @@ __all__ = [
     "ResumeMismatchError",
     "SchedulerUnreachableError",
     "TileIndexError",
+    "UnitsMismatchWarning",
     "UnknownDatasetError",
     "UnknownModalityError",
     "UnnormalizedInputWarning",
@@ -257,3 +258,9 @@ class UnnormalizedInputWarning(UserWarning):
 class EmulatedPrecisionWarning(UserWarning):
     """``precision="bf16"`` asked for on a device without bf16 matrix units (a CPU without avx512_bf16 or AMX, a
     CUDA device older than compute capability 8.0), where bf16 is emulated and slower than fp32."""
+
+
+class UnitsMismatchWarning(UserWarning):
+    """A scene whose values are in other units than the statistics chosen to normalise them (reflectance in 0-1
+    against statistics of reflectance x 10000, linear SAR power against dB...): the model would see nearly constant
+    or saturated inputs."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from anysat_core.errors import AnySatError, ConfigError, DatasetNotFoundError, InputShapeError, TileIndexError
+from anysat_core.errors import (
+    AnySatError,
+    ConfigError,
+    DatasetNotFoundError,
+    InputShapeError,
+    TileIndexError,
+    UnitsMismatchWarning,
+)
 from anysat_core.modalities import MODALITIES
 from app.config import AppConfig, resolve_under_roots
 
@@ -69,6 +77,7 @@ class TileSource:
         task: str = "",
         default_patch_size_m: float = 20.0,
         description: str = "",
+        warnings: Sequence[str] = (),
     ) -> None:
         self.key, self.label, self.crs = key, label, crs
         self.modalities = tuple(modalities)
@@ -77,6 +86,7 @@ class TileSource:
         self.task = task
         self.default_patch_size_m = float(default_patch_size_m)
         self.description = description
+        self.warnings = tuple(warnings)  # said when it was opened (e.g. values in other units than the statistics)
         self._samples: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._footprints: dict[int, Bounds] = {}
@@ -165,7 +175,7 @@ class DatasetSource(TileSource):
 class SceneSource(TileSource):
     """The user's rasters cut into tiles (:func:`anysat_core.open_rasters`)."""
 
-    def __init__(self, key: str, label: str, scene: Any) -> None:
+    def __init__(self, key: str, label: str, scene: Any, warnings: Sequence[str] = ()) -> None:
         g = scene.grid
         n = g.n_rows * g.n_cols
         if n > MAX_SCENE_TILES:
@@ -182,6 +192,7 @@ class SceneSource(TileSource):
             [f"r{r:03d}c{c:03d}" for r, c in self.rc],
             default_patch_size_m=min(g.tile_m, 20.0),
             description=repr(scene),
+            warnings=warnings,
         )
         self.scene = scene
         for i, (r, c) in enumerate(self.rc):
@@ -308,9 +319,15 @@ def _open(key: str, config: AppConfig) -> TileSource:
             bands = [int(b) if str(b).strip().isdigit() else str(b).strip() for b in spec.bands]
         src = RasterSource(data, spec.modality, dates=dates, bands=bands)
         tile_m = spec.tile_m or _default_tile_m(spec.modality)
-        scene = open_rasters([src], tile_m=tile_m)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnitsMismatchWarning)
+            scene = open_rasters([src], tile_m=tile_m)
+        said = [str(w.message) for w in caught if issubclass(w.category, UnitsMismatchWarning)]
+        for w in caught:  # the others go on as they came
+            if not issubclass(w.category, UnitsMismatchWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
-        return SceneSource(key, f"{names} as {spec.modality} ({tile_m:g} m tiles)", scene)
+        return SceneSource(key, f"{names} as {spec.modality} ({tile_m:g} m tiles)", scene, said)
     raise ConfigError(
         f"unknown source {key!r}; expected 'geoplex-mini', 'dataset:<name>:<split>:<root>' or a raster source"
     )

@@ -128,6 +128,7 @@ class ExplorerState(param.Parameterized):
         self._shared_pca: Any = None
         self._shared_key: tuple[Any, ...] | None = None
         self._source_obj: TileSource | None = None
+        self._settings_notice = ""  # the lasting part of notice (weights); the source's warnings are added to it
         self._sample: Mapping[str, Any] | None = None
         self._batch = 0  # >0 while several parameters are set together
         self.compute_hook: Callable[[FeatureRequest], None] | None = None  # tests: runs before each computation
@@ -144,7 +145,7 @@ class ExplorerState(param.Parameterized):
                 self.weights = want
             elif want:
                 using = next(label for label, key in self.weight_choices.items() if key == self.weights)
-                self.notice = (
+                self._settings_notice = (
                     f"weights {want!r} are not available here, so these are used: {using}. "
                     f"Other choices are in the Weights menu"
                     + (
@@ -155,6 +156,7 @@ class ExplorerState(param.Parameterized):
                     )
                 )
             self.param.precision.objects = ["fp32", "bf16"] if bf16_supported() else ["fp32"]
+        self.notice = self._settings_notice
         self._guard(self._load_source, params.get("source", DEFAULT_SOURCE), params.get("tile"))
         # the first view is computed with the page: every model of the session exists before its HTML is made (an
         # update applied before that would get CDN stylesheet URLs from Panel, which fail offline)
@@ -203,6 +205,7 @@ class ExplorerState(param.Parameterized):
     def _load_source(self, key: str, tile: str | None = None) -> None:
         src = open_source(key, self.config)
         self._source_obj = src
+        self.notice = "\n\n".join(filter(None, [self._settings_notice, *src.warnings]))
         with param.parameterized.discard_events(self):
             self.param.source.objects = list(dict.fromkeys([*self.param.source.objects, key]))
             self.source = key

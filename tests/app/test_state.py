@@ -194,6 +194,21 @@ def test_bad_raster_spec_is_shown(state) -> None:
     assert state.source == "geoplex-mini"
 
 
+def test_a_raster_in_other_units_opens_with_a_lasting_notice(state, data_root) -> None:
+    """Reflectance in 0-1 against statistics of reflectance x 10000: the scene opens and the page says why its maps
+    would mislead and how to fix it, as long as that source is shown."""
+    from tests.helpers.scenes import s2_values, write_s2_tif
+
+    write_s2_tif(data_root / "refl" / "s2_20200601.tif", s2_values(np.random.default_rng(1), 24, 24) / 10_000)
+    assert state.notice == ""
+    state.open_raster(RasterSpec(("refl/s2_20200601.tif",), "s2", dates=("2020-06-01",)))
+    assert state.error == "" and state.source.startswith("raster:")
+    assert "s2 values look like other units" in state.notice and "multiply them by 10000" in state.notice
+    assert state.result is not None  # the session goes on
+    state.source = "geoplex-mini"
+    assert state.notice == ""
+
+
 def test_cluster_legend_lists_every_cluster(state) -> None:
     from app.views.map import MapView
 

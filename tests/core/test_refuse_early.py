@@ -256,17 +256,19 @@ def test_survey_finds_a_single_valid_pixel(tmp_path):
     data = np.zeros((C_S2, 24, 36), np.uint16)
     data[:, 23, 35] = 7  # one valid pixel, in the last row and column
     path = _write_s2(tmp_path, data, 0.0)
-    scene = open_rasters(RasterSource([path], modality="s2", dates=["2020-01-10"]), tile_m=120)
+    scene = open_rasters(RasterSource([path], modality="s2", dates=["2020-01-10"]), tile_m=120, normalize=None)
     assert has_valid_data(scene)
     assert has_valid_data(scene, strip_bytes=1)  # one row at a time, from the middle out
     data[:, 23, 35] = 0
     empty = open_rasters(
-        RasterSource([_write_s2(tmp_path / "b", data, 0.0)], modality="s2", dates=["2020-01-10"]), tile_m=120
+        RasterSource([_write_s2(tmp_path / "b", data, 0.0)], modality="s2", dates=["2020-01-10"]),
+        tile_m=120,
+        normalize=None,
     )
     assert not has_valid_data(empty, strip_bytes=1)
     # with nodata= overriding the file's, zeros are data
     zeros = RasterSource([tmp_path / "b" / "s2_20200110.tif"], modality="s2", dates=["2020-01-10"], nodata=-1)
-    assert has_valid_data(open_rasters(zeros, tile_m=120))
+    assert has_valid_data(open_rasters(zeros, tile_m=120, normalize=None))
 
 
 # ------------------------------------------------------------------------------------------- Dask scheduler

@@ -19,7 +19,7 @@ from anysat_core import AnySat, InputShapeError
 from anysat_core.data.raster import RasterSource, open_rasters
 from anysat_core.features import extract_features, valid_fraction
 from anysat_core.inference import infer_scene
-from tests.helpers.scenes import C_S2, write_s2_tif
+from tests.helpers.scenes import s2_values, write_s2_tif
 
 NODATA = -9999.0
 KW = {"patch_size_m": 20, "window_m": 120, "progress": False}
@@ -28,7 +28,7 @@ KW = {"patch_size_m": 20, "window_m": 120, "progress": False}
 def _write_s2(path: Path, height: int, width: int, holes: list[tuple[slice, slice]] = (), seed: int = 0) -> Path:
     """One S2 GeoTIFF (a date in its name) with ``nodata=-9999`` written into the ``(rows, cols)`` blocks ``holes``."""
     rng = np.random.default_rng(seed)
-    data = rng.normal(0, 1, (C_S2, height, width)).astype(np.float32)
+    data = s2_values(rng, height, width)
     for rows, cols in holes:
         data[:, rows, cols] = NODATA
     return write_s2_tif(path, data, nodata=NODATA)

@@ -15,7 +15,7 @@ from affine import Affine
 from anysat_core import AnySat, infer_scene
 from anysat_core.data.normalize import Normalize
 from anysat_core.data.raster import RasterSource, open_rasters
-from anysat_core.errors import ChannelMismatchError, ConfigError, DatasetNotFoundError
+from anysat_core.errors import ChannelMismatchError, ConfigError, DatasetNotFoundError, UnitsMismatchWarning
 from anysat_core.modalities import MODALITIES, NormStats
 from tests.helpers.shared import TREESAT, TREESAT_NAME, shared_file, treesat_root
 
@@ -88,7 +88,13 @@ def _as_rasters(treesat: dict, n_dates: int) -> list[RasterSource]:
 def _check_same_as_loader(treesat: dict, n_dates: int) -> None:
     sources = _as_rasters(treesat, n_dates)
     for norm in (False, True):
-        scene = open_rasters(sources, tile_m=60, normalize="auto" if norm else None)
+        if norm:  # TreeSatAI's S1 is linear backscatter; the demo's statistics (the loader's too) are not: said at open
+            with pytest.warns(UnitsMismatchWarning, match=r"s1 values look like other units.*linear power.*dB") as rec:
+                scene = open_rasters(sources, tile_m=60, normalize="auto")
+            units = [str(w.message) for w in rec if issubclass(w.category, UnitsMismatchWarning)]
+            assert all(m.startswith("s1 ") for m in units), units  # aerial and S2 are in the statistics' units
+        else:
+            scene = open_rasters(sources, tile_m=60, normalize=None)
         assert len(scene) == 1 and scene.grid.shape == (1, 1)
         ref = treesat["samples"][norm]
         s = scene[0]
@@ -341,3 +347,41 @@ def test_scene_inference_cells_follow_the_tile_origin(tmp_path: Path) -> None:
     assert da.sizes["y"] == da.sizes["x"] == 7  # 280 m from the origin to the far edge of the data
     assert np.isnan(da.values[:, 0, :]).all() and np.isnan(da.values[:, :, 0]).all()  # cells with no data
     assert np.isfinite(da.values[:, 1:, 1:]).all()
+
+
+# ------------------------------------------------------------------------------------------------ units check
+def _geotiff(path: Path, data: np.ndarray, dtype: str = "float32") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=dtype,
+        crs="EPSG:32631", transform=Affine(10 if "s2" in path.name else 0.2, 0, 500_000, 0, -10 if "s2" in path.name
+        else -0.2, 4_800_000),
+    ) as f:  # fmt: skip
+        f.write(data.astype(dtype))
+    return path
+
+
+def test_values_in_other_units_than_the_statistics_are_said_at_open(tmp_path: Path) -> None:
+    """Reflectance in 0-1 against statistics of reflectance x 10000, 16-bit aerial against 8-bit statistics: a
+    UnitsMismatchWarning at open, with the numbers and the fix; the right units, or scene statistics, stay silent."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    reflectance = rng.uniform(0.01, 0.45, (10, 30, 30))  # surface reflectance in 0-1 (e.g. a GEE export / 10000)
+    src = RasterSource([_geotiff(tmp_path / "s2_20200601.tif", reflectance)], modality="s2")
+    with pytest.warns(UnitsMismatchWarning, match=r"s2 values look like other units.*multiply them by 10000") as rec:
+        scene = open_rasters(src, tile_m=60)
+    msg = next(str(w.message) for w in rec if issubclass(w.category, UnitsMismatchWarning))
+    assert "treesatai-ts" in msg and "normalize='scene'" in msg and "band B02: mean 0.2" in msg
+    assert len(scene) == 25  # a warning, not a refusal: the scene still opens
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnitsMismatchWarning)
+        open_rasters(src, tile_m=60, normalize="scene")  # its own statistics: nothing to say
+        open_rasters(src, tile_m=60, normalize=None)  # raw values asked for
+        dn = RasterSource([_geotiff(tmp_path / "dn" / "s2_20200601.tif", reflectance * 10_000)], modality="s2")
+        open_rasters(dn, tile_m=60)  # reflectance x 10000, the statistics' units
+        water = RasterSource([_geotiff(tmp_path / "w" / "s2_20200601.tif", reflectance * 400)], modality="s2")
+        open_rasters(water, tile_m=60)  # a dark scene (4 % reflectance) in the right units
+    aerial16 = rng.uniform(8_000, 40_000, (4, 300, 300))
+    with pytest.warns(UnitsMismatchWarning, match=r"aerial values .* 16-bit"):
+        open_rasters(RasterSource(_geotiff(tmp_path / "aerial.tif", aerial16, "uint16"), "aerial"), tile_m=60)

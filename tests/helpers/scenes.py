@@ -1,4 +1,5 @@
-"""Scene-inference test helpers: a small synthetic scene (dated S2 GeoTIFFs with random, already normalised values),
+"""Scene-inference test helpers: a small synthetic scene (dated S2 GeoTIFFs of random values in the registry's units,
+so that the default normalisation turns them into N(0, 1)),
 the ``buffer_mb`` of a given panel width, and the comparison of two exports.
 
 Three dates (by default), 10 bands, 10 m pixels in UTM 31N from (X0, Y0); the default 36 x 24 pixels are 360 m x 240 m.
@@ -54,11 +55,18 @@ def write_s2_tif(path: Path, data: np.ndarray, nodata: float | None = None) -> P
 def write_s2_series(
     folder: Path, height: int = 24, width: int = 36, seed: int = 0, dates: tuple[str, ...] = DATES
 ) -> list[Path]:
-    """One float32 GeoTIFF per date (default :data:`DATES`), ``s2_<YYYYMMDD>.tif``, values ~ N(0, 1)."""
+    """One float32 GeoTIFF per date (default :data:`DATES`), ``s2_<YYYYMMDD>.tif``: per band ``mean + std * z`` with
+    ``z ~ N(0, 1)`` and the registry's S2 statistics (reflectance x 10000), so normalised inputs are ~ N(0, 1)."""
     rng = np.random.default_rng(seed)
-    return [
-        write_s2_tif(folder / f"s2_{d}.tif", rng.normal(0, 1, (C_S2, height, width)).astype(np.float32)) for d in dates
-    ]
+    return [write_s2_tif(folder / f"s2_{d}.tif", s2_values(rng, height, width)) for d in dates]
+
+
+def s2_values(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """``(C_S2, height, width)`` float32 ``mean + std * N(0, 1)`` per band with the registry's S2 statistics (the units
+    of reflectance x 10000 that the default normalisation expects)."""
+    st = next(iter(MODALITIES["s2"].stats.values()))
+    mean, std = np.asarray(st.mean)[:, None, None], np.asarray(st.std)[:, None, None]
+    return (mean + std * rng.normal(0, 1, (C_S2, height, width))).astype(np.float32)
 
 
 def assert_same_output(a: Path, b: Path, variables: tuple[str, ...] = ("anysat_features",)) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,11 @@ from rasterio.crs import CRS
 from anysat_core.data.normalize import Normalize, check_stats, read_stats, registry_stats, stats_path
 from anysat_core.data.raster.grid import frame_pixel_box
 from anysat_core.data.raster.sources import Frame
-from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError
+from anysat_core.errors import ConfigError, CorruptFileError, DatasetNotFoundError, UnitsMismatchWarning
 from anysat_core.geo import Bounds
 from anysat_core.modalities import MODALITIES, NormStats
 
-__all__ = ["SCENE_STATS_WINDOWS", "resolve_normalize", "scene_stats"]
+__all__ = ["SCENE_STATS_WINDOWS", "UNITS_FACTOR", "check_units", "resolve_normalize", "scene_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 SCENE_STATS_WINDOWS = (4, 256)
 #: at most this many dates of a time series are read for scene statistics (evenly spread)
 SCENE_STATS_DATES = 8
+#: windows per side and their side in pixels, read (on two dates) to check that a scene's units match its statistics
+UNITS_CHECK_WINDOWS = (2, 128)
+#: a scene's band magnitudes this many times larger or smaller than its statistics' mean other units
+UNITS_FACTOR = 100.0
 
 
 def _starts(lo: int, hi: int, n: int, size: int) -> list[int]:
@@ -51,24 +56,19 @@ def _starts(lo: int, hi: int, n: int, size: int) -> list[int]:
     return sorted({round(v) for v in np.linspace(lo, hi - size, n)})
 
 
-def scene_stats(frames: list[Frame], modality: str, bounds: Bounds, crs: CRS) -> NormStats:
-    """Per-band mean and standard deviation of ``frames`` over ``bounds``, from a bounded sample.
-
-    Reads :data:`SCENE_STATS_WINDOWS` (a 4 x 4 grid of 256 px windows spread over the extent) of at most
-    :data:`SCENE_STATS_DATES` dates, so the cost does not grow with the scene.  Nodata and non-finite values are
-    left out; a band with no valid value gets mean 0 and std 1, a constant band std 1.
-
-    Returns:
-        :class:`NormStats` whose ``source`` says how it was computed.
-    """
+def _moments(
+    frames: list[Frame], modality: str, bounds: Bounds, crs: CRS, windows: tuple[int, int], n_dates: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per-band mean, standard deviation and count of the valid values in ``windows`` = ``(n, size)`` (an n x n grid of
+    windows of ``size`` px spread over ``bounds``) of at most ``n_dates`` dates, and the number of dates read."""
     from anysat_core.data.raster.scene import _masked_values, _read_window
 
-    n, size = SCENE_STATS_WINDOWS
+    n, size = windows
     C = MODALITIES[modality].num_bands
     total = np.zeros(C)
     total_sq = np.zeros(C)
     count = np.zeros(C)
-    picks = sorted({round(v) for v in np.linspace(0, len(frames) - 1, min(len(frames), SCENE_STATS_DATES))})
+    picks = sorted({round(v) for v in np.linspace(0, len(frames) - 1, min(len(frames), n_dates))})
     for f in (frames[i] for i in picks):
         box = frame_pixel_box(f, bounds, crs)
         if box is None:
@@ -83,17 +83,76 @@ def scene_stats(frames: list[Frame], modality: str, bounds: Bounds, crs: CRS) ->
                 total_sq += np.where(ok, v64**2, 0).sum(1)
                 count += ok.sum(1)
     mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-    var = np.where(count > 0, total_sq / np.maximum(count, 1) - mean**2, 1.0)
-    std = np.sqrt(np.maximum(var, 0.0))
-    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    var = np.where(count > 0, total_sq / np.maximum(count, 1) - mean**2, 0.0)
+    return mean, np.sqrt(np.maximum(var, 0.0)), count, len(picks)
+
+
+def scene_stats(frames: list[Frame], modality: str, bounds: Bounds, crs: CRS) -> NormStats:
+    """Per-band mean and standard deviation of ``frames`` over ``bounds``, from a bounded sample.
+
+    Reads :data:`SCENE_STATS_WINDOWS` (a 4 x 4 grid of 256 px windows spread over the extent) of at most
+    :data:`SCENE_STATS_DATES` dates, so the cost does not grow with the scene.  Nodata and non-finite values are
+    left out; a band with no valid value gets mean 0 and std 1, a constant band std 1.
+
+    Returns:
+        :class:`NormStats` whose ``source`` says how it was computed.
+    """
+    mean, std, count, n_dates = _moments(frames, modality, bounds, crs, SCENE_STATS_WINDOWS, SCENE_STATS_DATES)
+    std = np.where((count > 0) & (std > 1e-6 * np.maximum(1.0, np.abs(mean))), std, 1.0)
     if (count == 0).any():
         bands = [b for b, k in zip(MODALITIES[modality].bands, count) if k == 0]
         log.warning("%s: no valid value of band(s) %s in the sample; they get mean 0, std 1", modality, bands)
+    n, size = SCENE_STATS_WINDOWS
     return NormStats(
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
-        source=f"scene statistics ({int(count.max())} pixels of {len(picks)} date(s), {n * n} windows of {size} px)",
+        source=f"scene statistics ({int(count.max())} pixels of {n_dates} date(s), {n * n} windows of {size} px)",
     )
+
+
+def check_units(st: NormStats, modality: str, frames: list[Frame], bounds: Bounds, crs: CRS) -> float | None:
+    """Warn (:class:`~anysat_core.errors.UnitsMismatchWarning`) when the scene's values are in other units than the
+    statistics ``st`` that will normalise them: reflectance in 0-1 against statistics of reflectance x 10000, SAR
+    backscatter in linear power against statistics in dB, 16-bit against 8-bit imagery...
+
+    Compares the band magnitudes ``sqrt(mean^2 + std^2)`` of a small sample (:data:`UNITS_CHECK_WINDOWS`, two dates)
+    with the statistics': a median ratio over the bands beyond :data:`UNITS_FACTOR` either way is a units mismatch
+    (scenes in the right units stay well inside it: dark water or snow moves it by less than 10x).
+
+    Returns:
+        the median ratio (scene / statistics), or None when the sample holds no valid value.
+    """
+    mean, std, count, _ = _moments(frames, modality, bounds, crs, UNITS_CHECK_WINDOWS, 2)
+    ok = count > 0
+    if not ok.any():
+        return None
+    expected = np.hypot(np.asarray(st.mean), np.asarray(st.std))
+    ratios = np.hypot(mean, std)[ok] / expected[ok]
+    ratio = float(np.median(ratios))
+    if 1 / UNITS_FACTOR <= ratio <= UNITS_FACTOR:
+        return ratio
+    band = int(np.flatnonzero(ok)[0])
+    name = MODALITIES[modality].bands[band]
+    if ratio < 1:
+        sar = modality.startswith("s1") or modality == "alos"
+        hint = (
+            "If they are backscatter in linear power, convert them to dB (10 * log10(x))"
+            if sar
+            else "If they are reflectances in 0-1, multiply them by 10000; if they carry a scale factor, undo it"
+        )
+    else:
+        hint = "If they are 16-bit (or otherwise rescaled) values, bring them to the range of the statistics"
+    warnings.warn(
+        f"{modality} values look like other units than the statistics that normalise them ({st.source}): the "
+        f"bands' magnitudes (sqrt(mean^2 + std^2)) in a sample of this scene are {ratio:.3g}x the statistics' "
+        f"(median over bands; band {name}: mean {mean[band]:.4g}, std {std[band]:.4g} here, mean "
+        f"{st.mean[band]:.4g}, std {st.std[band]:.4g} expected), so the model would see nearly constant or saturated "
+        f"{modality} inputs. {hint}. Or normalise with this scene's own statistics: normalize='scene' (or "
+        f"{{'{modality}': 'scene', ...}}).",
+        UnitsMismatchWarning,
+        stacklevel=2,
+    )
+    return ratio
 
 
 def _registry_names() -> set[str]:
@@ -158,7 +217,9 @@ def _one(
     mod = MODALITIES[modality]
     if isinstance(value, str) and value == "auto" and auto_ok:
         if mod.stats:
-            return registry_stats(modality, next(iter(mod.stats)))
+            st = registry_stats(modality, next(iter(mod.stats)))
+            check_units(st, modality, frames, bounds, crs)
+            return st
         return scene_stats(frames, modality, bounds, crs)
     if isinstance(value, str) and value == "scene":
         return scene_stats(frames, modality, bounds, crs)
@@ -169,7 +230,9 @@ def _one(
                 f"{', '.join(mod.stats) or 'none'}); give {modality} its own, e.g. normalize={{'{modality}': 'scene', "
                 "...}, or use normalize='auto'"
             )
-        return registry_stats(modality, value)
+        st = registry_stats(modality, value)
+        check_units(st, modality, frames, bounds, crs)
+        return st
     if isinstance(value, (str, os.PathLike)):
         return _from_file(Path(value), modality)
     return _stats_value(value, modality, f"the statistics given for {modality}")
