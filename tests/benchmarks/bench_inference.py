@@ -26,6 +26,7 @@ over the original and the minimum per-sample cosine and relative error of each o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -123,7 +124,15 @@ def run_one(
 
 
 def run_interleaved(
-    size: str, case: str, batch: int, output: str, repeats: int, threads: int, original: str, device: str = "cpu"
+    size: str,
+    case: str,
+    batch: int,
+    output: str,
+    repeats: int,
+    threads: int,
+    original: str,
+    device: str = "cpu",
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
 ) -> dict:
     """The original (fp32), ours fp32 and ours bf16 on the same inputs and weights, in rounds (one call of each per
     round, after one warm-up of each), so that load on the machine hits all three alike."""
@@ -155,11 +164,9 @@ def run_interleaved(
             kw = {"output_modality": om} if om else {}
             return orig(inputs, patch_size=patch, output=output, **kw)
 
-    calls = {
-        "original fp32": run_original,
-        "ours fp32": lambda: run_model(ours, inputs, patch, output, om, "fp32"),
-        "ours bf16": lambda: run_model(ours, inputs, patch, output, om, "bf16"),
-    }
+    calls = {"original fp32": run_original}
+    for p in precisions:
+        calls[f"ours {p}"] = functools.partial(run_model, ours, inputs, patch, output, om, p)
     outs = {name: fn().float() for name, fn in calls.items()}  # warm-up, and the outputs compared
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
@@ -175,7 +182,7 @@ def run_interleaved(
         med = statistics.median(times[name])
         row[name] = {"median_s": med, "min_s": min(times[name]), "tiles_per_s": batch / med}
         if name != "original fp32":
-            a, b = outs[name].reshape(batch, -1), ref.reshape(batch, -1)
+            a, b = outs[name].reshape(batch, -1).double(), ref.reshape(batch, -1).double()  # fp64: long dense vectors
             row[name]["speedup"] = statistics.median(times["original fp32"]) / med
             row[name]["min_cosine"] = float(torch.nn.functional.cosine_similarity(a, b).min())
             row[name]["rel_error"] = float((a - b).norm() / b.norm())
@@ -183,6 +190,20 @@ def run_interleaved(
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     row["peak_gpu_mb"] = _peak_gpu_mb(device)
     return row
+
+
+def _cells(res: dict | None) -> dict[str, str]:
+    """The table cells of one of ours (``-`` where it was not run)."""
+    keys = ("median_s", "speedup", "min_cosine", "rel_error", "max_abs_error")
+    if res is None:
+        return dict.fromkeys(keys, "-")
+    return {
+        "median_s": f"{res['median_s']:.3f}",
+        "speedup": f"{res['speedup']:.2f}x",
+        "min_cosine": f"{res['min_cosine']:.6f}",
+        "rel_error": f"{res['rel_error']:.1e}",
+        "max_abs_error": f"{res['max_abs_error']:.1e}",
+    }
 
 
 def main() -> int:
@@ -197,13 +218,22 @@ def main() -> int:
         default="fp32",
         help="anysat_core.precision: fp32 (exact), bf16 (autocast), auto (bf16 where the CPU has bf16 units)",
     )
+    ap.add_argument(
+        "--ours",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32", "bf16"],
+        help="with --original: the precisions of ours to interleave (bf16 alone takes long where it is emulated)",
+    )
     ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (times synchronised)")
     ap.add_argument("--original", metavar="DIR", help="a checkout of gastruc/AnySat: run it interleaved with ours")
     ap.add_argument("--one", nargs=4, metavar=("SIZE", "CASE", "BATCH", "OUTPUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one and args.original:
         size, case, batch, output = args.one
-        row = run_interleaved(size, case, int(batch), output, args.repeats, args.threads, args.original, args.device)
+        row = run_interleaved(
+            size, case, int(batch), output, args.repeats, args.threads, args.original, args.device, tuple(args.ours)
+        )
         print(json.dumps(row))
         return 0
     if args.one:
@@ -230,14 +260,15 @@ def main() -> int:
         for size, case, batch, output in configs:
             cmd = [sys.executable, __file__, "--one", size, case, str(batch), output, "--original", args.original]
             cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
+            cmd += ["--ours", *args.ours]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            o, f, b = r["original fp32"], r["ours fp32"], r["ours bf16"]
+            o = r["original fp32"]
+            f, b = (_cells(r.get(f"ours {p}")) for p in ("fp32", "bf16"))
             print(
-                f"| {size} | {case} | {batch} | {output} | {o['median_s']:.3f} | {f['median_s']:.3f} | "
-                f"{f['speedup']:.2f}x | {b['median_s']:.3f} | {b['speedup']:.2f}x | "
-                f"{f['min_cosine']:.6f} / {b['min_cosine']:.6f} | {f['rel_error']:.1e} / {b['rel_error']:.1e} | "
-                f"{f['max_abs_error']:.1e} | {r['peak_rss_mb']:.0f} |",
+                f"| {size} | {case} | {batch} | {output} | {o['median_s']:.3f} | {f['median_s']} | {f['speedup']} | "
+                f"{b['median_s']} | {b['speedup']} | {f['min_cosine']} / {b['min_cosine']} | "
+                f"{f['rel_error']} / {b['rel_error']} | {f['max_abs_error']} | {r['peak_rss_mb']:.0f} |",
                 flush=True,
             )
         return 0

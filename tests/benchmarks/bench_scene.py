@@ -55,6 +55,8 @@ def run_one(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     C = MODALITIES["s2"].num_bands
+    st = next(iter(MODALITIES["s2"].stats.values()))
+    mean, std = np.asarray(st.mean)[:, None, None], np.asarray(st.std)[:, None, None]
     if height_km:  # fixed height, the size sets the width
         h_km, w_km = height_km, side_km
     else:  # the size sets the height (and the width unless it is fixed)
@@ -82,7 +84,8 @@ def run_one(
             ) as f:
                 for y0 in range(0, nh, 256):  # written in strips: the input is never in memory either
                     h = min(256, nh - y0)
-                    f.write(rng.normal(0, 1, (C, h, n)).astype(np.float32), window=rasterio.windows.Window(0, y0, n, h))
+                    z = rng.normal(0, 1, (C, h, n))  # in the registry's units (reflectance x 10000), as real S2 L2A
+                    f.write((mean + std * z).astype(np.float32), window=rasterio.windows.Window(0, y0, n, h))
             files.append(p)
         model = AnySat(size="tiny").eval().to(device)
         kw = {
