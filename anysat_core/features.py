@@ -64,7 +64,7 @@ from anysat_core.data.sample import GeoInfo, modalities_of
 from anysat_core.errors import InputShapeError, OutputError
 from anysat_core.geo import cell_centres, grid_transform
 from anysat_core.modalities import MODALITIES
-from anysat_core.precision import cast_weights, precision_context, resolve_precision
+from anysat_core.precision import lowp_view, precision_context, resolve_precision
 from anysat_core.writers import FEATURES_NAME
 
 __all__ = [
@@ -279,8 +279,8 @@ def run_model(
     """Forward in eval mode under inference_mode in ``precision`` (see :mod:`anysat_core.precision`) on the model's
     device (the batch's tensors are moved there), then restore every submodule's training flag.
 
-    In bf16 the linear and convolution weights come from :func:`~anysat_core.precision.cast_weights` (cast once per
-    model, not at every call as plain autocast does; same results)."""
+    In bf16 the model runs through :func:`~anysat_core.precision.lowp_view`: its linear and convolution weights are
+    cast once per model, not at every call as plain autocast does (same results), and the model is not changed."""
     flags = [(m, m.training) for m in model.modules()]
     device = model_device(model)
     model.eval()
@@ -288,10 +288,8 @@ def run_model(
     try:
         with torch.inference_mode(), precision_context(precision, device) as used:
             batch = _to_device(batch, device)
-            if used == "bf16":
-                weights = cast_weights(model, torch.bfloat16)
-                return torch.func.functional_call(model, weights, (batch,), kwargs, strict=False)
-            return model(batch, **kwargs)
+            net = lowp_view(model, torch.bfloat16) if used == "bf16" else model
+            return net(batch, **kwargs)
     finally:
         for m, flag in flags:
             m.training = flag

@@ -157,3 +157,48 @@ def test_bf16_weights_are_cast_once_per_model_with_autocasts_results():
     with torch.inference_mode(), prec.precision_context("bf16"):
         ref = model(batch, patch_size_m=20, output="tile")
     assert torch.equal(run_model(model, batch, 20, "tile", None, "bf16"), ref)  # the new weights, not stale ones
+
+
+def test_bf16_calls_leave_the_model_alone_for_other_threads():
+    """The bf16 path runs a view of the model (lowp_view): the model's own parameters stay fp32 Parameters during the
+    call, so fp32 calls in other threads at the same time give their exact results."""
+    import threading
+
+    from anysat_core.data.synthetic import random_batch
+    from anysat_core.features import run_model
+
+    torch.manual_seed(0)
+    model = ac.AnySat(size="test").eval()
+    batch = random_batch(["s2", "s1-asc"], batch_size=1, seed=0)
+    first = next(
+        m
+        for name, m in model.named_modules()
+        if name.startswith("projector_s2") and isinstance(m, torch.nn.Linear) and not getattr(m, "keep_dtype", False)
+    )
+    seen: list[torch.dtype] = []
+    hook = first.register_forward_hook(lambda mod, args, out: seen.append(first.weight.dtype))
+    exact = run_model(model, batch, 20, "tile", None, "fp32")
+    run_model(model, batch, 20, "tile", None, "bf16")
+    hook.remove()
+    assert seen == [torch.float32, torch.float32]  # the hook (shared with the view) ran; the model kept fp32
+    view = prec.lowp_view(model)
+    assert view is not model and first.weight.dtype == torch.float32
+    assert all(isinstance(p, torch.nn.Parameter) and p.dtype == torch.float32 for p in model.parameters())
+
+    errors: list[BaseException] = []
+
+    def loop(precision: str) -> None:
+        try:
+            for _ in range(5):
+                out = run_model(model, batch, 20, "tile", None, precision)
+                if precision == "fp32":
+                    assert torch.equal(out, exact)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=loop, args=(p,)) for p in ("fp32", "bf16", "fp32", "bf16")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
