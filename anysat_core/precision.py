@@ -61,9 +61,20 @@ def native_bf16(cpu_flags: str, cuda_capability: tuple[int, int] | None) -> bool
 
 def _device(device: Any) -> torch.device:
     try:
-        return torch.device(device if device is not None else "cpu")
+        dev = torch.device(device if device is not None else "cpu")
     except (RuntimeError, TypeError) as e:
         raise ConfigError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:1'") from e
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(
+                f"device={str(dev)!r} but this machine has no CUDA device (torch {torch.__version__}); use 'cpu'"
+            )
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(
+                f"device={str(dev)!r} but this machine has {n} CUDA device(s): use cuda:0 to cuda:{n - 1}"
+            )
+    return dev
 
 
 def bf16_native(device: Any = "cpu") -> bool:
@@ -92,8 +103,8 @@ def resolve_precision(precision: str, device: Any = "cpu") -> str:
         )
     if precision == "auto":
         return "bf16" if bf16_native(device) else "fp32"
-    if precision == "bf16" and not bf16_native(device):
-        dev = _device(device)
+    dev = _device(device)
+    if precision == "bf16" and dev.type in ("cpu", "cuda") and not bf16_native(dev):
         what = "this CPU has no avx512_bf16 or AMX" if dev.type == "cpu" else f"{dev} has no bf16 matrix units"
         warnings.warn(
             f"precision='bf16' on {dev}: {what}, so bf16 is emulated and runs several times slower than fp32 here "

@@ -26,7 +26,13 @@ def test_native_bf16_rule(flags, cap, expected):
     assert prec.native_bf16(flags, cap) is expected
 
 
+def _two_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
 def test_auto_picks_bf16_exactly_where_it_is_native(monkeypatch):
+    _two_gpus(monkeypatch)
     monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx512f avx512_bf16")
     assert prec.resolve_precision("auto", "cpu") == "bf16"
     monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx2")
@@ -41,6 +47,7 @@ def test_auto_picks_bf16_exactly_where_it_is_native(monkeypatch):
 def test_bf16_where_it_is_emulated_runs_but_warns(monkeypatch):
     import warnings
 
+    _two_gpus(monkeypatch)
     monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx2 fma")
     with pytest.warns(
         ac.EmulatedPrecisionWarning, match=r"precision='bf16' on cpu: this CPU has no avx512_bf16.*'auto'"
@@ -56,13 +63,21 @@ def test_bf16_where_it_is_emulated_runs_but_warns(monkeypatch):
         assert prec.resolve_precision("fp32", "cpu") == "fp32"
         monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx2")
         assert prec.resolve_precision("auto", "cpu") == "fp32"  # auto never picks an emulated bf16
+        assert prec.resolve_precision("bf16", "mps") == "bf16"  # a device this check knows nothing about: no claim
 
 
-def test_bad_precision_or_device_says_what_is_accepted():
+def test_bad_precision_or_device_says_what_is_accepted(monkeypatch):
     with pytest.raises(ac.ConfigError, match=r"precision='fp16'.*fp32, bf16, auto"):
         prec.resolve_precision("fp16")
     with pytest.raises(ac.ConfigError, match="not a torch device"):
         prec.resolve_precision("auto", "gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for precision in ("auto", "bf16", "fp32"):
+        with pytest.raises(ac.ConfigError, match=r"device='cuda' but this machine has no CUDA device.*use 'cpu'"):
+            prec.resolve_precision(precision, "cuda")
+    _two_gpus(monkeypatch)
+    with pytest.raises(ac.ConfigError, match=r"'cuda:2' but this machine has 2 CUDA device\(s\): use cuda:0 to cuda:1"):
+        prec.resolve_precision("fp32", "cuda:2")
     model = ac.AnySat(size="test")
     sample = ac.get_dataset("geoplex-mini", split="test", modalities=["s2"], seed=0)[0]
     with pytest.raises(ac.ConfigError, match="precision"):
