@@ -160,13 +160,27 @@ def empty_image(name: str, bounds: tuple[float, float, float, float] | None = No
     return hv.Image(np.full((1, 1), np.nan, np.float32), bounds=bounds or (0, 0, 1, 1), vdims=[name])
 
 
-def footprints(boxes: dict[int, tuple[float, float, float, float]], crs: Any, ids: list[str]) -> hv.Polygons:
-    """Tile footprints (source CRS boxes) as polygons in display coordinates, with their tile id."""
+def footprints(
+    boxes: dict[int, tuple[float, float, float, float]],
+    crs: Any,
+    ids: list[str],
+    *,
+    slots: int | None = None,
+    pad_at: tuple[float, float] | None = None,
+) -> hv.Polygons:
+    """Tile footprints (source CRS boxes) as polygons in display coordinates, with their tile id.
+
+    With ``slots``, exactly that many polygons (the first ``slots`` boxes, then zero-area polygons with an empty id
+    at ``pad_at``, a source-CRS point, or at the origin), so that a map layer keeps its number of polygons."""
     polys = []
     for i, (l, b, r, t) in boxes.items():
         corners = [(l, b), (r, b), (r, t), (l, t), (l, b)]
         pts = [to_display_xy(x, y, crs) for x, y in corners]
         polys.append({"x": [p[0] for p in pts], "y": [p[1] for p in pts], "tile": ids[i]})
+    if slots is not None:
+        polys = polys[:slots]
+        x, y = to_display_xy(*pad_at, crs) if pad_at is not None else (0.0, 0.0)
+        polys += [{"x": [x, x, x], "y": [y, y, y], "tile": ""} for _ in range(slots - len(polys))]
     return hv.Polygons(polys, vdims=["tile"])
 
 

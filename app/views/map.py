@@ -34,6 +34,8 @@ CLUSTER_COLOURS = [
 
 #: footprints of tiles up to this many tile sides from the current one are drawn (and clickable).
 NEIGHBOURS = 1.01
+#: footprint polygons drawn, always (the current tile and its 8 neighbours on a regular grid)
+FOOTPRINT_SLOTS = 9
 
 
 def cluster_colours(k: int) -> list[str]:
@@ -160,23 +162,29 @@ class MapView(pn.viewable.Viewer):
         )
 
     def _footprints(self, input_image: Any = None, layers: Any = None) -> hv.Polygons:
+        """The current tile's and its neighbours' footprints: always :data:`FOOTPRINT_SLOTS` polygons (unused slots
+        are zero-area polygons on the tile's corner). BokehJS' MultiPolygons can paint with indices of its previous
+        data when the number of polygons changes (a console TypeError when a raster source replaced GeoPlex-mini)."""
         st = self.state
-        if st._source_obj is None or "footprints" not in st.layers:
-            return hv.Polygons([], vdims=["tile"])
-        src = st.source_obj
-        boxes = src.footprints()
-        cur = boxes.get(src.index_of(st.tile)) if st.tile in src.tile_ids else None
+        src = st._source_obj
+        boxes: dict[int, tuple[float, float, float, float]] = {}
+        cur = None
+        if src is not None and "footprints" in st.layers and st.tile in src.tile_ids:
+            boxes = src.footprints()
+            cur = boxes.get(src.index_of(st.tile))
+        near: dict[int, tuple[float, float, float, float]] = {}
         if cur is not None:  # the current tile and its neighbours (click one to open it)
             side = max(cur[2] - cur[0], cur[3] - cur[1])
             cx, cy = (cur[0] + cur[2]) / 2, (cur[1] + cur[3]) / 2
-            boxes = {
-                i: b
-                for i, b in boxes.items()
-                if abs((b[0] + b[2]) / 2 - cx) <= NEIGHBOURS * side and abs((b[1] + b[3]) / 2 - cy) <= NEIGHBOURS * side
-            }
-        if not boxes or len(boxes) > 400:
-            return hv.Polygons([], vdims=["tile"])
-        polys = footprints(boxes, src.crs, src.tile_ids)
+
+            def dist(b: tuple[float, float, float, float]) -> float:
+                return max(abs((b[0] + b[2]) / 2 - cx), abs((b[1] + b[3]) / 2 - cy))
+
+            ranked = sorted((dist(b), i) for i, b in boxes.items() if dist(b) <= NEIGHBOURS * side)
+            near = {i: boxes[i] for _, i in ranked[:FOOTPRINT_SLOTS]}
+        corner = (cur[0], cur[1]) if cur is not None else None
+        crs, ids = (src.crs, src.tile_ids) if src is not None else (None, [])
+        polys = footprints(near, crs, ids, slots=FOOTPRINT_SLOTS, pad_at=corner)
         return polys.opts(fill_alpha=0, line_color="#555555", line_width=1, line_alpha=0.9, tools=["hover"])
 
     def _examples(self, positives: Any = None, negatives: Any = None) -> hv.Points:

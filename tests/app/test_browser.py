@@ -213,6 +213,26 @@ def test_own_geotiff_opens_and_a_path_outside_the_roots_is_refused(page) -> None
     wait_status(page, "Status: tile r000c000:")
     shot(page, "07-own-geotiff")
     assert map_pixels(page).std() > 10
+    # BokehJS painted the footprints with the previous source's polygon indices (fewer tiles here) until the layer
+    # kept a fixed number of polygons
+    assert page.console_errors == []
+
+
+def test_own_geotiff_in_other_units_opens_with_a_notice_on_the_page(page, data_root) -> None:
+    """Reflectance in 0-1 (statistics expect x 10000): the map is drawn and the page says why it would mislead."""
+    from tests.helpers.scenes import s2_values, write_s2_tif
+
+    write_s2_tif(data_root / "refl-0-1" / "s2_20200601.tif", s2_values(np.random.default_rng(2), 32, 32) / 10_000)
+    page.get_by_text("Your own raster", exact=True).click()
+    page.get_by_placeholder("scene.tif or s2/*.tif").fill("refl-0-1/s2_20200601.tif")
+    page.get_by_role("button", name="Open raster").click()
+    wait_status(page, "Status: tile r000c000:")
+    notice = page.get_by_text("s2 values look like other units").first
+    notice.wait_for()
+    assert "multiply them by 10000" in notice.inner_text()
+    shot(page, "07b-units-notice")
+    assert map_pixels(page).std() > 10  # still drawn: a warning, the session goes on
+    assert page.console_errors == []
 
 
 def _map_box(page) -> dict:

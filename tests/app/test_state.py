@@ -205,8 +205,14 @@ def test_a_raster_in_other_units_opens_with_a_lasting_notice(state, data_root) -
     assert state.error == "" and state.source.startswith("raster:")
     assert "s2 values look like other units" in state.notice and "multiply them by 10000" in state.notice
     assert state.result is not None  # the session goes on
+    from app.views.map import FOOTPRINT_SLOTS, MapView
+
+    one_tile = MapView(state=state)._footprints()
+    assert len(one_tile.split()) == FOOTPRINT_SLOTS  # one footprint and zero-area fillers: a fixed polygon count
+    assert [p.dimension_values("tile")[0] for p in one_tile.split()].count("") == FOOTPRINT_SLOTS - 1
     state.source = "geoplex-mini"
     assert state.notice == ""
+    assert len(MapView(state=state)._footprints().split()) == FOOTPRINT_SLOTS
 
 
 def test_cluster_legend_lists_every_cluster(state) -> None:
