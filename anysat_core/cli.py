@@ -433,20 +433,6 @@ def _model(args: argparse.Namespace) -> Any:
     return AnySat.from_checkpoint(args.weights)
 
 
-def _device(name: str) -> Any:
-    import torch
-
-    from anysat_core.errors import ConfigError
-
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: this machine has no CUDA device; use --device cpu")
-    return dev
-
-
 def _probe(path: str | None) -> Any:
     if path is None:
         return None
@@ -497,6 +483,7 @@ def _attr(out: Path, key: str) -> str:
 def _infer(args: argparse.Namespace) -> int:
     from anysat_core.data.raster import open_rasters
     from anysat_core.inference import infer_scene
+    from anysat_core.precision import resolve_device
 
     t0 = time.perf_counter()
     sources = _sources(args)
@@ -511,7 +498,7 @@ def _infer(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(f"scene: {scene!r}", file=sys.stderr)
-    model = _model(args).to(_device(args.device))
+    model = _model(args).to(resolve_device(args.device))
     optional = {} if args.min_valid_fraction is None else {"min_valid_fraction": args.min_valid_fraction}
     out = infer_scene(
         model,

@@ -19,7 +19,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -34,11 +34,13 @@ __all__ = [
     "lowp_view",
     "native_bf16",
     "precision_context",
+    "resolve_device",
     "resolve_precision",
 ]
 
 #: accepted values of ``precision=``
 PRECISIONS = ("fp32", "bf16", "auto")
+_warned_emulated: set[str] = set()  # devices already warned about (EmulatedPrecisionWarning: once per device)
 
 
 @functools.cache
@@ -59,7 +61,12 @@ def native_bf16(cpu_flags: str, cuda_capability: tuple[int, int] | None) -> bool
     return bool(set(cpu_flags.split()) & {"avx512_bf16", "amx_bf16"})
 
 
-def _device(device: Any) -> torch.device:
+def resolve_device(device: Any) -> torch.device:
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a torch.device; None: the CPU) as a torch.device of this machine.
+
+    Raises:
+        ConfigError: not a torch device, or a CUDA device this machine does not have.
+    """
     try:
         dev = torch.device(device if device is not None else "cpu")
     except (RuntimeError, TypeError) as e:
@@ -79,7 +86,7 @@ def _device(device: Any) -> torch.device:
 
 def bf16_native(device: Any = "cpu") -> bool:
     """:func:`native_bf16` for a device of this machine (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a torch.device)."""
-    dev = _device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         return native_bf16("", torch.cuda.get_device_capability(dev))
     if dev.type == "cpu":
@@ -91,7 +98,8 @@ def resolve_precision(precision: str, device: Any = "cpu") -> str:
     """The precision ``"fp32"`` or ``"bf16"`` that ``precision`` means on ``device`` (``"auto"``: bf16 where native).
 
     ``"bf16"`` is honoured everywhere; where it is not native an :class:`~anysat_core.errors.EmulatedPrecisionWarning`
-    says so (it runs several times slower than fp32 there: 0.13-0.20x of the original on an AVX2 CPU).
+    says so, once per device and process (it runs several times slower than fp32 there: 0.13-0.22x of the original
+    on an AVX2 CPU).
 
     Raises:
         ConfigError: ``precision`` is not one of :data:`PRECISIONS`, or ``device`` is not a torch device.
@@ -103,8 +111,10 @@ def resolve_precision(precision: str, device: Any = "cpu") -> str:
         )
     if precision == "auto":
         return "bf16" if bf16_native(device) else "fp32"
-    dev = _device(device)
-    if precision == "bf16" and dev.type in ("cpu", "cuda") and not bf16_native(dev):
+    dev = resolve_device(device)
+    emulated = precision == "bf16" and dev.type in ("cpu", "cuda") and not bf16_native(dev)
+    if emulated and str(dev) not in _warned_emulated:
+        _warned_emulated.add(str(dev))
         what = "this CPU has no avx512_bf16 or AMX" if dev.type == "cpu" else f"{dev} has no bf16 matrix units"
         warnings.warn(
             f"precision='bf16' on {dev}: {what}, so bf16 is emulated and runs several times slower than fp32 here "
@@ -123,7 +133,7 @@ def precision_context(precision: str, device: Any = "cpu") -> Iterator[str]:
     stays exact on Ampere and newer GPUs.
     """
     used = resolve_precision(precision, device)
-    dev = _device(device)
+    dev = resolve_device(device)
     if used == "bf16":
         with torch.autocast(dev.type, dtype=torch.bfloat16):
             yield used
@@ -142,20 +152,18 @@ def precision_context(precision: str, device: Any = "cpu") -> Iterator[str]:
 
 #: layers whose weight and bias autocast casts to the low precision at every call
 _CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_cast_cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, torch.Tensor]]] = weakref.WeakKeyDictionary()
 
 
-def cast_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
-    """``dtype`` copies of the weights and biases of ``model``'s linear and convolution layers, by parameter name.
+class _Cast(NamedTuple):
+    key: tuple[Any, ...]  # what the copies were made from: dtype, then (name, storage, version, dtype, device) each
+    weights: dict[str, torch.Tensor]  # by parameter name
+    paths: frozenset[str]  # prefixes ("", "a.", "a.b.") of the modules that hold or lead to a copy
 
-    Under autocast these are the tensors cast again at every call (autocast's own cache lasts one ``with`` block):
-    for the base model 126 M values, 85 ms per call on 2 CPU cores. Passing them to
-    :func:`lowp_view` gives the same results as plain autocast, bit for bit, without the casts (a layer whose
-    weights the model also reads outside its forward, in full-precision arithmetic, is marked ``keep_dtype = True``
-    and left out). The copies are
-    kept for the model's lifetime (``dtype`` size per value: 16 MB for tiny, 250 MB for base in bf16) and made
-    again when a parameter changes (training step, ``load_state_dict``, ``.to(device)``).
-    """
+
+_cast_cache: weakref.WeakKeyDictionary[nn.Module, _Cast] = weakref.WeakKeyDictionary()
+
+
+def _cast(model: nn.Module, dtype: torch.dtype) -> _Cast:
     params = [
         (f"{name}.{pname}" if name else pname, p)
         for name, module in model.named_modules()
@@ -164,12 +172,26 @@ def cast_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[
     ]
     key = (dtype, *((n, p.data_ptr(), p._version, p.dtype, p.device) for n, p in params))
     hit = _cast_cache.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    if hit is not None and hit.key == key:
+        return hit
     with torch.no_grad():
         weights = {n: p.detach().to(dtype) for n, p in params}
-    _cast_cache[model] = (key, weights)
-    return weights
+    paths = frozenset({n[: i + 1] for n in weights for i, ch in enumerate(n) if ch == "."} | {""})
+    _cast_cache[model] = made = _Cast(key, weights, paths)
+    return made
+
+
+def cast_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """``dtype`` copies of the weights and biases of ``model``'s linear and convolution layers, by parameter name.
+
+    Under autocast these are the tensors cast again at every call (autocast's own cache lasts one ``with`` block):
+    for the base model 352 casts, 62 ms per call on 2 CPU cores. :func:`lowp_view` puts them in a view of the model:
+    the same results as plain autocast, bit for bit, without the casts (a layer whose weights the model also reads
+    outside its forward, in full-precision arithmetic, is marked ``keep_dtype = True`` and left out). The copies are
+    kept for the model's lifetime (2 bytes per value in bf16: at most 16 MB for tiny, 250 MB for base) and made again
+    when a parameter changes (training step, ``load_state_dict``, ``.to(device)``).
+    """
+    return _cast(model, dtype).weights
 
 
 def lowp_view(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
@@ -181,12 +203,11 @@ def lowp_view(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Modul
     use it meanwhile, in any precision. Only the modules on the way to a replaced weight are new objects; making the
     view (and checking that the copies are current) costs 2-3 ms; use it for one call.
     """
-    weights = cast_weights(model, dtype)
-    paths = {name[: i + 1] for name in weights for i, ch in enumerate(name) if ch == "."} | {""}
-    return _view(model, weights, paths, "")
+    made = _cast(model, dtype)
+    return _view(model, made.weights, made.paths, "")
 
 
-def _view(module: nn.Module, weights: dict[str, torch.Tensor], paths: set[str], prefix: str) -> nn.Module:
+def _view(module: nn.Module, weights: dict[str, torch.Tensor], paths: frozenset[str], prefix: str) -> nn.Module:
     """``module`` itself where nothing under it is replaced, else a new object over its state."""
     if prefix not in paths:
         return module

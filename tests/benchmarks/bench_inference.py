@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +64,15 @@ def _sync(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: str) -> float:
+    """Seconds of one call of ``fn`` (the device synchronised before and after)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
 
 
 def _peak_gpu_mb(device: str) -> float | None:
@@ -98,11 +108,7 @@ def run_one(
     times = []
     out = run_model(model, inputs, patch, output, om, used)  # warm-up (the path of extract_features / infer_scene)
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        run_model(model, inputs, patch, output, om, used)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(_timed(lambda: run_model(model, inputs, patch, output, om, used), device))
     med = statistics.median(times)
     return {
         "impl": "anysat_core",
@@ -171,11 +177,7 @@ def run_interleaved(
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(_timed(fn, device))
     ref = outs["original fp32"]
     row: dict = {"size": size, "case": case, "batch": batch, "output": output, "threads": threads, "device": device}
     for name in calls:

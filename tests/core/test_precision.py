@@ -48,11 +48,15 @@ def test_bf16_where_it_is_emulated_runs_but_warns(monkeypatch):
     import warnings
 
     _two_gpus(monkeypatch)
+    monkeypatch.setattr(prec, "_warned_emulated", set())
     monkeypatch.setattr(prec, "cpu_flags", lambda: "fpu avx2 fma")
     with pytest.warns(
         ac.EmulatedPrecisionWarning, match=r"precision='bf16' on cpu: this CPU has no avx512_bf16.*'auto'"
     ):
         assert prec.resolve_precision("bf16", "cpu") == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prec.resolve_precision("bf16", "cpu") == "bf16"  # once per device, not at every call
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     with pytest.warns(ac.EmulatedPrecisionWarning, match=r"cuda:1 has no bf16 matrix units"):
         assert prec.resolve_precision("bf16", "cuda:1") == "bf16"

@@ -217,10 +217,9 @@ def _one(
     mod = MODALITIES[modality]
     if isinstance(value, str) and value == "auto" and auto_ok:
         if mod.stats:
-            st = registry_stats(modality, next(iter(mod.stats)))
-            check_units(st, modality, frames, bounds, crs)
-            return st
-        return scene_stats(frames, modality, bounds, crs)
+            value = next(iter(mod.stats))
+        else:
+            return scene_stats(frames, modality, bounds, crs)
     if isinstance(value, str) and value == "scene":
         return scene_stats(frames, modality, bounds, crs)
     if isinstance(value, str) and value in _registry_names():
@@ -231,7 +230,7 @@ def _one(
                 "...}, or use normalize='auto'"
             )
         st = registry_stats(modality, value)
-        check_units(st, modality, frames, bounds, crs)
+        check_units(st, modality, frames, bounds, crs)  # registry units may not be the scene's
         return st
     if isinstance(value, (str, os.PathLike)):
         return _from_file(Path(value), modality)
