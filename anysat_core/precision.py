@@ -201,7 +201,7 @@ def lowp_view(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Modul
     The view is a new tree of module objects over the same submodules' state (every other parameter, buffer, hook
     and setting is shared, read at the time of the call), so ``model`` itself is never changed: other threads may
     use it meanwhile, in any precision. Only the modules on the way to a replaced weight are new objects; making the
-    view (and checking that the copies are current) costs 2-3 ms; use it for one call.
+    view (and checking that the copies are current) costs about 2 ms; use it for one call.
     """
     made = _cast(model, dtype)
     return _view(model, made.weights, made.paths, "")
